@@ -1,0 +1,43 @@
+"""invo-train: train the seed's CIFAR models or RedNet on a dataset and save them for invo-convert."""
+
+import json
+
+import click
+
+from benchmarks.errors import cli_errors
+from involution.models import MODEL_NAMES
+from involution.train import DISTRIBUTE
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", "model", default="seed-involution", show_default=True, help=f"One of: {', '.join(MODEL_NAMES)}.")
+@click.option("--dataset", default="digits", show_default=True, help="digits (offline, ships with scikit-learn), cifar10, a .npz (x, y) or an image folder.")
+@click.option("--data-dir", type=click.Path(), help="Local cifar-10-batches-py directory for --dataset cifar10.")
+@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--batch-size", default=256, show_default=True, type=int)
+@click.option("--learning-rate", default=1e-3, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same weights and metrics on CPU.")
+@click.option("--out", default="runs/train", show_default=True, type=click.Path(), help="Output directory.")
+@click.option("--strategy", "distribute", default="default", show_default=True, help=f"tf.distribute strategy: {', '.join(DISTRIBUTE)}.")
+@click.option("--input-size", type=int, help="Square input size (default 32; 224 for rednet26/38/50 on real data).")
+@click.option("--compare", is_flag=True, help="Also train seed-conv on the same data and plot both.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--quiet", is_flag=True)
+@cli_errors
+def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out, distribute, input_size,
+         compare, force, quiet):
+    """Train an involution (or convolution) classifier and save .h5/.keras, curves and kernel maps."""
+    from involution.train import train
+
+    shape = (input_size, input_size, 3) if input_size else None
+    results = train(model, dataset, epochs, batch_size, learning_rate, seed, out, distribute, data_dir,
+                    compare, force, shape, quiet)
+    for name, r in results.items():
+        click.echo(f"{name}: {r['params']:,} params, val_accuracy {r['val_accuracy']:.4f}, "
+                   f"val_loss {r['val_loss']:.4f} -> {r['dir']}")
+    if not quiet:
+        click.echo(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""Datasets for training and calibration, preprocessed one way: float32 NHWC in [0, 1].
+
+Sources:
+  * ``digits``: scikit-learn's 1,797 real handwritten digits (8x8, shipped with the
+    package, so it works offline), resized and channel-expanded to the model input.
+  * ``cifar10``: ``keras.datasets.cifar10`` (downloads when online), or a local
+    ``cifar-10-batches-py`` directory in the original pickle format.
+  * a ``.npz`` file with ``x`` and ``y`` (``y`` optional for calibration), or ``.npy`` (images only).
+  * an image folder with one sub-folder per class.
+"""
+
+import os
+import pickle
+
+import numpy as np
+
+DATASETS = ("digits", "cifar10")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+class DataError(ValueError):
+    """Data that cannot be used; the message is one line meant for the user."""
+
+
+class Dataset:
+    """Train and held-out splits; ``y`` may be None (unlabelled calibration data)."""
+
+    def __init__(self, x_train, y_train, x_val, y_val, num_classes, name):
+        self.x_train, self.y_train = x_train, y_train
+        self.x_val, self.y_val = x_val, y_val
+        self.num_classes = num_classes
+        self.name = name
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+def _resize(images, shape):
+    """images [N, h, w, c] float in [0, 1] -> [N, H, W, C]; grey expands to C channels."""
+    h, w, c = shape
+    if images.shape[1:3] != (h, w):
+        from PIL import Image
+
+        out = np.empty((len(images), h, w, images.shape[3]), np.float32)
+        for i, img in enumerate(images):
+            chans = [np.asarray(Image.fromarray(img[..., k]).resize((w, h), Image.BILINEAR)) for k in range(img.shape[-1])]
+            out[i] = np.stack(chans, -1)
+        images = out
+    if images.shape[3] != c:
+        if images.shape[3] == 1:
+            images = np.repeat(images, c, axis=3)
+        elif c == 1:
+            images = images.mean(axis=3, keepdims=True)
+        else:
+            raise DataError(f"cannot map {images.shape[3]}-channel images to {c} channels")
+    return np.clip(images, 0.0, 1.0).astype(np.float32)
+
+
+def _split(x, y, val_fraction, seed):
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(x))
+    n_val = max(1, int(round(len(x) * val_fraction)))
+    return x[idx[n_val:]], y[idx[n_val:]], x[idx[:n_val]], y[idx[:n_val]]
+
+
+def load_digits(input_shape=(32, 32, 3), val_fraction=0.2, seed=0):
+    from sklearn.datasets import load_digits as _digits
+
+    d = _digits()
+    x = (d.images / 16.0).astype(np.float32)[..., None]
+    x = _resize(x, input_shape)
+    y = d.target.astype(np.int64)
+    return Dataset(*_split(x, y, val_fraction, seed), 10, "digits")
+
+
+def _read_cifar_batch(path):
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing CIFAR-10 batch file") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DataError(f"{path}: expected N x 3072 image rows with N labels, got {data.shape} and {labels.shape}")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def load_cifar10(data_dir=None, input_shape=(32, 32, 3)):
+    """CIFAR-10 from a local ``cifar-10-batches-py`` directory, else through keras.datasets."""
+    if data_dir is not None:
+        if not os.path.isdir(data_dir):
+            raise DataError(f"{data_dir}: no such CIFAR-10 directory (expected cifar-10-batches-py)")
+        train = [_read_cifar_batch(os.path.join(data_dir, f"data_batch_{i}")) for i in range(1, 6)]
+        x_tr = np.concatenate([t[0] for t in train])
+        y_tr = np.concatenate([t[1] for t in train])
+        x_te, y_te = _read_cifar_batch(os.path.join(data_dir, "test_batch"))
+    else:
+        import keras
+
+        try:
+            (x_tr, y_tr), (x_te, y_te) = keras.datasets.cifar10.load_data()
+        except Exception as exc:
+            raise DataError(f"cannot download CIFAR-10 ({type(exc).__name__}); pass --data-dir with a local cifar-10-batches-py") from None
+        y_tr, y_te = y_tr.ravel(), y_te.ravel()
+    prep = lambda x: _resize(x.astype(np.float32) / 255.0, input_shape)  # noqa: E731
+    return Dataset(prep(x_tr), y_tr.astype(np.int64), prep(x_te), y_te.astype(np.int64), 10, "cifar10")
+
+
+def _check_images(x, source):
+    if x.size == 0:
+        raise DataError(f"{source}: no samples")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise DataError(f"{source}: images must be N x H x W x C, got shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise DataError(f"{source}: images must be numbers, got dtype {x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise DataError(f"{source}: images contain NaN or infinite values")
+    scale = np.issubdtype(x.dtype, np.integer) or x.max() > 1.0
+    x = x.astype(np.float32)
+    return x / 255.0 if scale else x
+
+
+def _check_labels(y, n, source):
+    y = np.asarray(y).ravel()
+    if len(y) != n:
+        raise DataError(f"{source}: {n} images but {len(y)} labels")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(y == np.round(y)):
+            raise DataError(f"{source}: labels must be integer class ids")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DataError(f"{source}: labels out of range (found {y.min()}; class ids start at 0)")
+    return y
+
+
+def load_array_file(path, input_shape=None):
+    """(x, y or None) from ``.npz`` (``x``, optional ``y``) or ``.npy`` (images)."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz/.npy file ({type(exc).__name__})") from None
+    if isinstance(data, np.ndarray):
+        x, y = data, None
+    else:
+        if "x" not in data.files:
+            raise DataError(f"{path}: .npz needs an array named 'x' (and 'y' for labels); found {data.files}")
+        x = data["x"]
+        y = data["y"] if "y" in data.files else None
+    x = _check_images(x, path)
+    if y is not None:
+        y = _check_labels(y, len(x), path)
+    if input_shape is not None:
+        x = _fit_shape(x, input_shape, path)
+    return x, y
+
+
+def _fit_shape(x, input_shape, source):
+    if tuple(x.shape[1:]) == tuple(input_shape):
+        return x
+    if x.shape[3] != input_shape[2] and x.shape[3] != 1:
+        raise DataError(f"{source}: images are {tuple(x.shape[1:])}, the model takes {tuple(input_shape)}")
+    return _resize(x, input_shape)
+
+
+def load_image_folder(path, input_shape=(32, 32, 3)):
+    """(x, y, class names) from ``path/<class>/<image>``."""
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    if not classes:
+        raise DataError(f"{path}: an image folder needs one sub-folder per class")
+    h, w, c = input_shape
+    xs, ys = [], []
+    for label, cls in enumerate(classes):
+        for fname in sorted(os.listdir(os.path.join(path, cls))):
+            if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            fpath = os.path.join(path, cls, fname)
+            try:
+                img = Image.open(fpath).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"{fpath}: not a readable image ({exc})") from None
+            arr = np.asarray(img, np.float32) / 255.0
+            xs.append(arr[..., None] if arr.ndim == 2 else arr)
+            ys.append(label)
+    if not xs:
+        raise DataError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+    return np.stack(xs), np.asarray(ys, np.int64), classes
+
+
+def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=0.2, seed=0):
+    """A ``Dataset`` from a name in ``DATASETS``, a ``.npz`` file or an image folder."""
+    input_shape = tuple(input_shape)
+    if source == "digits":
+        return load_digits(input_shape, val_fraction, seed)
+    if source == "cifar10":
+        return load_cifar10(data_dir, input_shape)
+    if os.path.isdir(source):
+        x, y, classes = load_image_folder(source, input_shape)
+        num_classes = len(classes)
+    elif source.endswith((".npz", ".npy")):
+        x, y = load_array_file(source, input_shape)
+        if y is None:
+            raise DataError(f"{source}: training needs labels: save the file with x=... and y=...")
+        num_classes = int(y.max()) + 1
+    elif os.path.exists(source):
+        raise DataError(f"{source}: unsupported data file; use a .npz with x and y, or an image folder")
+    else:
+        raise DataError(f"unknown dataset {source!r}; choose one of: {', '.join(DATASETS)}, a .npz file or an image folder")
+    if len(x) < 2:
+        raise DataError(f"{source}: need at least 2 samples to hold one out, found {len(x)}")
+    return Dataset(*_split(x, y, val_fraction, seed), num_classes, os.path.basename(source.rstrip("/")))
+
+
+def load_samples(source, input_shape, count=None, data_dir=None, seed=0):
+    """(x, y or None) for calibration and evaluation: held-out samples, at most ``count``.
+
+    ``source`` is a dataset name, a ``.npz``/``.npy`` file or an image folder.
+    """
+    input_shape = tuple(input_shape)
+    if source.endswith((".npz", ".npy")) and not os.path.isdir(source):
+        x, y = load_array_file(source, input_shape)
+    else:
+        ds = load_dataset(source, input_shape, data_dir=data_dir, seed=seed)
+        x, y = ds.x_val, ds.y_val
+    if count is not None:
+        x = x[:count]
+        y = None if y is None else y[:count]
+    if len(x) == 0:
+        raise DataError(f"{source}: no samples")
+    return x, y

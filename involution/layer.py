@@ -1,0 +1,278 @@
+"""The involution layer, built only from TFLite builtin ops with tensors of rank <= 4.
+
+Involution (Li et al., CVPR 2021) generates a KxK kernel at every pixel from
+the input itself and shares it across the channels of a group:
+
+    out[h, w, c] = sum_{i,j} kernel[h, w, group(c), i, j] * x[h*s + i - p, w*s + j - p, c]
+
+Kernel generation is the paper's: average-pool by the stride, 1x1 conv C -> C/r,
+BatchNorm, ReLU, 1x1 conv -> G*K*K.  The generated kernel is laid out
+position-major (channel ``k * G + g`` holds position ``k = i * K + j`` of group
+``g``), which is the layout of the ``tf.image.extract_patches`` reference, so
+its weights copy over unchanged.
+
+Two aggregation strategies, both builtin-only and at most 4-D:
+
+* ``"shift"`` (default, measured fastest): pad once, then for each of the K*K
+  offsets a strided slice of the input times the matching kernel slice,
+  accumulated with ADD.  Exactly H*W*C*K*K multiply-adds, no large constants.
+* ``"depthwise"``: a one-hot DEPTHWISE_CONV_2D (depth multiplier K*K) gathers
+  every patch, then one MUL and one SUM.  Few ops, but K*K times the useful
+  work and C*K^4 one-hot constants; kept for comparison and for backends that
+  prefer few large ops.
+"""
+
+import numpy as np
+import keras
+from keras import ops
+
+STRATEGIES = ("shift", "depthwise")
+GROUP_LAYOUTS = ("interleaved", "contiguous")
+PADDINGS = ("same", "symmetric")
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+
+
+def same_padding(size, kernel_size, stride, padding):
+    """(before, after) zero padding of one spatial axis; output size is ceil(size / stride).
+
+    ``"same"`` is TensorFlow's SAME (what ``extract_patches`` does); ``"symmetric"``
+    is PyTorch's ``padding=K//2`` used by the official implementation.  They agree
+    for stride 1 and odd K.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel_size - size, 0)
+    before = total // 2 if padding == "same" else kernel_size // 2
+    return before, max(total - before, 0)
+
+
+@keras.saving.register_keras_serializable(package="involution")
+class Involution(keras.layers.Layer):
+    """Involution layer that converts to TFLite builtin ops only.
+
+    Args:
+        channel: input (= output) channels; ``None`` takes them from the input.
+        group_number: number of kernel groups G (the seed notebook's argument).
+        kernel_size: K, odd.
+        stride: 1 or 2 (any positive integer works).
+        reduction_ratio: r of the C -> C/r bottleneck of kernel generation.
+        group_channels: channels per group, the official form (G = C / group_channels);
+            used when ``group_number`` is None.  Default 16, as in the paper.
+        strategy: ``"shift"`` or ``"depthwise"`` aggregation (see module docstring).
+        group_layout: ``"interleaved"``: channel c belongs to group ``c % G`` (the
+            extract_patches formulation); ``"contiguous"``: group ``c // (C/G)`` (the
+            official PyTorch code).
+        padding: ``"same"`` (TensorFlow) or ``"symmetric"`` (PyTorch) window placement
+            for strides > 1.
+        bn_epsilon: BatchNorm epsilon (Keras 1e-3; PyTorch weights want 1e-5).
+    """
+
+    def __init__(
+        self,
+        channel=None,
+        group_number=None,
+        kernel_size=7,
+        stride=1,
+        reduction_ratio=4,
+        group_channels=None,
+        strategy="shift",
+        group_layout="interleaved",
+        padding="same",
+        bn_epsilon=1e-3,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be an odd positive integer (1, 3, 5, 7, ...); got {kernel_size!r}")
+        if not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be a positive integer (1 or 2); got {stride!r}")
+        if not isinstance(reduction_ratio, int) or reduction_ratio < 1:
+            raise ValueError(f"reduction_ratio must be a positive integer; got {reduction_ratio!r}")
+        if group_number is not None and (not isinstance(group_number, int) or group_number < 1):
+            raise ValueError(f"group_number must be a positive integer dividing channel; got {group_number!r}")
+        if group_channels is not None and (not isinstance(group_channels, int) or group_channels < 1):
+            raise ValueError(f"group_channels must be a positive integer dividing channel; got {group_channels!r}")
+        _check_choice("strategy", strategy, STRATEGIES)
+        _check_choice("group_layout", group_layout, GROUP_LAYOUTS)
+        _check_choice("padding", padding, PADDINGS)
+        self.channel = channel
+        self.group_number = group_number
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.reduction_ratio = reduction_ratio
+        self.group_channels = group_channels
+        self.strategy = strategy
+        self.group_layout = group_layout
+        self.padding = padding
+        self.bn_epsilon = bn_epsilon
+        if channel is not None:
+            self._validate_channels(channel)
+
+    def _validate_channels(self, channel):
+        if not isinstance(channel, int) or channel < 1:
+            raise ValueError(f"channel must be a positive integer; got {channel!r}")
+        if self.group_number is not None:
+            if channel % self.group_number:
+                raise ValueError(
+                    f"channel ({channel}) must be divisible by group_number ({self.group_number}); "
+                    f"allowed group_number values: {[g for g in range(1, channel + 1) if channel % g == 0]}"
+                )
+        else:
+            gc = self.group_channels or 16
+            if channel % gc:
+                raise ValueError(
+                    f"channel ({channel}) must be divisible by group_channels ({gc}); "
+                    f"allowed group_channels values: {[g for g in range(1, channel + 1) if channel % g == 0]}"
+                )
+        if self.reduction_ratio > channel:
+            raise ValueError(
+                f"reduction_ratio ({self.reduction_ratio}) must be at most channel ({channel}): "
+                f"allowed values are 1..{channel}"
+            )
+
+    @property
+    def groups(self):
+        if self.group_number is not None:
+            return self.group_number
+        return self.channel // (self.group_channels or 16)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"Involution expects a 4-D NHWC input; got shape {tuple(input_shape)}")
+        c = input_shape[-1]
+        if self.channel is None:
+            self.channel = int(c)
+            self._validate_channels(self.channel)
+        elif c is not None and c != self.channel:
+            raise ValueError(f"channel={self.channel} but the input has {c} channels")
+        k, g = self.kernel_size, self.groups
+        self.pool = keras.layers.AveragePooling2D(self.stride, self.stride, padding="same", name="pool") if self.stride > 1 else None
+        self.reduce = keras.layers.Conv2D(self.channel // self.reduction_ratio, 1, name="reduce")
+        self.bn = keras.layers.BatchNormalization(epsilon=self.bn_epsilon, name="bn")
+        self.span = keras.layers.Conv2D(k * k * g, 1, name="span")
+        shape = list(input_shape)
+        if self.pool is not None:
+            self.pool.build(shape)
+            shape = list(self.pool.compute_output_shape(shape))
+        self.reduce.build(shape)
+        shape[-1] = self.channel // self.reduction_ratio
+        self.bn.build(shape)
+        self.span.build(shape)
+        if self.strategy == "depthwise":
+            # One-hot gather: output channel c*K*K + k copies input channel c at offset k.
+            onehot = np.zeros((k, k, self.channel, k * k), np.float32)
+            for i in range(k):
+                for j in range(k):
+                    onehot[i, j, :, i * k + j] = 1.0
+            self._onehot = ops.convert_to_tensor(onehot)
+
+    def generate_kernel(self, x, training=None):
+        """Per-pixel kernels [B, Ho, Wo, K*K*G], channel k*G + g."""
+        y = self.pool(x) if self.pool is not None else x
+        y = ops.relu(self.bn(self.reduce(y), training=training))
+        return self.span(y)
+
+    def call(self, x, training=None):
+        kernel = self.generate_kernel(x, training=training)
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        g = self.groups
+        if self.strategy == "shift":
+            # Computed with contiguous groups: the kernel then broadcasts over the innermost axis.
+            permute = self.group_layout == "interleaved" and 1 < g < c
+            if permute:  # channel t*G+g -> g*(C/G)+t
+                x = self._swap_channel_blocks(x, c // g, g)
+            out = self._aggregate_shift(x, kernel, h, w, c, g)
+            return self._swap_channel_blocks(out, g, c // g) if permute else out
+        # The one-hot gather computes interleaved groups.
+        permute = self.group_layout == "contiguous" and 1 < g < c
+        if permute:
+            x = self._swap_channel_blocks(x, g, c // g)
+        out = self._aggregate_depthwise(x, kernel, h, w, c, g)
+        return self._swap_channel_blocks(out, c // g, g) if permute else out
+
+    @staticmethod
+    def _swap_channel_blocks(x, a, b):
+        # [B, H, W, a*b] viewed as [B*H, W, a, b] -> transpose last two -> [B, H, W, b*a]
+        h, w = x.shape[1], x.shape[2]
+        y = ops.reshape(x, (-1, w, a, b))
+        y = ops.transpose(y, (0, 1, 3, 2))
+        return ops.reshape(y, (-1, h, w, a * b))
+
+    def _padded(self, x, h, w):
+        k, s = self.kernel_size, self.stride
+        ph = same_padding(h, k, s, self.padding)
+        pw = same_padding(w, k, s, self.padding)
+        if ph == (0, 0) and pw == (0, 0):
+            return x
+        return ops.pad(x, ((0, 0), ph, pw, (0, 0)))
+
+    def _aggregate_shift(self, x, kernel, h, w, c, g):
+        """Sum over the K*K offsets of shifted input times kernel slice (groups contiguous)."""
+        k, s = self.kernel_size, self.stride
+        ho, wo = -(-h // s), -(-w // s)
+        xp = self._padded(x, h, w)
+        grouped = 1 < g < c
+        # Batch 1 (export) folds the batch away so that no offset needs a reshape of its own.
+        fold = grouped and x.shape[0] == 1
+        if fold:
+            xp = ops.reshape(xp, (xp.shape[1], xp.shape[2], g, c // g))  # [Hp, Wp, G, C/G]
+            kernel = ops.reshape(kernel, (ho, wo, k * k * g, 1))  # [Ho, Wo, K*K*G, 1]
+        elif grouped:
+            kernel = ops.reshape(kernel, (-1, ho * wo, k * k * g, 1))  # [B, HoWo, K*K*G, 1]
+        out = None
+        for i in range(k):
+            for j in range(k):
+                n = i * k + j
+                rows = slice(i, i + (ho - 1) * s + 1, s)
+                cols = slice(j, j + (wo - 1) * s + 1, s)
+                if fold:
+                    patch = xp[rows, cols]  # [Ho, Wo, G, C/G]
+                else:
+                    patch = xp[:, rows, cols, :]  # [B, Ho, Wo, C]
+                    if grouped:
+                        patch = ops.reshape(patch, (-1, ho * wo, g, c // g))
+                if grouped:
+                    piece = kernel[:, :, n * g : (n + 1) * g, :]  # [.., G, 1]
+                else:
+                    piece = kernel[:, :, :, n * g : (n + 1) * g]  # [B, Ho, Wo, G], G in {1, C}
+                term = patch * piece
+                out = term if out is None else out + term
+        return ops.reshape(out, (-1, ho, wo, c)) if grouped else out
+
+    def _aggregate_depthwise(self, x, kernel, h, w, c, g):
+        k, s = self.kernel_size, self.stride
+        kk2 = k * k
+        ho, wo = -(-h // s), -(-w // s)
+        xp = self._padded(x, h, w)
+        patches = ops.depthwise_conv(xp, self._onehot, strides=s, padding="valid")  # [B, Ho, Wo, C*K*K]
+        patches = ops.reshape(patches, (-1, ho * wo, c, kk2))
+        kern = ops.reshape(kernel, (-1, ho * wo, kk2, g))
+        kern = ops.transpose(kern, (0, 1, 3, 2))  # [B, HoWo, G, K*K]
+        if g < c:
+            kern = ops.tile(kern, (1, 1, c // g, 1))  # row t*G + g
+        out = ops.sum(patches * kern, axis=3)  # [B, HoWo, C]
+        return ops.reshape(out, (-1, ho, wo, c))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        s = self.stride
+        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            channel=self.channel,
+            group_number=self.group_number,
+            kernel_size=self.kernel_size,
+            stride=self.stride,
+            reduction_ratio=self.reduction_ratio,
+            group_channels=self.group_channels,
+            strategy=self.strategy,
+            group_layout=self.group_layout,
+            padding=self.padding,
+            bn_epsilon=self.bn_epsilon,
+        )
+        return config

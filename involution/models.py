@@ -1,0 +1,106 @@
+"""Model builders: the seed notebook's CIFAR-10 pair and RedNet (Li et al., 2021)."""
+
+import keras
+from keras import layers
+
+from involution.layer import Involution
+
+MODEL_NAMES = ("seed-conv", "seed-involution", "rednet26", "rednet38", "rednet50", "rednet-cifar")
+_DEPTHS = {"rednet26": (1, 2, 4, 1), "rednet38": (2, 3, 5, 2), "rednet50": (3, 4, 6, 3)}
+_DEFAULT_INPUT = {"rednet26": (224, 224, 3), "rednet38": (224, 224, 3), "rednet50": (224, 224, 3)}
+
+
+def seed_conv(input_shape=(32, 32, 3), num_classes=10):
+    """The TensorFlow CNN tutorial's classifier (319,178 parameters at 32x32x3, 10 classes)."""
+    inp = keras.Input(input_shape)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(inp)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return keras.Model(inp, layers.Dense(num_classes)(x), name="seed_conv")
+
+
+def seed_involution(input_shape=(32, 32, 3), num_classes=10, strategy="shift"):
+    """The notebook's involution classifier (13,080 parameters, 6 non-trainable, at 32x32x3)."""
+    inp = keras.Input(input_shape)
+    c = input_shape[-1]
+    x = inp
+    for i in range(3):
+        x = Involution(channel=c, group_number=1, kernel_size=3, stride=1, reduction_ratio=2,
+                       strategy=strategy, name=f"inv_{i + 1}")(x)
+        x = layers.ReLU()(x)
+        if i < 2:
+            x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return keras.Model(inp, layers.Dense(num_classes)(x), name="seed_involution")
+
+
+def _official_involution(channels, kernel_size, stride, name, strategy):
+    return Involution(channel=channels, group_channels=16, kernel_size=kernel_size, stride=stride,
+                      reduction_ratio=4, strategy=strategy, group_layout="contiguous",
+                      padding="symmetric", bn_epsilon=1e-5, name=name)
+
+
+def _bn(name):
+    return layers.BatchNormalization(epsilon=1e-5, name=name)
+
+
+def _bottleneck(x, mid, stride, name, strategy):
+    """conv1x1 -> involution(mid, K=7, stride) -> conv1x1 (x4), with a projection shortcut when needed."""
+    out_ch = mid * 4
+    shortcut = x
+    if stride != 1 or x.shape[-1] != out_ch:
+        shortcut = layers.Conv2D(out_ch, 1, strides=stride, use_bias=False, name=f"{name}_down_conv")(x)
+        shortcut = _bn(f"{name}_down_bn")(shortcut)
+    y = layers.Conv2D(mid, 1, use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.ReLU()(_bn(f"{name}_bn1")(y))
+    y = _official_involution(mid, 7, stride, f"{name}_inv", strategy)(y)
+    y = layers.ReLU()(_bn(f"{name}_bn2")(y))
+    y = layers.Conv2D(out_ch, 1, use_bias=False, name=f"{name}_conv3")(y)
+    y = _bn(f"{name}_bn3")(y)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_stride=2,
+           stage_strides=(1, 2, 2, 2), maxpool=True, name="rednet", strategy="shift"):
+    """RedNet: the official deep stem and ResNet bottlenecks whose 3x3 conv is a 7x7 involution."""
+    inp = keras.Input(input_shape)
+    half = base // 2
+    x = layers.Conv2D(half, 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv1")(inp)
+    x = layers.ReLU()(_bn("stem_bn1")(x))
+    x = _official_involution(half, 3, 1, "stem_inv", strategy)(x)
+    x = layers.ReLU()(_bn("stem_bn2")(x))
+    x = layers.Conv2D(base, 3, padding="same", use_bias=False, name="stem_conv2")(x)
+    x = layers.ReLU()(_bn("stem_bn3")(x))
+    if maxpool:
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+    for s, (depth, stride) in enumerate(zip(depths, stage_strides)):
+        mid = base * 2**s
+        for b in range(depth):
+            x = _bottleneck(x, mid, stride if b == 0 else 1, f"s{s + 1}b{b + 1}", strategy)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(num_classes, name="fc")(x), name=name)
+
+
+def build_model(name, input_shape=None, num_classes=None, strategy="shift"):
+    """Builds a model by name: one of ``MODEL_NAMES``.
+
+    ``strategy`` picks the involution aggregation (``"shift"`` or ``"depthwise"``).
+    """
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    input_shape = tuple(input_shape or _DEFAULT_INPUT.get(name, (32, 32, 3)))
+    if name == "seed-conv":
+        return seed_conv(input_shape, num_classes or 10)
+    if name == "seed-involution":
+        return seed_involution(input_shape, num_classes or 10, strategy)
+    if name == "rednet-cifar":
+        # Small-input RedNet: stride-1 stem, no max-pool, three stages of one bottleneck each.
+        return rednet((1, 1, 1), input_shape, num_classes or 10, base=32, stem_stride=1,
+                      stage_strides=(1, 2, 2), maxpool=False, name="rednet_cifar", strategy=strategy)
+    return rednet(_DEPTHS[name], input_shape, num_classes or 1000, name=name.replace("-", "_"),
+                  strategy=strategy)

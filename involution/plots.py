@@ -1,0 +1,65 @@
+"""Training curves and per-pixel kernel maps, written as PNG files."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from involution.layer import Involution  # noqa: E402
+
+
+def plot_histories(histories, out_prefix):
+    """``histories``: {label: keras History.history dict}.  Writes ``<prefix>loss.png``, ``<prefix>accuracy.png``."""
+    paths = []
+    for metric in ("loss", "accuracy"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, hist in histories.items():
+            epochs = np.arange(1, len(hist[metric]) + 1)
+            ax.plot(epochs, hist[metric], "-o", label=f"{label} train")
+            if f"val_{metric}" in hist:
+                ax.plot(epochs, hist[f"val_{metric}"], "--s", label=f"{label} val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = f"{out_prefix}{metric}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def involution_kernels(model, images):
+    """[(layer name, kernels [N, Ho, Wo, K*K*G])] for every Involution layer of a functional model."""
+    import keras
+
+    layers = [l for l in model.layers if isinstance(l, Involution)]
+    if not layers:
+        return []
+    feed = keras.Model(model.inputs, [l.input for l in layers])
+    inputs = feed.predict(images, verbose=0)
+    if len(layers) == 1:
+        inputs = [inputs]
+    return [(l.name, np.asarray(l.generate_kernel(x, training=False))) for l, x in zip(layers, inputs)]
+
+
+def plot_kernel_maps(model, images, path):
+    """The seed's figure: each input next to the summed per-pixel kernel of each involution layer."""
+    kernels = involution_kernels(model, images)
+    cols = 1 + len(kernels)
+    fig, axes = plt.subplots(len(images), cols, figsize=(2.2 * cols, 2.2 * len(images)), squeeze=False)
+    for r, img in enumerate(images):
+        axes[r, 0].imshow(np.clip(img, 0, 1) if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray")
+        axes[r, 0].set_title("input" if r == 0 else "", fontsize=8)
+        for c, (name, kern) in enumerate(kernels, start=1):
+            axes[r, c].imshow(kern[r].sum(axis=-1), cmap="viridis")
+            if r == 0:
+                axes[r, c].set_title(f"{name} kernel", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

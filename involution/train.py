@@ -1,0 +1,139 @@
+"""Training: the seed's recipe (Adam, sparse CE from logits, batch 256, inputs in [0, 1]).
+
+``train`` writes everything into a temporary sibling of ``out`` and renames it
+at the end, so a failed run never leaves a half-written output directory.
+"""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from involution.data import load_dataset
+from involution.models import MODEL_NAMES, build_model
+
+DISTRIBUTE = ("default", "mirrored", "multi-worker")
+
+
+class TrainError(ValueError):
+    """A training request that cannot run; one line for the user."""
+
+
+def _distribute_strategy(name):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TrainError(f"unknown --strategy {name!r}; choose one of: {', '.join(DISTRIBUTE)}")
+
+
+def _summary(model):
+    lines = [f"{model.name}: {model.count_params():,} parameters "
+             f"({sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable, "
+             f"{sum(int(np.prod(w.shape)) for w in model.non_trainable_weights):,} non-trainable)", ""]
+    lines.append(f"{'layer':<28}{'type':<22}{'output shape':<24}{'params':>10}")
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        shape = str(tuple(shape.shape)) if shape is not None and hasattr(shape, "shape") else "?"
+        lines.append(f"{layer.name:<28}{type(layer).__name__:<22}{shape:<24}{layer.count_params():>10,}")
+    return "\n".join(lines) + "\n"
+
+
+def fit(model_name, data, epochs, batch_size, learning_rate, seed, distribute="default", verbose=0):
+    """Builds ``model_name`` for ``data`` and trains it; returns (model, history dict)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    with _distribute_strategy(distribute).scope():
+        model = build_model(model_name, input_shape=data.input_shape, num_classes=data.num_classes)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    hist = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
+                     validation_data=(data.x_val, data.y_val), shuffle=True, verbose=verbose)
+    return model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, learning_rate=1e-3,
+          seed=0, out="runs/train", distribute="default", data_dir=None, compare=False, force=False,
+          input_shape=None, quiet=False):
+    """Trains one model (or, with ``compare``, seed-conv and ``model`` on the same data).
+
+    Writes ``model.h5``, ``model.keras``, ``history.json``, ``summary.txt``, ``loss.png``,
+    ``accuracy.png`` and ``kernels.png`` (involution models) into ``out``; with ``compare``,
+    each model goes into a sub-directory and the curves are drawn together.
+    Returns a dict of final metrics per model.
+    """
+    import tensorflow as tf
+
+    from involution import plots
+
+    if model not in MODEL_NAMES:
+        raise TrainError(f"unknown model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if distribute not in DISTRIBUTE:
+        raise TrainError(f"unknown --strategy {distribute!r}; choose one of: {', '.join(DISTRIBUTE)}")
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            raise TrainError(f"{flag} must be at least 1, got {value}")
+    if not learning_rate > 0:
+        raise TrainError(f"--learning-rate must be positive, got {learning_rate}")
+    out = os.path.abspath(out)
+    if os.path.exists(out) and os.listdir(out) and not force:
+        raise TrainError(f"{out} exists and is not empty; pass --force to replace it")
+
+    data = load_dataset(dataset, input_shape or (32, 32, 3), data_dir=data_dir, seed=seed)
+    if data.y_train.max() >= data.num_classes or data.y_val.max() >= data.num_classes:
+        raise TrainError(f"labels out of range for {data.num_classes} classes")
+    tf.config.experimental.enable_op_determinism()
+
+    names = ["seed-conv", model] if compare and model != "seed-conv" else [model]
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".train-", dir=parent)
+    try:
+        results, histories = {}, {}
+        for name in names:
+            sub = os.path.join(tmp, name) if len(names) > 1 else tmp
+            os.makedirs(sub, exist_ok=True)
+            net, hist = fit(name, data, epochs, batch_size, learning_rate, seed, distribute, 0 if quiet else 2)
+            net.save(os.path.join(sub, "model.keras"))
+            with contextlib.redirect_stderr(io.StringIO()):
+                net.save(os.path.join(sub, "model.h5"))
+            with open(os.path.join(sub, "history.json"), "w") as f:
+                json.dump(hist, f, indent=2)
+            with open(os.path.join(sub, "summary.txt"), "w") as f:
+                f.write(_summary(net))
+            label = f"{name} ({net.count_params():,} params)"
+            histories[label] = hist
+            plots.plot_histories({label: hist}, os.path.join(sub, ""))
+            if plots.involution_kernels(net, data.x_val[:1]):
+                plots.plot_kernel_maps(net, data.x_val[:4], os.path.join(sub, "kernels.png"))
+            results[name] = {
+                "params": int(net.count_params()),
+                "loss": hist["loss"][-1],
+                "accuracy": hist["accuracy"][-1],
+                "val_loss": hist["val_loss"][-1],
+                "val_accuracy": hist["val_accuracy"][-1],
+                "dir": os.path.join(out, name) if len(names) > 1 else out,
+            }
+        if len(names) > 1:
+            plots.plot_histories(histories, os.path.join(tmp, ""))
+        with open(os.path.join(tmp, "results.json"), "w") as f:
+            json.dump({"dataset": data.name, "epochs": epochs, "seed": seed, "models": results}, f, indent=2)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return results
