@@ -1,0 +1,135 @@
+"""Latency, memory and size of a .tflite model on the device's runtime: the library behind invo-bench."""
+
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import runtime as rt
+
+
+def _rss_kb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _percentile(sorted_ms, p):
+    k = (len(sorted_ms) - 1) * p / 100.0
+    f = int(k)
+    c = min(f + 1, len(sorted_ms) - 1)
+    return sorted_ms[f] + (k - f) * (sorted_ms[c] - sorted_ms[f])
+
+
+class Progress:
+    """A one-line progress bar on stderr, shown only for runs longer than a second."""
+
+    def __init__(self, label, total, enabled=True):
+        self.label, self.total, self.enabled = label, total, enabled and sys.stderr.isatty()
+        self.start, self.shown = time.perf_counter(), False
+
+    def update(self, done):
+        if self.enabled and time.perf_counter() - self.start > 1.0 and (done % 10 == 0 or done == self.total):
+            width = 30
+            fill = int(width * done / max(self.total, 1))
+            sys.stderr.write(f"\r{self.label[:40]:<40} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total}")
+            sys.stderr.flush()
+            self.shown = True
+
+    def close(self):
+        if self.shown:
+            sys.stderr.write("\r" + " " * 90 + "\r")
+            sys.stderr.flush()
+
+
+def load_input_file(path, runner):
+    """Inputs from ``.npy`` (one input) or ``.npz`` (``arr_0``... or input names), checked against the model."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such input file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .npy/.npz file ({type(exc).__name__})") from None
+    if isinstance(data, np.ndarray):
+        arrays = [data]
+    else:
+        names = [d["name"] for d in runner.inputs]
+        keys = [n if n in data.files else f"arr_{i}" for i, n in enumerate(names)]
+        missing = [k for k in keys if k not in data.files]
+        if missing:
+            raise ValueError(f"{path}: missing input array(s) {missing}; found {data.files}")
+        arrays = [data[k] for k in keys]
+    arrays = [a[None] if list(a.shape) == list(d["shape"])[1:] else a  # one sample without the batch axis
+              for a, d in zip(arrays, runner.inputs)]
+    return runner.check_inputs(arrays)
+
+
+def benchmark(path, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, num_runs=50, min_secs=1.0,
+              max_secs=150.0, use_xnnpack=True, delegate=None, input_file=None, require_full_delegation=False,
+              gpu_fallback=False, progress=True):
+    """Benchmarks one model the way TFLite's benchmark_model does; returns a dict of figures (ms, KB)."""
+    if num_runs < 1:
+        raise ValueError(f"--num_runs must be at least 1, got {num_runs}")
+    if warmup_runs < 0:
+        raise ValueError(f"--warmup_runs must be 0 or more, got {warmup_runs}")
+    if num_threads < 1:
+        raise ValueError(f"--num_threads must be at least 1, got {num_threads}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such model file")
+    rss0 = _rss_kb()
+    t0 = time.perf_counter()
+    runner = rt.load(path, runtime, use_gpu, num_threads, use_xnnpack, delegate, gpu_fallback)
+    init_ms = (time.perf_counter() - t0) * 1000
+    if require_full_delegation and not runner.fully_delegated:
+        raise rt.RuntimeUnavailable(f"{path}: not fully delegated to {runner.accelerator} (--require_full_delegation)")
+    arrays = load_input_file(input_file, runner) if input_file else rt.random_inputs(runner.inputs)
+    arrays = runner.check_inputs(arrays)
+    runner.set_inputs(arrays)
+
+    t = time.perf_counter()
+    runner.run()
+    first_ms = (time.perf_counter() - t) * 1000
+    warm = []
+    for _ in range(warmup_runs):
+        t = time.perf_counter()
+        runner.run()
+        warm.append((time.perf_counter() - t) * 1000)
+
+    times = []
+    bar = Progress(os.path.basename(path), num_runs, progress)
+    start = time.perf_counter()
+    # Like benchmark_model: at least num_runs and min_secs, at most max_secs.
+    while True:
+        t = time.perf_counter()
+        runner.run()  # synchronous: CompiledRunner reads the outputs back inside run()
+        times.append((time.perf_counter() - t) * 1000)
+        bar.update(len(times))
+        elapsed = time.perf_counter() - start
+        if (len(times) >= num_runs and elapsed >= min_secs) or elapsed >= max_secs:
+            break
+    bar.close()
+    s = sorted(times)
+    rss1 = _rss_kb()
+    return {
+        "model": path,
+        "file_kb": os.path.getsize(path) / 1024,
+        "runtime": runner.runtime,
+        "accelerator": runner.accelerator,
+        "fully_delegated": bool(runner.fully_delegated),
+        "num_threads": num_threads,
+        "input_dtype": runner.inputs[0]["dtype"] if runner.inputs else None,
+        "init_ms": init_ms,
+        "first_ms": first_ms,
+        "warmup_avg_ms": statistics.mean(warm) if warm else None,
+        "num_runs": len(times),
+        "median_ms": statistics.median(times),
+        "p90_ms": _percentile(s, 90),
+        "p99_ms": _percentile(s, 99),
+        "mean_ms": statistics.mean(times),
+        "std_ms": statistics.stdev(times) if len(times) > 1 else 0.0,
+        "min_ms": s[0],
+        "max_ms": s[-1],
+        "peak_rss_kb": rss1,
+        "rss_growth_kb": rss1 - rss0,
+    }

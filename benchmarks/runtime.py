@@ -1,0 +1,263 @@
+"""Loads a .tflite model on whichever TFLite runtime the device has; no TensorFlow.
+
+Runtimes, best first:
+  * ``litert``: ai-edge-litert ``Interpreter`` (CPU, XNNPACK on or off, external delegates);
+  * ``litert-compiled``: ai-edge-litert ``CompiledModel`` (CPU or the GPU accelerator);
+  * ``tflite-runtime``: the legacy ``tflite_runtime.interpreter`` (2.14), external delegates.
+"""
+
+import atexit
+import contextlib
+import gc
+import importlib
+import os
+import sys
+
+import numpy as np
+
+from benchmarks.tflite_model import TFLiteModel
+
+RUNTIMES = ("litert", "litert-compiled", "tflite-runtime")
+_MODULES = {"litert": "ai_edge_litert.interpreter", "litert-compiled": "ai_edge_litert.compiled_model",
+            "tflite-runtime": "tflite_runtime.interpreter"}
+SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
+
+
+_exit_hook = False
+
+
+def _silence_fd2():
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+
+
+@contextlib.contextmanager
+def native_logs_silenced():
+    """Hides the runtimes' C++ INFO/WARNING chatter on fd 2 (INVO_DEBUG=1 shows it)."""
+    if os.environ.get("INVO_DEBUG"):
+        yield
+        return
+    global _exit_hook
+    if not _exit_hook:  # the runtimes also log when their objects die at interpreter exit
+        _exit_hook = True
+        atexit.register(_silence_fd2)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The requested runtime or accelerator cannot be used here."""
+
+
+def _import(runtime):
+    try:
+        return importlib.import_module(_MODULES[runtime])
+    except Exception as exc:  # ImportError, or numpy ABI errors of old wheels
+        raise RuntimeUnavailable(f"runtime {runtime} is not usable here ({type(exc).__name__}: {exc})") from None
+
+
+def available_runtimes():
+    out = []
+    for name in RUNTIMES:
+        try:
+            _import(name)
+            out.append(name)
+        except RuntimeUnavailable:
+            pass
+    return out
+
+
+def pick_runtime(use_gpu=False, delegate=None):
+    """The runtime to use when the user did not choose one."""
+    have = available_runtimes()
+    if use_gpu and "litert-compiled" in have:
+        return "litert-compiled"
+    if delegate or not use_gpu:
+        for name in ("litert", "tflite-runtime"):
+            if name in have:
+                return name
+    if have:
+        return have[0]
+    raise RuntimeUnavailable("no TFLite runtime found: pip install ai-edge-litert (or tflite-runtime with numpy<2)")
+
+
+def gpu_is_emulated():
+    """True when Vulkan is pointed at a software driver (SwiftShader or lavapipe)."""
+    icd = os.environ.get("VK_ICD_FILENAMES", "") + os.environ.get("VK_DRIVER_FILES", "")
+    return any(s in icd.lower() for s in ("swiftshader", "lvp", "lavapipe"))
+
+
+def _check_supported(model):
+    if model.flex_ops:
+        raise RuntimeUnavailable(
+            f"{model.path}: needs Flex (TF Select) op(s) {', '.join(model.flex_ops)}, which no runtime here "
+            "can run; re-export with invo-convert, which swaps extract_patches involution for builtin ops"
+        )
+
+
+def random_inputs(details, seed=0):
+    """Data matching each input's dtype and quantization: U[0, 1) floats, quantized for integer inputs."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in details:
+        real = rng.random(d["shape"], dtype=np.float32)
+        dtype = np.dtype(d["dtype"])
+        if dtype.kind == "f":
+            out.append(real.astype(dtype))
+        elif dtype == np.bool_:
+            out.append(real > 0.5)
+        else:
+            scale, zero = d.get("scale") or 1.0 / 255, d.get("zero_point", 0)
+            info = np.iinfo(dtype)
+            out.append(np.clip(np.round(real / scale + zero), info.min, info.max).astype(dtype))
+    return out
+
+
+class Runner:
+    """One loaded model: ``set_inputs``, ``run`` (synchronous, outputs ready), ``outputs``."""
+
+    runtime = accelerator = None
+    fully_delegated = True
+
+    def __init__(self, path):
+        self.path = path
+        self.model = TFLiteModel.from_file(path)
+        _check_supported(self.model)
+
+    def check_inputs(self, arrays):
+        if len(arrays) != len(self.inputs):
+            raise ValueError(f"model takes {len(self.inputs)} input(s), got {len(arrays)}")
+        out = []
+        for a, d in zip(arrays, self.inputs):
+            a = np.asarray(a)
+            if tuple(a.shape) != tuple(d["shape"]):
+                raise ValueError(f"input {d['name']!r} must have shape {tuple(d['shape'])}, got {a.shape}")
+            if a.dtype != np.dtype(d["dtype"]):
+                raise ValueError(f"input {d['name']!r} must be {np.dtype(d['dtype']).name}, got {a.dtype.name}")
+            out.append(np.ascontiguousarray(a))
+        return out
+
+    def __call__(self, *arrays):
+        self.set_inputs(self.check_inputs(arrays))
+        self.run()
+        return self.outputs()
+
+
+class InterpreterRunner(Runner):
+    def __init__(self, path, runtime="litert", num_threads=1, use_xnnpack=True, delegate=None):
+        super().__init__(path)
+        mod = _import(runtime)
+        kwargs = {"model_path": path, "num_threads": num_threads}
+        if not use_xnnpack:
+            kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if delegate:
+            if not os.path.isfile(delegate):
+                raise RuntimeUnavailable(f"{delegate}: no such delegate library")
+            try:
+                kwargs["experimental_delegates"] = [mod.load_delegate(delegate)]
+            except Exception as exc:
+                raise RuntimeUnavailable(f"{delegate}: the delegate library does not load ({exc})") from None
+        try:
+            with native_logs_silenced():
+                self.interp = mod.Interpreter(**kwargs)
+                self.interp.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise RuntimeUnavailable(f"{path}: {runtime} cannot load the model ({exc})") from None
+        self.runtime = runtime
+        self.accelerator = "delegate" if delegate else ("CPU (XNNPACK)" if use_xnnpack else "CPU (builtin kernels)")
+        self.inputs = [self._details(d) for d in self.interp.get_input_details()]
+        self._outs = self.interp.get_output_details()
+
+    @staticmethod
+    def _details(d):
+        scale, zero = d.get("quantization", (0.0, 0))
+        return {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                "index": d["index"], "scale": scale, "zero_point": zero}
+
+    def set_inputs(self, arrays):
+        for a, d in zip(arrays, self.inputs):
+            self.interp.set_tensor(d["index"], a)
+
+    def run(self):
+        self.interp.invoke()
+
+    def outputs(self):
+        return [self.interp.get_tensor(d["index"]).copy() for d in self._outs]
+
+
+class CompiledRunner(Runner):
+    """ai-edge-litert CompiledModel; ``run`` reads the outputs back so that GPU work has finished."""
+
+    def __init__(self, path, accelerator="cpu", num_threads=1, allow_cpu_fallback=False):
+        super().__init__(path)
+        cm = _import("litert-compiled")
+        accel = cm.HardwareAccelerator.GPU if accelerator == "gpu" else cm.HardwareAccelerator.CPU
+        if accelerator == "gpu" and allow_cpu_fallback:
+            accel = cm.HardwareAccelerator.GPU | cm.HardwareAccelerator.CPU
+        options = cm.Options(hardware_accelerators=accel, cpu_options=cm.CpuOptions(num_threads=num_threads))
+        failure = None
+        with native_logs_silenced():
+            try:
+                self.cm = cm.CompiledModel.from_file(path, options=options)
+            except RuntimeError as exc:
+                failure = " ".join(str(exc).split())[:200]
+            gc.collect()  # a failed load frees its environment here, where its logs are hidden
+        if failure is not None:
+            if accelerator == "gpu":
+                raise RuntimeUnavailable(
+                    f"{path}: no GPU could be created or it refused the model (no Vulkan/WebGPU adapter, or ops "
+                    f"it cannot run); try --gpu_fallback, or on a CPU-only host VK_ICD_FILENAMES={SWIFTSHADER_ICD}"
+                )
+            raise RuntimeUnavailable(f"{path}: the CPU accelerator failed ({failure})")
+        self.runtime = "litert-compiled"
+        self.fully_delegated = self.cm.is_fully_accelerated()
+        self.accelerator = "CPU" if accelerator == "cpu" else ("GPU (emulated)" if gpu_is_emulated() else "GPU")
+        sig = list(self.cm.get_signature_list())[0]
+        names = self.cm.get_signature_list()[sig]
+        in_det = self.cm.get_input_tensor_details(sig)
+        out_det = self.cm.get_output_tensor_details(sig)
+        # Quantization is not in the compiled model's details; take it from the file.
+        file_in = {t.name: t for t in self.model.io("inputs")}
+        file_in_list = self.model.io("inputs")
+        self.inputs = []
+        for i, name in enumerate(names["inputs"]):
+            d = in_det[name]
+            t = file_in.get(name) or (file_in_list[i] if i < len(file_in_list) else None)
+            self.inputs.append({"name": name, "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                                "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
+        self._outs = [(int(np.prod(out_det[n]["shape"])), np.dtype(out_det[n]["dtype"]), tuple(out_det[n]["shape"]))
+                      for n in names["outputs"]]
+        self._ib = self.cm.create_input_buffers(0)
+        self._ob = self.cm.create_output_buffers(0)
+        self._last = None
+
+    def set_inputs(self, arrays):
+        for buf, a in zip(self._ib, arrays):
+            buf.write(a)
+
+    def run(self):
+        self.cm.run_by_index(0, self._ib, self._ob)
+        self._last = [buf.read(n, dt).reshape(shape) for buf, (n, dt, shape) in zip(self._ob, self._outs)]
+
+    def outputs(self):
+        return [o.copy() for o in self._last]
+
+
+def load(path, runtime=None, use_gpu=False, num_threads=1, use_xnnpack=True, delegate=None, gpu_fallback=False):
+    """A ``Runner`` for ``path`` on ``runtime`` (chosen automatically when None)."""
+    runtime = runtime or pick_runtime(use_gpu, delegate)
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    if runtime == "litert-compiled":
+        return CompiledRunner(path, "gpu" if use_gpu else "cpu", num_threads, gpu_fallback)
+    if use_gpu and not delegate:
+        raise RuntimeUnavailable(f"--use_gpu on {runtime} needs --delegate PATH to the device's GPU delegate library")
+    return InterpreterRunner(path, runtime, num_threads, use_xnnpack, delegate)
