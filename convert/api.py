@@ -1,0 +1,198 @@
+"""``convert_model``: Keras file -> verified, audited .tflite (the library behind invo-convert)."""
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.gpu_check import check_gpu
+from benchmarks.runtime import load as load_runner
+from benchmarks.tflite_model import TFLiteModel
+from convert.export import IO_TYPES, QUANTIZE, ConversionError, to_tflite
+from convert.load import load_model
+from convert.rewrite import max_difference, rewrite_model
+from involution.layer import STRATEGIES
+
+
+def _check_output(output, force):
+    if os.path.isdir(output):
+        raise ConversionError(f"{output}: is a directory; give a .tflite file path")
+    if os.path.exists(output) and not force:
+        raise ConversionError(f"{output}: exists; pass --force to overwrite")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise ConversionError(f"{directory}: output directory does not exist")
+    if not os.access(directory, os.W_OK):
+        raise ConversionError(f"{directory}: output directory is not writable")
+
+
+def write_atomic(path, data):
+    """Writes bytes or text to a temporary file beside ``path``, then renames it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".invo-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _cpu_runner(path, warnings=None):
+    """XNNPACK first, as on a device; TFLite's builtin kernels when XNNPACK refuses the model."""
+    from benchmarks.runtime import RuntimeUnavailable
+
+    try:
+        return load_runner(path, "litert")
+    except RuntimeUnavailable as exc:
+        runner = load_runner(path, "litert", use_xnnpack=False)
+        if warnings is not None:
+            warnings.append(f"XNNPACK refused the model, which runs on TFLite's builtin kernels only: {exc} "
+                            "(int8: look for layers whose activations are all zero)")
+        return runner
+
+
+def tflite_outputs(path, x, warnings=None):
+    """Runs every sample of ``x`` (float, [N, ...]) through the .tflite model; dequantized float outputs."""
+    runner = _cpu_runner(path, warnings)
+    inp = runner.inputs[0]
+    out_det = runner.interp.get_output_details()[0]
+    o_scale, o_zero = out_det.get("quantization", (0.0, 0))
+    outs = []
+    for sample in x:
+        s = sample[None].astype(np.float32)
+        if np.dtype(inp["dtype"]).kind in "iu":
+            info = np.iinfo(np.dtype(inp["dtype"]))
+            s = np.clip(np.round(s / inp["scale"] + inp["zero_point"]), info.min, info.max).astype(inp["dtype"])
+        y = runner(s)[0]
+        if y.dtype.kind in "iu" and o_scale:
+            y = (y.astype(np.float32) - o_zero) * o_scale
+        outs.append(y[0])
+    return np.stack(outs)
+
+
+def verify(keras_model, path, x, y=None, quantized=False):
+    """Float: max abs/rel error vs Keras.  Quantized: relative error, and top-1 float vs tflite with labels."""
+    ref = keras_model.predict(x, verbose=0, batch_size=32)
+    ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+    warnings = []
+    got = tflite_outputs(path, x, warnings)
+    abs_err = float(np.max(np.abs(got - ref)))
+    scale = float(np.max(np.abs(ref))) or 1.0
+    result = {"samples": int(len(x)), "max_abs_error": abs_err, "max_rel_error": abs_err / scale,
+              "mean_abs_error": float(np.mean(np.abs(got - ref))), "warnings": warnings}
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        top_f, top_q = ref.argmax(1), got.argmax(1)
+        result["top1_agreement"] = float(np.mean(top_f == top_q))
+        if y is not None:
+            result["top1_keras"] = float(np.mean(top_f == y))
+            result["top1_tflite"] = float(np.mean(top_q == y))
+    return result
+
+
+def _samples(source, input_shape, count, data_dir, seed):
+    """(calibration x, held-out x, held-out y) from a --calib source."""
+    from involution.data import load_array_file, load_dataset
+
+    if source.endswith((".npz", ".npy")) and not os.path.isdir(source):
+        x, y = load_array_file(source, input_shape)
+        n_cal = min(count, max(1, len(x) - max(1, len(x) // 5))) if len(x) > 1 else 1
+        held = slice(n_cal, None) if len(x) > n_cal else slice(0, None)
+        return x[:n_cal], x[held], None if y is None else y[held]
+    ds = load_dataset(source, input_shape, data_dir=data_dir, seed=seed)
+    return ds.x_train[:count], ds.x_val, ds.y_val
+
+
+def convert_model(model_path, output=None, quantize="none", io="int8", calib=None, calib_samples=200,
+                  strategy="shift", report=None, force=False, allow_flex=False, custom_modules=(),
+                  data_dir=None, verify_samples=200, gpu=True, seed=0, progress=None):
+    """Converts, verifies and audits; returns the report dict (also written to ``report``)."""
+    if quantize not in QUANTIZE:
+        raise ConversionError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
+    if io not in IO_TYPES:
+        raise ConversionError(f"--io must be one of {', '.join(IO_TYPES)}; got {io!r}")
+    if strategy not in STRATEGIES:
+        raise ConversionError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+    if calib_samples < 1:
+        raise ConversionError(f"--calib-samples must be at least 1, got {calib_samples}")
+    if quantize == "int8" and not calib:
+        raise ConversionError("int8 needs calibration data (--calib digits|cifar10|FILE.npz|IMAGE_DIR): random data is not calibration")
+    output = output or os.path.splitext(model_path.rstrip("/"))[0] + ".tflite"
+    _check_output(output, force)
+    if report:
+        _check_output(report, True)
+    say = progress or (lambda msg: None)
+
+    t0 = time.perf_counter()
+    model, kind = load_model(model_path, custom_modules)
+    result = {"input": model_path, "output": output, "format": kind, "quantize": quantize,
+              "io": io if quantize == "int8" else "float32", "strategy": strategy, "rewritten": []}
+    saved_model_dir = None
+    if kind == "savedmodel":
+        saved_model_dir, keras_model, input_shape = model_path, None, None
+    else:
+        keras_model, result["rewritten"] = rewrite_model(model, strategy)
+        input_shape = tuple(keras_model.inputs[0].shape[1:])
+        if None in input_shape:
+            raise ConversionError(f"{model_path}: the input shape {input_shape} must be fully known to export")
+    cal_x = held_x = held_y = None
+    if calib:
+        if input_shape is None:
+            raise ConversionError("--calib needs a .h5/.keras model (the SavedModel's input shape is not known here)")
+        say(f"loading calibration data from {calib}")
+        cal_x, held_x, held_y = _samples(calib, input_shape, calib_samples, data_dir, seed)
+    elif input_shape is not None:
+        held_x = np.random.default_rng(seed).random((8, *input_shape), dtype=np.float32)
+    if result["rewritten"]:
+        diff, scale = max_difference(model, keras_model, held_x[:8])
+        result["rewrite_max_abs_error"] = diff
+        if not diff <= 1e-4 * max(1.0, scale):
+            raise ConversionError(f"the rewritten model differs from the original by {diff:.3g}; not converting")
+
+    say(f"converting ({quantize})")
+    representative = None if cal_x is None else [s[None] for s in cal_x]
+    flat = to_tflite(keras_model, quantize, io, representative, allow_flex, saved_model_dir,
+                     progress=progress is not None)
+    info = TFLiteModel(flat, output)
+    if info.flex_ops and not allow_flex:
+        raise ConversionError(f"the model needs Flex op(s) {', '.join(info.flex_ops)}; pass --allow-flex to accept that")
+    write_atomic(output, flat)
+    result["convert_seconds"] = time.perf_counter() - t0
+    result["audit"] = info.summary()
+
+    if keras_model is not None and not info.flex_ops:
+        say("verifying against Keras")
+        x = held_x[:verify_samples]
+        y = None if held_y is None else held_y[: len(x)]
+        result["verify"] = verify(keras_model, output, x, y, quantized=quantize != "none")
+    if gpu and not info.flex_ops:
+        say("compiling on the LiteRT GPU accelerator")
+        sample = None
+        if held_x is not None:
+            sample = tflite_inputs(output, held_x[:1])
+        result["gpu"] = check_gpu(output, sample)
+    if report:
+        write_atomic(report, json.dumps(result, indent=2, default=_json_default))
+    return result
+
+
+def tflite_inputs(path, x):
+    """Quantizes float samples for a model's (possibly integer) input."""
+    d = _cpu_runner(path).inputs[0]
+    if np.dtype(d["dtype"]).kind in "iu":
+        info = np.iinfo(np.dtype(d["dtype"]))
+        x = np.clip(np.round(x / d["scale"] + d["zero_point"]), info.min, info.max)
+    return [x.astype(d["dtype"])]
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    return str(obj)

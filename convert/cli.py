@@ -1,0 +1,75 @@
+"""invo-convert: a Keras model with involution layers -> a builtin-only, verified .tflite."""
+
+import click
+
+from benchmarks.errors import cli_errors
+from convert.export import IO_TYPES, QUANTIZE
+from involution.layer import STRATEGIES
+
+
+def format_audit(result):
+    """The op audit and checks as a short table for the terminal."""
+    a = result["audit"]
+    lines = [f"{result['output']}: {a['file_bytes'] / 1024:.1f} KB, {a['parameters']:,} parameters, "
+             f"{a['ops']} ops, max tensor rank {a['max_tensor_rank']}, "
+             f"{'builtin ops only' if a['builtin_only'] else 'NOT builtin-only'}"]
+    for r in result["rewritten"]:
+        lines.append(f"  rewritten  {r}")
+    lines.append(f"  {'op':<24}{'count':>6}")
+    for op, n in a["op_histogram"].items():
+        lines.append(f"  {op:<24}{n:>6}")
+    for key in ("flex_ops", "custom_ops"):
+        if a[key]:
+            lines.append(f"  {key.replace('_', ' ')}: {', '.join(a[key])}")
+    v = result.get("verify")
+    if v:
+        line = f"  vs Keras on {v['samples']} samples: max abs err {v['max_abs_error']:.3g}, rel {v['max_rel_error']:.3g}"
+        if "top1_keras" in v:
+            line += f"; top-1 Keras {v['top1_keras']:.4f} vs TFLite {v['top1_tflite']:.4f}, agreement {v['top1_agreement']:.4f}"
+        lines.append(line)
+        for w in v.get("warnings", []):
+            lines.append(f"  warning: {w}")
+    g = result.get("gpu")
+    if g:
+        if not g.get("available"):
+            lines.append(f"  GPU: not checked: {g.get('error', 'no GPU or Vulkan adapter')}")
+        else:
+            kind = "emulated GPU (SwiftShader)" if g.get("emulated") else "GPU"
+            err = g.get("max_abs_error")
+            lines.append(f"  {kind}: {'fully accelerated' if g['fully_accelerated'] else 'NOT fully accelerated'}"
+                         + (f", max abs err vs CPU {err:.3g}" if err is not None else "")
+                         + (" (ok)" if g.get("ok") else f" (FAILED{': ' + g['error'] if g.get('error') else ''})"))
+    lines.append(f"  converted in {result['convert_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), help="Default: MODEL with a .tflite suffix.")
+@click.option("--quantize", type=click.Choice(QUANTIZE), default="none", show_default=True)
+@click.option("--io", type=click.Choice(IO_TYPES), default="int8", show_default=True, help="Input/output type of an int8 model.")
+@click.option("--calib", help="Calibration data: digits, cifar10, FILE.npz/.npy or an image folder.")
+@click.option("--calib-samples", default=200, show_default=True, type=int)
+@click.option("--data-dir", type=click.Path(), help="Local cifar-10-batches-py for --calib cifar10.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True, help="Involution gather.")
+@click.option("--report", type=click.Path(), help="Write the audit and checks as JSON.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--allow-flex", is_flag=True, help="Accept TF Select (Flex) ops; most devices cannot run them.")
+@click.option("--custom-module", multiple=True, type=click.Path(), help="A .py file registering custom layers.")
+@click.option("--no-gpu-check", is_flag=True, help="Skip compiling on the LiteRT GPU accelerator.")
+@click.option("--quiet", is_flag=True)
+@cli_errors
+def main(model, output, quantize, io, calib, calib_samples, data_dir, strategy, report, force, allow_flex,
+         custom_module, no_gpu_check, quiet):
+    """Convert MODEL (.h5, .keras or SavedModel dir) to .tflite, verify it and audit its ops."""
+    from convert.api import convert_model
+
+    say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
+    result = convert_model(model, output, quantize, io, calib, calib_samples, strategy, report, force, allow_flex,
+                           custom_module, data_dir, gpu=not no_gpu_check, progress=say)
+    if not quiet:
+        click.echo(format_audit(result))
+
+
+if __name__ == "__main__":
+    main()
