@@ -97,7 +97,7 @@ def verify(keras_model, path, x, y=None, quantized=False):
     return result
 
 
-def _samples(source, input_shape, count, data_dir, seed):
+def calibration_samples(source, input_shape, count=200, data_dir=None, seed=0):
     """(calibration x, held-out x, held-out y) from a --calib source."""
     from involution.data import load_array_file, load_dataset
 
@@ -147,7 +147,7 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
         if input_shape is None:
             raise ConversionError("--calib needs a .h5/.keras model (the SavedModel's input shape is not known here)")
         say(f"loading calibration data from {calib}")
-        cal_x, held_x, held_y = _samples(calib, input_shape, calib_samples, data_dir, seed)
+        cal_x, held_x, held_y = calibration_samples(calib, input_shape, calib_samples, data_dir, seed)
     elif input_shape is not None:
         held_x = np.random.default_rng(seed).random((8, *input_shape), dtype=np.float32)
     if result["rewritten"]:

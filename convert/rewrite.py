@@ -24,7 +24,7 @@ def rewrite_model(model, strategy="shift"):
     Reference layers become ``Involution(strategy=...)``; builtin layers of another
     strategy are rebuilt with ``strategy``.  Other layers keep their weights.
     """
-    rewritten = []
+    rewritten, replaced = [], set()
 
     def clone(layer):
         if isinstance(layer, _PatchInvolution):
@@ -36,6 +36,7 @@ def rewrite_model(model, strategy="shift"):
                 copy_kernel_generator(layer, tmp)
                 new = tmp
             rewritten.append(f"{layer.name}: {type(layer).__name__} (extract_patches, Flex) -> Involution({strategy})")
+            replaced.add(layer.name)
             return new
         if isinstance(layer, Involution) and layer.strategy != strategy:
             cfg = dict(layer.get_config(), strategy=strategy)
@@ -43,15 +44,16 @@ def rewrite_model(model, strategy="shift"):
             new.build(tuple(layer.input.shape))
             copy_kernel_generator(layer, new)
             rewritten.append(f"{layer.name}: Involution({layer.strategy}) -> Involution({strategy})")
+            replaced.add(layer.name)
             return new
-        new = layer.__class__.from_config(layer.get_config())
-        return new
+        return layer.__class__.from_config(layer.get_config())
 
-    if not any(isinstance(l, (_PatchInvolution, Involution)) for l in model.layers):
+    if not any(isinstance(l, _PatchInvolution) or (isinstance(l, Involution) and l.strategy != strategy)
+               for l in model.layers):
         return model, []
     new_model = keras.models.clone_model(model, clone_function=clone)
     for old, new in zip(model.layers, new_model.layers):
-        if not isinstance(old, (_PatchInvolution, Involution)) and old.weights:
+        if old.name not in replaced and old.weights:
             new.set_weights(old.get_weights())
     return new_model, rewritten
 

@@ -16,7 +16,7 @@ from involution.train import DISTRIBUTE
 @click.option("--epochs", default=10, show_default=True, type=int)
 @click.option("--batch-size", default=256, show_default=True, type=int)
 @click.option("--learning-rate", default=1e-3, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same weights and metrics on CPU.")
+@click.option("--seed", default=1, show_default=True, type=int, help="Same seed, same weights and metrics on CPU.")
 @click.option("--out", default="runs/train", show_default=True, type=click.Path(), help="Output directory.")
 @click.option("--strategy", "distribute", default="default", show_default=True, help=f"tf.distribute strategy: {', '.join(DISTRIBUTE)}.")
 @click.option("--input-size", type=int, help="Square input size (default 32; 224 for rednet26/38/50 on real data).")
@@ -29,6 +29,9 @@ def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out,
     """Train an involution (or convolution) classifier and save .h5/.keras, curves and kernel maps."""
     from involution.train import train
 
+    import warnings
+
+    warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
     shape = (input_size, input_size, 3) if input_size else None
     results = train(model, dataset, epochs, batch_size, learning_rate, seed, out, distribute, data_dir,
                     compare, force, shape, quiet)

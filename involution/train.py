@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def fit(model_name, data, epochs, batch_size, learning_rate, seed, distribute="d
 
 
 def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, learning_rate=1e-3,
-          seed=0, out="runs/train", distribute="default", data_dir=None, compare=False, force=False,
+          seed=1, out="runs/train", distribute="default", data_dir=None, compare=False, force=False,
           input_shape=None, quiet=False):
     """Trains one model (or, with ``compare``, seed-conv and ``model`` on the same data).
 
@@ -118,6 +119,9 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
             plots.plot_histories({label: hist}, os.path.join(sub, ""))
             if plots.involution_kernels(net, data.x_val[:1]):
                 plots.plot_kernel_maps(net, data.x_val[:4], os.path.join(sub, "kernels.png"))
+            if hist["loss"][-1] > 0.98 * hist["loss"][0] and hist["val_accuracy"][-1] < 1.5 / data.num_classes:
+                warnings.warn(f"{name} did not learn (loss {hist['loss'][0]:.3f} -> {hist['loss'][-1]:.3f}); "
+                              "a dead ReLU at initialisation can do this: try another --seed or more --epochs")
             results[name] = {
                 "params": int(net.count_params()),
                 "loss": hist["loss"][-1],

@@ -1,0 +1,88 @@
+"""Per-layer int8 quantization error (TensorFlow's QuantizationDebugger) and selective quantization.
+
+The debugger runs float and int8 side by side on calibration samples and
+measures, at every quantized op output, how far int8 strays from float.  The
+ranking metric is the one TF's guide uses: RMSE of the error divided by the
+tensor's quantization scale (about 0.29 for a perfectly uniform rounding error).
+"""
+
+import io as _io
+
+import numpy as np
+
+from convert.api import calibration_samples, verify, write_atomic
+from convert.export import compact, representative_dataset, tflite_converter
+from convert.load import load_model
+from convert.rewrite import rewrite_model
+
+
+def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules):
+    model, kind = load_model(model_path, custom_modules)
+    if kind == "savedmodel":
+        raise ValueError(f"{model_path}: per-layer debugging needs a .h5/.keras model")
+    model, _ = rewrite_model(model, strategy)
+    shape = tuple(model.inputs[0].shape[1:])
+    cal_x, held_x, held_y = calibration_samples(calib, shape, calib_samples, data_dir)
+    return model, [s[None] for s in cal_x], held_x, held_y
+
+
+def layer_errors(model_path, calib, calib_samples=100, strategy="shift", data_dir=None, custom_modules=(),
+                 debug_samples=32):
+    """Rows {op, tensor, scale, rmse_over_scale, mean_abs_error, max_abs_error}, worst first."""
+    import tensorflow as tf
+
+    model, cal, _, _ = _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules)
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        layer_debug_metrics={"mean_abs_error": lambda diff: float(np.mean(np.abs(diff)))})
+    with tflite_converter(model, "int8", "float32", cal) as conv:
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=conv, debug_dataset=representative_dataset(cal[:debug_samples]), debug_options=options)
+        debugger.run()
+    rows = []
+    for name, stats in debugger.layer_statistics.items():
+        scale = float(stats.get("scale", 0.0)) or 1.0
+        rows.append({
+            "tensor": name,
+            "op": _op_of(debugger, name),
+            "scale": scale,
+            "rmse_over_scale": float(np.sqrt(stats["mean_squared_error"])) / scale,
+            "mean_abs_error": float(stats["mean_abs_error"]),
+            "max_abs_error": float(stats["max_abs_error"]),
+        })
+    rows.sort(key=lambda r: r["rmse_over_scale"], reverse=True)
+    return rows
+
+
+def _op_of(debugger, tensor_name):
+    buf = _io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    for line in buf.getvalue().splitlines()[1:]:
+        parts = line.split(",")
+        if parts and parts[-1].strip() == tensor_name:
+            return parts[0]
+    return "?"
+
+
+def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io="float32", calib_samples=200,
+                       strategy="shift", data_dir=None, custom_modules=(), force=False):
+    """int8 everywhere except the named tensors (``keep_nodes``) or op types (``keep_ops``), which stay float.
+
+    Returns the verification of the result against Keras (top-1 when labels exist).
+    """
+    import os
+
+    import tensorflow as tf
+
+    if os.path.exists(output) and not force:
+        raise ValueError(f"{output}: exists; pass --force to overwrite")
+    if not keep_nodes and not keep_ops:
+        raise ValueError("name at least one --keep-node or --keep-op to leave in float")
+    model, cal, held_x, held_y = _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules)
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(keep_nodes) or None, denylisted_ops=[o.upper() for o in keep_ops] or None)
+    with tflite_converter(model, "int8", io, cal) as conv:
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=conv, debug_dataset=representative_dataset(cal[:8]), debug_options=options)
+        flat = compact(debugger.get_nondebug_quantized_model())
+    write_atomic(output, flat)
+    return verify(model, output, held_x, held_y, quantized=True)
