@@ -144,6 +144,10 @@ class TFLiteModel:
         return sorted({op for op in self.ops if op in self.custom_codes and not op.startswith("Flex")})
 
     @property
+    def builtin_only(self):
+        return not self.custom_codes
+
+    @property
     def max_rank(self):
         return max((len(t.shape) for sg in self.subgraphs for t in sg["tensors"]), default=0)
 
@@ -164,7 +168,7 @@ class TFLiteModel:
             "op_histogram": self.op_histogram(),
             "flex_ops": self.flex_ops,
             "custom_ops": self.custom_ops,
-            "builtin_only": not self.custom_codes,
+            "builtin_only": self.builtin_only,
             "max_tensor_rank": self.max_rank,
             "parameters": self.parameters(),
             "inputs": [_io_dict(t) for t in self.io("inputs")],

@@ -1,0 +1,149 @@
+"""The Involution layer against independent numpy implementations, the reference formulation and PyTorch weights."""
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from involution import Involution
+from involution.reference import InvolutionReference, builtin_from_reference
+from involution.torch_weights import from_torch_state
+from numpy_involution import involution_official, involution_seed
+from conftest import randomize
+
+
+def _weights(layer):
+    """Kernel-generator weights of a built layer as the numpy reference wants them."""
+    w1, b1 = [w.numpy() for w in layer.reduce.weights]
+    gamma, beta, mean, var = [w.numpy() for w in layer.bn.weights]
+    w2, b2 = [w.numpy() for w in layer.span.weights]
+    return w1[0, 0], b1, gamma, beta, mean, var, w2[0, 0], b2
+
+
+@st.composite
+def layer_cases(draw):
+    c = draw(st.sampled_from([1, 2, 3, 4, 6, 8]))
+    divisors = [g for g in range(1, c + 1) if c % g == 0]
+    return dict(
+        c=c,
+        g=draw(st.sampled_from(divisors)),
+        k=draw(st.sampled_from([1, 3, 5, 7])),
+        s=draw(st.sampled_from([1, 2])),
+        h=draw(st.integers(3, 9)),
+        w=draw(st.integers(3, 9)),
+        n=draw(st.integers(1, 3)),
+        r=draw(st.sampled_from([r for r in (1, 2, 4) if r <= c])),
+        strategy=draw(st.sampled_from(["shift", "depthwise"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer_cases())
+def test_matches_numpy_seed_formulation(case):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["n"], case["h"], case["w"], case["c"])).astype(np.float32)
+    layer = Involution(channel=case["c"], group_number=case["g"], kernel_size=case["k"], stride=case["s"],
+                       reduction_ratio=case["r"], strategy=case["strategy"])
+    layer.build(x.shape)
+    randomize(layer, case["seed"])
+    got = np.asarray(layer(x, training=False))
+    want = involution_seed(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer_cases())
+def test_batch_one_export_path_matches_batched_path(case):
+    """Batch 1 folds the batch away (the export graph); it must compute what training does."""
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((3, case["h"], case["w"], case["c"])).astype(np.float32)
+    layer = Involution(channel=case["c"], group_number=case["g"], kernel_size=case["k"], stride=case["s"],
+                       reduction_ratio=case["r"], group_layout="contiguous")
+    layer.build(x.shape)
+    randomize(layer, case["seed"])
+    batched = np.asarray(layer(x, training=False))
+    single = np.concatenate([np.asarray(layer(x[i : i + 1], training=False)) for i in range(3)])
+    np.testing.assert_allclose(single, batched, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_reference_weights_transfer_gives_equal_outputs(groups, stride):
+    x = np.random.default_rng(groups).standard_normal((2, 10, 10, 8)).astype(np.float32)
+    inp = keras.Input((10, 10, 8))
+    ref_layer = InvolutionReference(channel=8, group_number=groups, kernel_size=3, stride=stride, reduction_ratio=2)
+    ref_model = randomize(keras.Model(inp, ref_layer(inp)), stride)
+    for strategy in ("shift", "depthwise"):
+        builtin = builtin_from_reference(ref_layer, (None, 10, 10, 8), strategy)
+        np.testing.assert_allclose(np.asarray(builtin(x)), ref_model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("groups,stride,k", [(1, 1, 7), (2, 1, 3), (4, 2, 7), (8, 2, 3)])
+def test_official_pytorch_weights(groups, stride, k):
+    c, mid = 16, 4
+    rng = np.random.default_rng(k + groups)
+    state = {
+        "layer1.0.conv2.conv1.conv.weight": rng.standard_normal((mid, c, 1, 1)) * 0.3,
+        "layer1.0.conv2.conv1.bn.weight": rng.uniform(0.5, 1.5, mid),
+        "layer1.0.conv2.conv1.bn.bias": rng.standard_normal(mid) * 0.2,
+        "layer1.0.conv2.conv1.bn.running_mean": rng.standard_normal(mid) * 0.2,
+        "layer1.0.conv2.conv1.bn.running_var": rng.uniform(0.5, 1.5, mid),
+        "layer1.0.conv2.conv2.conv.weight": rng.standard_normal((groups * k * k, mid, 1, 1)) * 0.3,
+        "layer1.0.conv2.conv2.conv.bias": rng.standard_normal(groups * k * k) * 0.1,
+    }
+    x = rng.standard_normal((2, 8, 8, c)).astype(np.float32)
+    layer = from_torch_state(state, kernel_size=k, stride=stride, input_shape=x.shape)
+    want = involution_official(x.astype(np.float64), k, stride, groups,
+                               *[state[f"layer1.0.conv2.{n}"] for n in (
+                                   "conv1.conv.weight", "conv1.bn.weight", "conv1.bn.bias", "conv1.bn.running_mean",
+                                   "conv1.bn.running_var", "conv2.conv.weight", "conv2.conv.bias")])
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_state_missing_key_is_named():
+    with pytest.raises(ValueError, match="conv2.conv.bias"):
+        from_torch_state({"conv1.conv.weight": np.zeros((1, 4, 1, 1))}, kernel_size=3)
+
+
+def test_seed_notebook_call_and_group_size_form():
+    seed = Involution(channel=3, group_number=1, kernel_size=3, stride=1, reduction_ratio=2)
+    assert seed.groups == 1
+    official = Involution(channel=64)
+    assert (official.groups, official.kernel_size, official.reduction_ratio) == (4, 7, 4)
+    assert Involution(channel=32, group_channels=8).groups == 4
+
+
+@pytest.mark.parametrize("kwargs,argument", [
+    (dict(channel=8, group_number=1, kernel_size=4), "kernel_size"),
+    (dict(channel=8, group_number=3, kernel_size=3), "group_number"),
+    (dict(channel=8, group_channels=3, kernel_size=3), "group_channels"),
+    (dict(channel=4, group_number=1, kernel_size=3, reduction_ratio=8), "reduction_ratio"),
+    (dict(channel=8, group_number=1, kernel_size=3, strategy="gather"), "strategy"),
+    (dict(channel=8, group_number=1, kernel_size=3, stride=0), "stride"),
+    (dict(channel=8, group_number=1, kernel_size=3, group_layout="x"), "group_layout"),
+])
+def test_bad_arguments_name_the_argument_and_allowed_values(kwargs, argument):
+    with pytest.raises(ValueError, match=argument) as info:
+        Involution(**kwargs)
+    if argument == "strategy":
+        assert "'shift'" in str(info.value) and "'depthwise'" in str(info.value)
+    if argument == "group_number":
+        assert "[1, 2, 4, 8]" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_save_and_load_round_trip(tmp_path, fmt):
+    inp = keras.Input((9, 9, 8))
+    out = Involution(channel=8, group_number=2, kernel_size=5, stride=2, reduction_ratio=2, strategy="depthwise",
+                     group_layout="contiguous", padding="symmetric")(inp)
+    model = randomize(keras.Model(inp, keras.layers.ReLU()(out)))
+    path = tmp_path / f"m.{fmt}"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(0).standard_normal((2, 9, 9, 8)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
+    layer = [l for l in loaded.layers if isinstance(l, Involution)][0]
+    assert layer.get_config()["strategy"] == "depthwise" and layer.padding == "symmetric"

@@ -1,0 +1,117 @@
+"""Real conversions of the layer: builtin ops only, rank <= 4, equal to Keras, and right on the GPU path."""
+
+import keras
+import numpy as np
+import pytest
+
+from benchmarks.runtime import CompiledRunner, InterpreterRunner
+from benchmarks.tflite_model import TFLiteModel
+from conftest import randomize, require_gpu
+from convert.export import to_tflite
+from involution import Involution
+from involution.reference import InvolutionReference
+
+
+def layer_model(h, w, c, k, g, r, stride=1, strategy="shift", layout="interleaved", seed=0):
+    inp = keras.Input((h, w, c))
+    out = Involution(channel=c, group_number=g, kernel_size=k, stride=stride, reduction_ratio=r, strategy=strategy,
+                     group_layout=layout)(inp)
+    return randomize(keras.Model(inp, out), seed)
+
+
+def convert(model, tmp_path, quantize="none", name="m", calib=16):
+    rng = np.random.default_rng(1)
+    shape = (1, *model.inputs[0].shape[1:])
+    rep = [rng.random(shape, dtype=np.float32) for _ in range(calib)] if quantize == "int8" else None
+    path = tmp_path / f"{name}_{quantize}.tflite"
+    path.write_bytes(to_tflite(model, quantize, "int8", rep))
+    return str(path)
+
+
+def assert_deployable(path):
+    info = TFLiteModel.from_file(path)
+    assert info.builtin_only and not info.flex_ops and not info.custom_ops, info.op_histogram()
+    assert info.max_rank <= 4, info.max_rank
+    return info
+
+
+CASES = [
+    dict(h=9, w=7, c=8, k=3, g=2, r=2, stride=1),
+    dict(h=8, w=8, c=8, k=5, g=4, r=2, stride=2),
+    dict(h=11, w=11, c=6, k=7, g=3, r=2, stride=2, layout="contiguous"),
+    dict(h=12, w=12, c=16, k=3, g=16, r=4, stride=1),
+]
+
+
+@pytest.mark.parametrize("strategy", ["shift", "depthwise"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(str(c[k]) for k in ("h", "c", "k", "g", "stride")))
+def test_float32_equals_keras(tmp_path, case, strategy):
+    model = layer_model(**case, strategy=strategy)
+    path = convert(model, tmp_path)
+    info = assert_deployable(path)
+    if strategy == "shift":
+        assert "DEPTHWISE_CONV_2D" not in info.op_histogram()
+    x = np.random.default_rng(2).standard_normal((1, case["h"], case["w"], case["c"])).astype(np.float32)
+    got = InterpreterRunner(path)(x)[0]
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize("strategy", ["shift", "depthwise"])
+def test_int8_with_int8_io_within_stated_error(tmp_path, strategy):
+    """Full int8 (int8 in and out): dequantized, within 1% (mean) and 5% (max) of Keras's output range."""
+    model = layer_model(16, 16, 8, 3, 2, 2, strategy=strategy)
+    path = convert(model, tmp_path, "int8", calib=32)
+    info = assert_deployable(path)
+    assert info.io("inputs")[0].dtype == "INT8" and info.io("outputs")[0].dtype == "INT8"
+    runner = InterpreterRunner(path)
+    i, o = runner.inputs[0], info.io("outputs")[0]
+    x = np.random.default_rng(3).random((1, 16, 16, 8), dtype=np.float32)
+    q = np.clip(np.round(x / i["scale"] + i["zero_point"]), -128, 127).astype(np.int8)
+    got = (runner(q)[0].astype(np.float32) - o.zero_point) * o.scale
+    want = model.predict(x, verbose=0)
+    span = want.max() - want.min()
+    assert np.abs(got - want).mean() <= 0.01 * span and np.abs(got - want).max() <= 0.05 * span
+
+
+def test_extract_patches_reference_needs_flex(tmp_path):
+    """Why this project exists: the reference formulation is 6-D and converts only with Flex."""
+    import tensorflow as tf
+
+    inp = keras.Input((8, 8, 8), batch_size=1)
+    model = keras.Model(inp, InvolutionReference(8, 2, 3, 1, 2)(inp))
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    info = TFLiteModel(conv.convert())
+    assert info.flex_ops == ["FlexExtractImagePatches"] and info.max_rank == 6
+
+
+@pytest.mark.parametrize("k", [3, 7])
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_gpu_accelerator_runs_rednet_stage1_layer_correctly(tmp_path, k, quantize):
+    """56x56x64, G=4: a shifted-slice prototype was 'fully accelerated' yet wrong here at K=7."""
+    require_gpu()
+    model = layer_model(56, 56, 64, k, 4, 4, seed=k)
+    path = convert(model, tmp_path, quantize, calib=8)
+    assert_deployable(path)
+    cpu = CompiledRunner(path, "cpu")
+    gpu = CompiledRunner(path, "gpu")
+    assert gpu.fully_delegated, "the GPU accelerator alone must take the whole model"
+    rng = np.random.default_rng(k)
+    if quantize == "none":
+        x = rng.standard_normal((1, 56, 56, 64)).astype(np.float32)
+        want, got = cpu(x)[0], gpu(x)[0]
+        np.testing.assert_allclose(got, want, atol=1e-3 * max(1.0, np.abs(want).max()))
+        np.testing.assert_allclose(got, model.predict(x, verbose=0), atol=1e-3 * max(1.0, np.abs(want).max()))
+    else:
+        # The GPU accumulates the K*K products in float; XNNPACK requantizes after every ADD.
+        i, o = cpu.inputs[0], TFLiteModel.from_file(path).io("outputs")[0]
+        xf = rng.random((1, 56, 56, 64), dtype=np.float32)
+        x = np.clip(np.round(xf / i["scale"] + i["zero_point"]), -128, 127).astype(np.int8)
+        want, got = cpu(x)[0].astype(int), gpu(x)[0].astype(int)
+        assert np.abs(got - want).max() <= 2, "GPU and CPU int8 outputs differ by more than 2 quantization steps"
+        ref = model.predict(xf, verbose=0)
+        span = ref.max() - ref.min()
+        for out in (want, got):  # int8 error budget of a K=7 layer (49 requantized ADDs)
+            err = np.abs((out - o.zero_point) * o.scale - ref)
+            assert err.mean() <= 0.01 * span and err.max() <= 0.10 * span
