@@ -35,7 +35,7 @@ def rewrite_model(model, strategy="shift"):
                 tmp.build(shape)
                 copy_kernel_generator(layer, tmp)
                 new = tmp
-            rewritten.append(f"{layer.name}: {type(layer).__name__} (extract_patches, Flex) -> Involution({strategy})")
+            rewritten.append(f"{layer.name}: {layer.formulation} (extract_patches, Flex) -> Involution({strategy})")
             replaced.add(layer.name)
             return new
         if isinstance(layer, Involution) and layer.strategy != strategy:

@@ -113,12 +113,12 @@ def load_cifar10(data_dir=None, input_shape=(32, 32, 3)):
 def _check_images(x, source):
     if x.size == 0:
         raise DataError(f"{source}: no samples")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise DataError(f"{source}: images must be numbers, got dtype {x.dtype}")
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise DataError(f"{source}: images must be N x H x W x C, got shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise DataError(f"{source}: images must be numbers, got dtype {x.dtype}")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         raise DataError(f"{source}: images contain NaN or infinite values")
     scale = np.issubdtype(x.dtype, np.integer) or x.max() > 1.0

@@ -20,6 +20,8 @@ from involution.layer import Involution
 class _PatchInvolution(keras.layers.Layer):
     """Shared forward pass of the extract_patches formulations (kernel generator in ``kernel_gen``)."""
 
+    formulation = "InvolutionReference"
+
     def __init__(self, channel, group_number, kernel_size, stride, reduction_ratio, **kwargs):
         super().__init__(**kwargs)
         if reduction_ratio > channel:
@@ -91,9 +93,13 @@ class InvolutionReference(_PatchInvolution):
 class NotebookInvolution(InvolutionReference):
     """Stand-in for the involution-tf notebook's ``Involution`` when loading its saved models."""
 
+    formulation = "Involution (involution-tf notebook or keras.io)"
+
 
 class KerasIoInvolution(_PatchInvolution):
     """Stand-in for the keras.io example's ``Involution``, which returns ``(output, kernel)``."""
+
+    formulation = "Involution (keras.io, returns its kernel)"
 
     def __init__(self, channel, group_number, kernel_size, stride, reduction_ratio, name=None, **kwargs):
         super().__init__(channel, group_number, kernel_size, stride, reduction_ratio, name=name, **kwargs)
@@ -105,6 +111,11 @@ class KerasIoInvolution(_PatchInvolution):
         out = super().compute_output_shape(input_shape)
         k, g = self.kernel_size, self.group_number
         return out, (out[0], out[1], out[2], k * k, 1, g)
+
+
+# A .keras file keys each layer's weights by its class name: the stand-ins must be called Involution.
+for _cls in (NotebookInvolution, KerasIoInvolution):
+    _cls.__name__ = _cls.__qualname__ = "Involution"
 
 
 def kernel_generator_parts(layer):

@@ -1,0 +1,178 @@
+"""invo-convert: real conversions, the extract_patches rewrite, verification, the op audit and bad input."""
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.runtime import InterpreterRunner
+from benchmarks.tflite_model import TFLiteModel
+from conftest import ROOT, assert_one_line_error, gpu_available, randomize, require_gpu, run_cli
+from convert.api import convert_model
+from convert.cli import main as convert_cli
+from involution.reference import InvolutionReference
+
+LEGACY = os.path.join(ROOT, "tests", "legacy_layers")
+
+
+def _leftovers(directory):
+    return [p for p in os.listdir(directory) if p.startswith(".invo-")]
+
+
+def test_seed_involution_to_int8_as_a_user_runs_it(trained_seed, tmp_path):
+    out, _ = trained_seed
+    model = out / "seed-involution" / "model.h5"
+    target, report = tmp_path / "seed_int8.tflite", tmp_path / "report.json"
+    proc = run_cli("convert.cli", str(model), "-o", str(target), "--quantize", "int8", "--calib", "digits",
+                   "--report", str(report))
+    assert proc.returncode == 0, proc.stderr
+    assert "builtin ops only" in proc.stdout and "STRIDED_SLICE" in proc.stdout
+    r = json.loads(report.read_text())
+    a = r["audit"]
+    assert a["builtin_only"] and a["max_tensor_rank"] <= 4 and not a["flex_ops"]
+    assert a["inputs"][0]["dtype"] == "INT8" and a["outputs"][0]["dtype"] == "INT8"
+    assert a["file_bytes"] == target.stat().st_size
+    v = r["verify"]
+    assert v["samples"] > 100
+    assert abs(v["top1_keras"] - v["top1_tflite"]) <= 0.01 + 1e-9, v
+    if gpu_available():
+        assert r["gpu"]["available"] and r["gpu"]["fully_accelerated"] and r["gpu"]["ok"], r["gpu"]
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
+def test_seed_conv_float_modes(trained_seed, tmp_path, quantize):
+    out, _ = trained_seed
+    r = convert_model(str(out / "seed-conv" / "model.keras"), str(tmp_path / "c.tflite"), quantize=quantize,
+                      calib="digits", gpu=quantize == "none")
+    assert r["audit"]["builtin_only"] and r["audit"]["inputs"][0]["dtype"] == "FLOAT32"
+    tol = {"none": 1e-5, "float16": 1e-2, "dynamic": 5e-2}[quantize]
+    assert r["verify"]["max_rel_error"] <= tol, r["verify"]
+    if quantize == "none" and gpu_available():
+        assert r["gpu"]["ok"], r["gpu"]
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_reference_models_are_rewritten_to_builtin_ops(tmp_path, fmt):
+    inp = keras.Input((12, 12, 8))
+    x = InvolutionReference(channel=8, group_number=4, kernel_size=3, stride=1, reduction_ratio=2)(inp)
+    x = InvolutionReference(channel=8, group_number=2, kernel_size=5, stride=2, reduction_ratio=4)(keras.layers.ReLU()(x))
+    model = randomize(keras.Model(inp, x))
+    path = tmp_path / f"ref.{fmt}"
+    model.save(path)
+    r = convert_model(str(path), str(tmp_path / "ref.tflite"), gpu=gpu_available())
+    assert len(r["rewritten"]) == 2 and all("InvolutionReference" in s for s in r["rewritten"])
+    assert r["rewrite_max_abs_error"] < 1e-4
+    assert r["audit"]["builtin_only"] and r["audit"]["max_tensor_rank"] <= 4
+    xs = np.random.default_rng(0).standard_normal((1, 12, 12, 8)).astype(np.float32)
+    np.testing.assert_allclose(InterpreterRunner(str(tmp_path / "ref.tflite"))(xs)[0], model.predict(xs, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    if gpu_available():
+        assert r["gpu"]["ok"], r["gpu"]
+
+
+@pytest.fixture(scope="module")
+def kerasio_models(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kerasio")
+    proc = run_cli("save_models", str(out), env={"PYTHONPATH": LEGACY})
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["keras", "h5"])
+def test_keras_io_models_load_without_their_code(kerasio_models, tmp_path, fmt):
+    """The keras.io layer returns (output, kernel) and is not importable here: the converter supplies it."""
+    assert "keras_io_involution" not in sys.modules
+    target = tmp_path / "k.tflite"
+    r = convert_model(str(kerasio_models / f"kerasio.{fmt}"), str(target), gpu=False)
+    assert len(r["rewritten"]) == 2 and all("keras.io" in s for s in r["rewritten"])
+    assert r["audit"]["builtin_only"] and r["audit"]["max_tensor_rank"] <= 4
+    expected = np.load(kerasio_models / "kerasio_expected.npz")
+    got = np.concatenate([InterpreterRunner(str(target))(x[None])[0] for x in expected["x"]])
+    np.testing.assert_allclose(got, expected["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_savedmodel_directory(trained_seed, tmp_path):
+    out, _ = trained_seed
+    model = keras.saving.load_model(out / "seed-conv" / "model.keras")
+    model.export(str(tmp_path / "sm"), verbose=False)
+    r = convert_model(str(tmp_path / "sm"), str(tmp_path / "sm.tflite"), gpu=False)
+    assert r["format"] == "savedmodel" and r["audit"]["builtin_only"]
+
+
+def test_gpu_audit_is_measured_on_the_accelerator(trained_seed, tmp_path):
+    require_gpu()
+    out, _ = trained_seed
+    r = convert_model(str(out / "seed-involution" / "model.keras"), str(tmp_path / "g.tflite"))
+    g = r["gpu"]
+    assert g["available"] and g["fully_accelerated"] and g["ok"] and g["max_abs_error"] < 1e-3
+    assert g["emulated"] == ("swiftshader" in os.environ.get("VK_ICD_FILENAMES", ""))
+
+
+# --- bad input: one clear line, non-zero exit, no traceback, no partial output -------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, trained_seed):
+    d = tmp_path_factory.mktemp("bad")
+    out, _ = trained_seed
+    h5 = (out / "seed-involution" / "model.h5").read_bytes()
+    (d / "trunc.h5").write_bytes(h5[: len(h5) // 2])
+    (d / "notes.h5").write_text("this is not a model\n")
+    (d / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64)
+
+    @keras.saving.register_keras_serializable(package="mystery")
+    class Mystery(keras.layers.Layer):
+        def call(self, x):
+            return x * 2
+
+    inp = keras.Input((8, 8, 3))
+    keras.Model(inp, Mystery()(inp)).save(d / "mystery.keras")
+    keras.saving.get_custom_objects().pop("mystery>Mystery", None)
+    rng = np.random.default_rng(0)
+    np.savez(d / "wrong_shape.npz", x=rng.random((8, 32, 32, 5), dtype=np.float32))
+    np.savez(d / "wrong_dtype.npz", x=np.array([["a"] * 4] * 4))
+    np.savez(d / "nan.npz", x=np.full((8, 32, 32, 3), np.nan, np.float32))
+    np.savez(d / "empty.npz", x=np.zeros((0, 32, 32, 3), np.float32))
+    (d / "exists.tflite").write_bytes(b"keep me")
+    return d, out / "seed-involution" / "model.h5"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["{d}/missing.h5"], "no such file"),
+    (["{d}/model.tflite"], "already a TFLite model"),
+    (["{d}/notes.h5"], "not a Keras model"),
+    (["{d}/trunc.h5"], "corrupt or truncated"),
+    (["{d}/mystery.keras"], "Mystery"),
+    (["{m}", "--quantize", "int8"], "calibration data"),
+    (["{m}", "--quantize", "int8", "--calib", "{d}/wrong_shape.npz"], "5"),
+    (["{m}", "--quantize", "int8", "--calib", "{d}/wrong_dtype.npz"], "must be numbers"),
+    (["{m}", "--quantize", "int8", "--calib", "{d}/nan.npz"], "NaN"),
+    (["{m}", "--quantize", "int8", "--calib", "{d}/empty.npz"], "no samples"),
+    (["{m}", "-o", "{d}/exists.tflite"], "--force"),
+    (["{m}", "-o", "/proc/1/x.tflite"], "not writable"),
+    (["{m}", "-o", "{d}/no/such/dir/x.tflite"], "does not exist"),
+])
+def test_bad_input(bad_inputs, args, needle):
+    d, m = bad_inputs
+    args = [a.format(d=d, m=m) for a in args]
+    if "-o" not in args:
+        args += ["-o", str(d / "out.tflite")]
+    before = set(os.listdir(d))
+    result = CliRunner().invoke(convert_cli, args + ["--quiet", "--no-gpu-check"])
+    assert result.exit_code == 1, result.output
+    lines = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    assert len(lines) == 1 and needle.lower() in lines[0].lower(), result.output
+    assert "Traceback" not in result.output
+    assert set(os.listdir(d)) == before and not _leftovers(d)
+    assert (d / "exists.tflite").read_bytes() == b"keep me"
+
+
+def test_unknown_layer_message_says_how_to_register(bad_inputs):
+    d, _ = bad_inputs
+    proc = run_cli("convert.cli", str(d / "mystery.keras"), "-o", str(d / "m.tflite"))
+    line = assert_one_line_error(proc, "Mystery")
+    assert "register_keras_serializable" in line and "--custom-module" in line

@@ -1,0 +1,104 @@
+"""Model builders (exact parameter counts) and the data loaders on real file formats."""
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from involution.data import DataError, load_array_file, load_dataset, load_image_folder
+from involution.models import MODEL_NAMES, build_model
+
+
+def _counts(model):
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    return model.count_params(), trainable, model.count_params() - trainable
+
+
+def test_seed_models_have_the_notebooks_parameter_counts():
+    assert _counts(build_model("seed-conv"))[0] == 319_178
+    assert _counts(build_model("seed-involution")) == (13_080, 13_074, 6)
+
+
+@pytest.mark.parametrize("name,paper", [("rednet26", 9.23e6), ("rednet38", 12.39e6), ("rednet50", 15.54e6)])
+def test_rednet_parameter_counts_within_one_percent_of_the_paper(name, paper):
+    """The paper counts PyTorch parameters, i.e. without BatchNorm running statistics (Keras non-trainables)."""
+    _, trainable, _ = _counts(build_model(name))
+    assert abs(trainable - paper) / paper < 0.01, trainable
+
+
+def test_rednet_cifar_runs_on_32x32():
+    model = build_model("rednet-cifar")
+    assert model.output.shape[-1] == 10
+    assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).shape == (2, 10)
+
+
+def test_unknown_model_lists_the_choices():
+    with pytest.raises(ValueError) as info:
+        build_model("resnet")
+    assert all(n in str(info.value) for n in MODEL_NAMES)
+
+
+def test_offline_digits_are_real_images_resized_to_the_model():
+    ds = load_dataset("digits", (32, 32, 3))
+    assert ds.x_train.shape[1:] == (32, 32, 3) and ds.num_classes == 10
+    assert len(ds.x_train) + len(ds.x_val) == 1797
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0 and ds.x_train.std() > 0.1
+    assert set(np.unique(ds.y_val)) == set(range(10))
+
+
+def _write_cifar(root, n=6):
+    """A tiny cifar-10-batches-py in the original pickle format."""
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f)
+    return root
+
+
+def test_cifar10_from_a_local_batches_directory(tmp_path):
+    root = _write_cifar(tmp_path / "cifar-10-batches-py")
+    with open(root / "data_batch_1", "rb") as f:
+        first = pickle.load(f, encoding="bytes")
+    ds = load_dataset("cifar10", (32, 32, 3), data_dir=str(root))
+    assert ds.x_train.shape == (30, 32, 32, 3) and ds.x_val.shape == (6, 32, 32, 3)
+    # channel-first rows become HWC pixels: red plane first
+    np.testing.assert_allclose(ds.x_train[0, 0, 0], first[b"data"][0][[0, 1024, 2048]] / 255.0, rtol=1e-6)
+
+
+def test_cifar10_missing_or_corrupt_directory(tmp_path):
+    with pytest.raises(DataError, match="no such CIFAR-10 directory"):
+        load_dataset("cifar10", data_dir=str(tmp_path / "nope"))
+    root = _write_cifar(tmp_path / "c")
+    (root / "data_batch_3").write_bytes(b"not a pickle")
+    with pytest.raises(DataError, match="data_batch_3: not a CIFAR-10 batch"):
+        load_dataset("cifar10", data_dir=str(root))
+
+
+def test_npz_and_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (10, 16, 16, 3)).astype(np.uint8), y=np.arange(10) % 3)
+    ds = load_dataset(str(tmp_path / "d.npz"), (32, 32, 3))
+    assert ds.num_classes == 3 and ds.x_train.shape[1:] == (32, 32, 3) and ds.x_train.max() <= 1.0
+    for cls in ("cat", "dog"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    x, y, classes = load_image_folder(str(tmp_path / "imgs"), (32, 32, 3))
+    assert x.shape == (6, 32, 32, 3) and classes == ["cat", "dog"] and list(y) == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("arrays,message", [
+    (dict(x=np.zeros((4, 8, 8, 3)), y=np.array([0, 1, -1, 2])), "out of range"),
+    (dict(x=np.zeros((4, 8)), y=np.arange(4)), "N x H x W x C"),
+    (dict(x=np.full((2, 8, 8, 3), np.nan), y=np.arange(2)), "NaN"),
+    (dict(x=np.zeros((0, 8, 8, 3)), y=np.zeros(0)), "no samples"),
+    (dict(x=np.zeros((4, 8, 8, 3)), y=np.arange(3)), "4 images but 3 labels"),
+    (dict(images=np.zeros((4, 8, 8, 3))), "named 'x'"),
+])
+def test_bad_array_files_are_explained(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_array_file(str(tmp_path / "bad.npz"), (8, 8, 3))

@@ -1,0 +1,71 @@
+"""invo-train: a short real training run, its outputs, reproducibility and bad input."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_one_line_error, run_cli
+from involution import Involution
+from involution.data import load_digits
+from involution.train import fit
+
+
+def test_training_writes_everything_and_learns(trained_seed):
+    out, results = trained_seed
+    for name in ("seed-conv", "seed-involution"):
+        d = out / name
+        for f in ("model.h5", "model.keras", "history.json", "summary.txt", "loss.png", "accuracy.png"):
+            assert (d / f).stat().st_size > 0, f
+        hist = json.loads((d / "history.json").read_text())
+        assert hist["loss"][-1] < 0.8 * hist["loss"][0], hist["loss"]
+        assert results[name]["val_accuracy"] > 0.3
+    assert results["seed-involution"]["params"] == 13_080 and results["seed-conv"]["params"] == 319_178
+    for png in ("loss.png", "accuracy.png", "seed-involution/kernels.png"):
+        with Image.open(out / png) as img:
+            img.verify()
+            assert img.format == "PNG"
+    assert "13,080 parameters" in (out / "seed-involution" / "summary.txt").read_text()
+
+
+@pytest.mark.parametrize("fmt", ["h5", "keras"])
+def test_saved_models_load_back_with_the_builtin_layer(trained_seed, fmt):
+    out, _ = trained_seed
+    model = keras.saving.load_model(out / "seed-involution" / f"model.{fmt}")
+    assert sum(isinstance(l, Involution) for l in model.layers) == 3
+    other = keras.saving.load_model(out / "seed-involution" / ("model.keras" if fmt == "h5" else "model.h5"))
+    x = load_digits(seed=1).x_val[:16]
+    np.testing.assert_allclose(model.predict(x, verbose=0), other.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_weights_and_metrics():
+    data = load_digits(seed=0)
+    runs = [fit("seed-involution", data, 1, 128, 1e-3, seed=5) for _ in range(2)]
+    for a, b in zip(runs[0][0].weights, runs[1][0].weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert runs[0][1] == runs[1][1]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "vgg"], "seed-involution"),
+    (["--dataset", "imagenet"], "digits"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent"], "no such CIFAR-10 directory"),
+    (["--epochs", "0"], "--epochs"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, needle):
+    out = tmp_path / "out"
+    proc = run_cli("involution.cli", "--out", str(out), "--epochs", "1", *args)
+    assert_one_line_error(proc, needle)
+    assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".train-")]
+
+
+def test_bad_data_files(tmp_path):
+    np.savez(tmp_path / "neg.npz", x=np.zeros((6, 32, 32, 3), np.float32), y=np.array([0, 1, 2, -3, 1, 0]))
+    np.savez(tmp_path / "rank.npz", x=np.zeros((6, 32), np.float32), y=np.zeros(6, int))
+    for name, needle in (("neg.npz", "out of range"), ("rank.npz", "N x H x W x C")):
+        proc = run_cli("involution.cli", "--dataset", str(tmp_path / name), "--out", str(tmp_path / "o"), "--epochs", "1")
+        assert_one_line_error(proc, needle)
+    assert not (tmp_path / "o").exists()
