@@ -118,9 +118,10 @@ class TFLiteModel:
                 tensors.append(Tensor(t.string(3) or "", tuple(t.vector(0, "i")),
                                       TENSOR_TYPES.get(t.scalar(1, "b"), "UNKNOWN"),
                                       buffer_sizes[b] if 0 < b < len(buffer_sizes) else 0, scale, zero))
-            ops = [codes[op.scalar(0, "I")] for op in sg.tables(3)]
-            self.subgraphs.append({"tensors": tensors, "inputs": sg.vector(1, "i"),
-                                   "outputs": sg.vector(2, "i"), "ops": ops})
+            operators = sg.tables(3)
+            self.subgraphs.append({"tensors": tensors, "inputs": sg.vector(1, "i"), "outputs": sg.vector(2, "i"),
+                                   "ops": [codes[op.scalar(0, "I")] for op in operators],
+                                   "op_io": [(op.vector(1, "i"), op.vector(2, "i")) for op in operators]})
         if not self.subgraphs:
             raise ModelFormatError(f"{self.path or 'buffer'}: the model has no subgraph")
 
@@ -131,6 +132,11 @@ class TFLiteModel:
     @property
     def ops(self):
         return [op for sg in self.subgraphs for op in sg["ops"]]
+
+    def op_output_types(self, op_name):
+        """The dtype of every output of every ``op_name`` op in the main subgraph."""
+        sg = self.main
+        return [sg["tensors"][o].dtype for op, (_, outs) in zip(sg["ops"], sg["op_io"]) if op == op_name for o in outs]
 
     def op_histogram(self):
         return dict(collections.Counter(self.ops).most_common())

@@ -6,6 +6,7 @@ ranking metric is the one TF's guide uses: RMSE of the error divided by the
 tensor's quantization scale (about 0.29 for a perfectly uniform rounding error).
 """
 
+import csv
 import io as _io
 
 import numpy as np
@@ -38,29 +39,21 @@ def layer_errors(model_path, calib, calib_samples=100, strategy="shift", data_di
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=conv, debug_dataset=representative_dataset(cal[:debug_samples]), debug_options=options)
         debugger.run()
+    buf = _io.StringIO()
+    debugger.layer_statistics_dump(buf)
     rows = []
-    for name, stats in debugger.layer_statistics.items():
-        scale = float(stats.get("scale", 0.0)) or 1.0
+    for rec in csv.DictReader(_io.StringIO(buf.getvalue())):
+        scale = float(rec["scale"]) or 1.0
         rows.append({
-            "tensor": name,
-            "op": _op_of(debugger, name),
+            "tensor": rec["tensor_name"],
+            "op": rec["op_name"],
             "scale": scale,
-            "rmse_over_scale": float(np.sqrt(stats["mean_squared_error"])) / scale,
-            "mean_abs_error": float(stats["mean_abs_error"]),
-            "max_abs_error": float(stats["max_abs_error"]),
+            "rmse_over_scale": float(np.sqrt(float(rec["mean_squared_error"]))) / scale,
+            "mean_abs_error": float(rec["mean_abs_error"]),
+            "max_abs_error": float(rec["max_abs_error"]),
         })
     rows.sort(key=lambda r: r["rmse_over_scale"], reverse=True)
     return rows
-
-
-def _op_of(debugger, tensor_name):
-    buf = _io.StringIO()
-    debugger.layer_statistics_dump(buf)
-    for line in buf.getvalue().splitlines()[1:]:
-        parts = line.split(",")
-        if parts and parts[-1].strip() == tensor_name:
-            return parts[0]
-    return "?"
 
 
 def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io="float32", calib_samples=200,

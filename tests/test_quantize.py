@@ -1,0 +1,64 @@
+"""int8 post-training quantization: per-layer error report, selective quantization, float vs int8 accuracy."""
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from benchmarks.tflite_model import TFLiteModel
+from convert.api import convert_model
+from quantize.cli import main as quantize_cli
+from quantize.debug import layer_errors, selective_quantize
+from quantize.evaluate import compare_accuracy
+
+
+def test_layer_errors_worst_first(trained_seed):
+    out, _ = trained_seed
+    rows = layer_errors(str(out / "seed-involution" / "model.h5"), "digits", calib_samples=32, debug_samples=8)
+    assert len(rows) > 50
+    scores = [r["rmse_over_scale"] for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(np.isfinite(scores))
+    ops = {r["op"] for r in rows}
+    assert {"MUL", "ADD", "CONV_2D"} <= ops, ops
+    assert all(r["max_abs_error"] >= r["mean_abs_error"] >= 0 for r in rows)
+
+
+def test_selective_quantization_keeps_named_ops_in_float(trained_seed, tmp_path):
+    out, _ = trained_seed
+    model = str(out / "seed-involution" / "model.h5")
+    target = tmp_path / "sel.tflite"
+    v = selective_quantize(model, str(target), "digits", keep_ops=["MUL"], calib_samples=32)
+    info = TFLiteModel.from_file(str(target))
+    assert set(info.op_output_types("MUL")) == {"FLOAT32"}
+    assert set(info.op_output_types("CONV_2D")) == {"INT8"}
+    assert v["top1_agreement"] > 0.9
+
+
+def test_evaluate_float_against_int8(trained_seed, tmp_path):
+    out, _ = trained_seed
+    model = str(out / "seed-involution" / "model.keras")
+    convert_model(model, str(tmp_path / "q.tflite"), quantize="int8", calib="digits", gpu=False)
+    r = compare_accuracy(model, str(tmp_path / "q.tflite"), "digits", samples=300)
+    assert r["samples"] == 300 and 0.3 < r["top1_keras"] <= 1
+    assert abs(r["top1_drop_points"]) <= 3 and r["top1_agreement"] > 0.9
+    result = CliRunner().invoke(quantize_cli, ["evaluate", model, str(tmp_path / "q.tflite"), "--data", "digits",
+                                               "--samples", "100"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["samples"] == 100
+
+
+def test_debug_cli_prints_a_table_and_writes_json(trained_seed, tmp_path):
+    out, _ = trained_seed
+    result = CliRunner().invoke(quantize_cli, ["debug", str(out / "seed-involution" / "model.h5"), "--calib", "digits",
+                                               "--calib-samples", "16", "--debug-samples", "4", "--top", "5",
+                                               "--json", str(tmp_path / "rows.json")])
+    assert result.exit_code == 0, result.output
+    assert "rmse/scale" in result.output and len(json.loads((tmp_path / "rows.json").read_text())) > 50
+
+
+def test_selective_needs_something_to_keep(trained_seed, tmp_path):
+    out, _ = trained_seed
+    result = CliRunner().invoke(quantize_cli, ["selective", str(out / "seed-involution" / "model.h5"), "-o",
+                                               str(tmp_path / "s.tflite"), "--calib", "digits"])
+    assert result.exit_code == 1 and "--keep-node or --keep-op" in result.output
+    assert not (tmp_path / "s.tflite").exists()
