@@ -103,6 +103,19 @@ def _check_supported(model):
         )
 
 
+def _check_delegate_library(path):
+    """Opens the library first: the runtimes' load_delegate leaves a noisy half-made object on failure."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL(os.path.abspath(path))
+    except OSError as exc:
+        raise RuntimeUnavailable(f"{path}: the delegate library does not load ({exc})") from None
+    if not hasattr(lib, "tflite_plugin_create_delegate"):
+        raise RuntimeUnavailable(f"{path}: the delegate library does not load (no tflite_plugin_create_delegate: "
+                                 "not a TFLite external delegate)")
+
+
 def random_inputs(details, seed=0):
     """Data matching each input's dtype and quantization: U[0, 1) floats, quantized for integer inputs."""
     rng = np.random.default_rng(seed)
@@ -161,6 +174,7 @@ class InterpreterRunner(Runner):
         if delegate:
             if not os.path.isfile(delegate):
                 raise RuntimeUnavailable(f"{delegate}: no such delegate library")
+            _check_delegate_library(delegate)
             try:
                 kwargs["experimental_delegates"] = [mod.load_delegate(delegate)]
             except Exception as exc:
@@ -257,7 +271,14 @@ def load(path, runtime=None, use_gpu=False, num_threads=1, use_xnnpack=True, del
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
     if runtime == "litert-compiled":
-        return CompiledRunner(path, "gpu" if use_gpu else "cpu", num_threads, gpu_fallback)
+        try:
+            return CompiledRunner(path, "gpu" if use_gpu else "cpu", num_threads, gpu_fallback)
+        except RuntimeUnavailable:
+            if not (use_gpu and gpu_fallback):
+                raise
+        runner = CompiledRunner(path, "cpu", num_threads)  # no GPU at all: the fallback that was asked for
+        runner.accelerator, runner.fully_delegated = "CPU (no GPU: fallback)", False
+        return runner
     if use_gpu and not delegate:
         raise RuntimeUnavailable(f"--use_gpu on {runtime} needs --delegate PATH to the device's GPU delegate library")
     return InterpreterRunner(path, runtime, num_threads, use_xnnpack, delegate)

@@ -1,0 +1,144 @@
+"""invo-bench on real runtimes: ai-edge-litert, the GPU accelerator, and a legacy tflite-runtime board."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import LEGACY_VENV, ROOT, assert_one_line_error, require_gpu, run_cli
+from convert.api import convert_model
+
+
+@pytest.fixture(scope="module")
+def models(trained_seed, tmp_path_factory):
+    out, _ = trained_seed
+    d = tmp_path_factory.mktemp("bench")
+    convert_model(str(out / "seed-involution" / "model.keras"), str(d / "inv_f32.tflite"), gpu=False)
+    convert_model(str(out / "seed-involution" / "model.keras"), str(d / "inv_int8.tflite"), quantize="int8",
+                  calib="digits", calib_samples=50, gpu=False)
+    convert_model(str(out / "seed-conv" / "model.keras"), str(d / "conv_f32.tflite"), gpu=False)
+    return d
+
+
+FAST = ["--num_runs", "5", "--warmup_runs", "1", "--min_secs", "0"]
+
+
+def test_several_models_side_by_side_with_json_and_csv(models, tmp_path):
+    paths = [str(models / f) for f in ("inv_f32.tflite", "inv_int8.tflite", "conv_f32.tflite")]
+    proc = run_cli("benchmarks.cli", *paths, *FAST, "--num_threads", "2", "--json", str(tmp_path / "r.json"),
+                   "--csv", str(tmp_path / "r.csv"))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("inv_f32.tflite", "inv_int8.tflite", "conv_f32.tflite"):
+        assert name in proc.stdout
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert [os.path.basename(r["model"]) for r in results] == ["inv_f32.tflite", "inv_int8.tflite", "conv_f32.tflite"]
+    for r in results:
+        assert r["runtime"] == "litert" and r["accelerator"] == "CPU (XNNPACK)" and r["num_threads"] == 2
+        assert r["num_runs"] >= 5 and 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["file_kb"] * 1024 == os.path.getsize(r["model"]) and r["peak_rss_kb"] > 0
+        assert r["init_ms"] > 0 and r["first_ms"] > 0
+    assert results[1]["input_dtype"] == "int8"
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert len(rows) == 3 and float(rows[0]["median_ms"]) == pytest.approx(results[0]["median_ms"])
+
+
+def test_no_tensorflow_on_the_bench_path(models):
+    code = ("import sys\nfrom benchmarks.cli import main\n"
+            "try:\n    main([%r, '--num_runs', '3', '--min_secs', '0', '--quiet'])\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'involution', 'convert', 'quantize'))\n"
+            "print('IMPORTED', bad)\n") % str(models / "inv_int8.tflite")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "IMPORTED []" in out.stdout
+
+
+def test_legacy_board_tflite_runtime_214(models, tmp_path):
+    """A venv with only tflite-runtime 2.14, numpy<2 and this package (no TensorFlow), as .ci/run builds it."""
+    python = os.path.join(LEGACY_VENV, "bin", "python")
+    if not os.path.exists(python):
+        if os.environ.get("CI"):
+            pytest.fail("the legacy venv is missing: scripts/setup.sh builds it")
+        pytest.skip("no legacy venv (run scripts/setup.sh)")
+    check = run_cli("pip", "list", "--format", "json", python=python)
+    installed = {p["name"].lower(): p["version"] for p in json.loads(check.stdout)}
+    assert installed["tflite-runtime"] == "2.14.0" and installed["numpy"].startswith("1.")
+    assert "tensorflow" not in installed and "ai-edge-litert" not in installed
+    proc = run_cli("benchmarks.cli", str(models / "inv_int8.tflite"), str(models / "inv_f32.tflite"), *FAST,
+                   "--json", str(tmp_path / "legacy.json"), python=python, env={"PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "legacy.json").read_text())
+    assert {r["runtime"] for r in results} == {"tflite-runtime"}
+    proc = run_cli("benchmarks.cli", str(models / "inv_int8.tflite"), "--use_gpu", python=python, env={"PYTHONPATH": ""})
+    assert_one_line_error(proc, "--delegate")
+
+
+def test_gpu_accelerator_timing_waits_for_the_result(models, tmp_path):
+    require_gpu()
+    proc = run_cli("benchmarks.cli", str(models / "inv_f32.tflite"), str(models / "inv_int8.tflite"), "--use_gpu",
+                   "--require_full_delegation", *FAST, "--json", str(tmp_path / "g.json"))
+    assert proc.returncode == 0, proc.stderr
+    for r in json.loads((tmp_path / "g.json").read_text()):
+        assert r["runtime"] == "litert-compiled" and r["accelerator"].startswith("GPU") and r["fully_delegated"]
+        # Read-back is inside the timed region: an emulated GPU cannot finish a 3-layer net in microseconds.
+        assert r["min_ms"] > 0.2
+    assert "emulated" in proc.stdout
+
+
+def test_input_file(models, tmp_path):
+    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "one.npy", x[0])  # without the batch axis
+    for f in ("x.npy", "one.npy"):
+        proc = run_cli("benchmarks.cli", str(models / "inv_f32.tflite"), "--input", str(tmp_path / f), *FAST)
+        assert proc.returncode == 0, proc.stderr
+    np.save(tmp_path / "shape.npy", x[:, :16])
+    np.save(tmp_path / "dtype.npy", x.astype(np.float64))
+    assert_one_line_error(run_cli("benchmarks.cli", str(models / "inv_f32.tflite"), "--input", str(tmp_path / "shape.npy")),
+                          "shape (1, 32, 32, 3)")
+    assert_one_line_error(run_cli("benchmarks.cli", str(models / "inv_f32.tflite"), "--input", str(tmp_path / "dtype.npy")),
+                          "float32", "float64")
+
+
+@pytest.fixture(scope="module")
+def flex_model(tmp_path_factory):
+    import keras
+    import tensorflow as tf
+
+    from involution.reference import InvolutionReference
+
+    inp = keras.Input((8, 8, 4), batch_size=1)
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, InvolutionReference(4, 2, 3, 1, 2)(inp)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    path = tmp_path_factory.mktemp("flex") / "flex.tflite"
+    path.write_bytes(conv.convert())
+    return path
+
+
+def test_bad_input(models, flex_model, tmp_path):
+    m = str(models / "inv_f32.tflite")
+    (tmp_path / "corrupt.tflite").write_bytes((models / "inv_f32.tflite").read_bytes()[:3000])
+    (tmp_path / "libfake_delegate.so").write_text("not a library")
+    cases = [
+        ([str(tmp_path / "missing.tflite")], ["no such model file"]),
+        ([str(tmp_path / "corrupt.tflite")], ["corrupt or truncated"]),
+        ([str(flex_model)], ["FlexExtractImagePatches", "invo-convert"]),
+        ([m, "--num_runs", "0"], ["--num_runs"]),
+        ([m, "--num_runs", "-3"], ["--num_runs"]),
+        ([m, "--delegate", str(tmp_path / "libfake_delegate.so")], ["does not load"]),
+        ([m, "--delegate", str(tmp_path / "nope.so")], ["no such delegate"]),
+        ([m, "--use_gpu"], ["no GPU could be created", "--gpu_fallback"]),
+    ]
+    for args, needles in cases:
+        env = {"VK_ICD_FILENAMES": str(tmp_path / "no_icd.json")} if "--use_gpu" in args else None
+        assert_one_line_error(run_cli("benchmarks.cli", *args, env=env), *needles)
+    proc = run_cli("benchmarks.cli", m, "--use_gpu", "--gpu_fallback", *FAST, "--json", str(tmp_path / "fb.json"),
+                   env={"VK_ICD_FILENAMES": str(tmp_path / "no_icd.json")})
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json.loads((tmp_path / "fb.json").read_text())
+    assert r["accelerator"] == "CPU (no GPU: fallback)" and not r["fully_delegated"]
