@@ -57,7 +57,7 @@ def test_matches_numpy_seed_formulation(case):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layer_cases())
 def test_batch_one_export_path_matches_batched_path(case):
-    """Batch 1 folds the batch away (the export graph); it must compute what training does."""
+    """Batch 1 computes on channel planes (the export graph); it must compute what training does."""
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((3, case["h"], case["w"], case["c"])).astype(np.float32)
     layer = Involution(channel=case["c"], group_number=case["g"], kernel_size=case["k"], stride=case["s"],

@@ -1,0 +1,135 @@
+"""Single-layer benchmark: each involution strategy vs a plain DepthwiseConv2D, float32 and int8.
+
+    python -m benchmarks.layer_bench [--num_runs 100] [--out runs/layer_bench]
+
+A host script (it builds and converts models, so it imports TensorFlow inside);
+the timing itself is ``benchmarks.bench`` on ai-edge-litert, as on a device.
+"""
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+from benchmarks.bench import benchmark
+from benchmarks.tflite_model import TFLiteModel
+
+CONFIGS = {
+    "cifar (32x32x16, K3, G1, r2)": dict(h=32, c=16, k=3, g=1, r=2),
+    "rednet stage 1 (56x56x64, K7, G4, r4)": dict(h=56, c=64, k=7, g=4, r=4),
+}
+
+
+def _model(kind, h, c, k, g, r):
+    import keras
+
+    from involution import Involution
+
+    inp = keras.Input((h, h, c))
+    if kind == "depthwise-conv":
+        layer = keras.layers.DepthwiseConv2D(k, padding="same")
+    else:
+        layer = Involution(channel=c, group_number=g, kernel_size=k, reduction_ratio=r, strategy=kind)
+    model = keras.Model(inp, layer(inp))
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        w.assign((rng.standard_normal(w.shape) * 0.3 + ("variance" in w.path)).astype(np.float32))
+    return model
+
+
+def flex_facts(tmp):
+    """What happens to the extract_patches formulation: it converts only with Flex, and runs nowhere here."""
+    import keras
+    import tensorflow as tf
+
+    from involution.reference import InvolutionReference
+
+    inp = keras.Input((56, 56, 64), batch_size=1)
+    model = keras.Model(inp, InvolutionReference(64, 4, 7, 1, 4)(inp))
+    facts = {}
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    try:
+        conv.convert()
+        facts["builtins_only"] = "converted (unexpected)"
+    except Exception as exc:  # noqa: BLE001 - recorded
+        facts["builtins_only"] = " ".join(str(exc).split())[:160]
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+    path = os.path.join(tmp, "flex.tflite")
+    with open(path, "wb") as f:
+        f.write(conv.convert())
+    info = TFLiteModel.from_file(path)
+    facts["with_flex"] = {"ops": info.op_histogram(), "max_rank": info.max_rank}
+    from ai_edge_litert.interpreter import Interpreter
+
+    for name, make in (("tf.lite.Interpreter", tf.lite.Interpreter), ("ai_edge_litert Interpreter", Interpreter)):
+        try:
+            it = make(model_path=path)
+            it.allocate_tensors()
+            facts[name] = "ran (unexpected)"
+        except Exception as exc:  # noqa: BLE001 - recorded
+            facts[name] = " ".join(str(exc).split())[:120]
+    return facts
+
+
+def run(num_runs=100, out="runs/layer_bench", threads=(1, 2)):
+    from convert.export import to_tflite
+
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for cname, cfg in CONFIGS.items():
+        rng = np.random.default_rng(1)
+        rep = [rng.random((1, cfg["h"], cfg["h"], cfg["c"]), dtype=np.float32) for _ in range(16)]
+        for kind in ("shift", "depthwise", "depthwise-conv"):
+            model = _model(kind, **cfg)
+            for quant in ("none", "int8"):
+                path = os.path.join(out, f"{cfg['h']}x{cfg['c']}_k{cfg['k']}_{kind}_{quant}.tflite")
+                with open(path, "wb") as f:
+                    f.write(to_tflite(model, quant, "int8", rep if quant == "int8" else None))
+                info = TFLiteModel.from_file(path)
+                row = {"config": cname, "layer": kind if kind != "depthwise" else "depthwise (one-hot gather)",
+                       "dtype": "int8" if quant == "int8" else "float32", "file_bytes": info.file_size,
+                       "ops": info.op_histogram(), "op_count": len(info.ops)}
+                for t in threads:
+                    r = benchmark(path, "litert", num_threads=t, warmup_runs=5, num_runs=num_runs, min_secs=0,
+                                  progress=False)
+                    row[f"median_ms_{t}t"] = r["median_ms"]
+                rows.append(row)
+                print(f"{cname:<40}{row['layer']:<28}{row['dtype']:<8}{row['file_bytes']:>9}"
+                      + "".join(f"{row[f'median_ms_{t}t']:>9.3f}" for t in threads), flush=True)
+    facts = flex_facts(out)
+    with open(os.path.join(out, "layer_bench.json"), "w") as f:
+        json.dump({"rows": rows, "extract_patches": facts}, f, indent=2)
+    with open(os.path.join(out, "layer_bench.md"), "w") as f:
+        f.write(markdown(rows, facts, threads))
+    return rows, facts
+
+
+def markdown(rows, facts, threads=(1, 2)):
+    head = "| layer | strategy | dtype | file bytes | ops | " + " | ".join(f"median ms, {t} thread{'s' * (t > 1)}" for t in threads) + " |"
+    lines = [head, "|" + "---|" * (5 + len(threads))]
+    for r in rows:
+        ops = ", ".join(f"{k} {v}" for k, v in r["ops"].items())
+        lines.append(f"| {r['config']} | {r['layer']} | {r['dtype']} | {r['file_bytes']:,} | {r['op_count']} ({ops}) | "
+                     + " | ".join(f"{r[f'median_ms_{t}t']:.3f}" for t in threads) + " |")
+    lines += ["", "extract_patches formulation (56x56x64, K7, G4):",
+              f"- builtins only: {facts['builtins_only']}",
+              f"- with Flex: {facts['with_flex']}"]
+    lines += [f"- {k}: {v}" for k, v in facts.items() if "Interpreter" in k]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--num_runs", type=int, default=100)
+    p.add_argument("--out", default="runs/layer_bench")
+    a = p.parse_args(argv)
+    if a.num_runs < 1:
+        p.error("--num_runs must be at least 1")
+    run(a.num_runs, a.out)
+    print(open(os.path.join(a.out, "layer_bench.md")).read())
+
+
+if __name__ == "__main__":
+    main()
