@@ -118,11 +118,95 @@ def run_converter(conv):
 DEGENERATE_SCALE = 1e-6
 
 
-def compact(flat):
-    """Drops the names of intermediate tensors and repairs degenerate int8 activation scales.
+def _share_constants(model):
+    """Makes ops that read identical constants (type, shape, bytes, quantization) read one tensor.
 
-    The converter names every tensor after its TF graph path; with the ~100 small
-    ops of an involution layer those names outweigh the int8 weights.
+    The converter gives each of the K*K strided slices of an involution layer its
+    own begin/end/strides tensors; most are equal.  Unread tensors are dropped and
+    the rest renumbered (operators, subgraph inputs/outputs, signatures).
+    """
+    as_list = lambda v: [] if v is None else [int(i) for i in v]  # noqa: E731
+    for si, sg in enumerate(model.subgraphs):
+        io = set(as_list(sg.inputs)) | set(as_list(sg.outputs))
+        canon, remap = {}, {}
+        for i, t in enumerate(sg.tensors):
+            data = model.buffers[t.buffer].data if t.buffer else None
+            if data is None or not len(data) or i in io or t.isVariable:
+                continue
+            q = t.quantization
+            qkey = None if q is None else tuple(
+                np.asarray(v).tobytes() for v in (q.scale, q.zeroPoint, q.min, q.max) if v is not None
+            ) + (q.quantizedDimension,)
+            key = (t.type, tuple(as_list(t.shape)), np.asarray(data, np.uint8).tobytes(), qkey)
+            remap[i] = canon.setdefault(key, i)
+        if all(k == v for k, v in remap.items()):
+            continue
+        for op in sg.operators:
+            op.inputs = [remap.get(i, i) for i in as_list(op.inputs)]
+        used = io | {i for i, t in enumerate(sg.tensors) if t.isVariable}
+        for op in sg.operators:
+            used |= {i for i in as_list(op.inputs) + as_list(op.outputs) + as_list(op.intermediates) if i >= 0}
+        new = {old: n for n, old in enumerate(sorted(used))}
+        sg.tensors = [sg.tensors[i] for i in sorted(used)]
+        for op in sg.operators:
+            op.inputs = [new[i] if i >= 0 else i for i in as_list(op.inputs)]
+            op.outputs = [new[i] for i in as_list(op.outputs)]
+            if op.intermediates is not None:
+                op.intermediates = [new[i] for i in as_list(op.intermediates)]
+        sg.inputs = [new[i] for i in as_list(sg.inputs)]
+        sg.outputs = [new[i] for i in as_list(sg.outputs)]
+        for sig in model.signatureDefs or []:
+            if sig.subgraphIndex == si:
+                for ref in (sig.inputs or []) + (sig.outputs or []):
+                    ref.tensorIndex = new[ref.tensorIndex]
+    read = {t.buffer for sg in model.subgraphs for t in sg.tensors}
+    for b, buf in enumerate(model.buffers):
+        if b not in read:
+            buf.data = None
+
+
+class _SharedTable:
+    """A table packed once however many tensors point at it (FlatBuffers allows shared offsets)."""
+
+    def __init__(self, table, cache, key):
+        self.table, self.cache, self.key = table, cache, key
+
+    def Pack(self, builder):  # noqa: N802 - the generated object API's name
+        if self.key not in self.cache:
+            self.cache[self.key] = self.table.Pack(builder)
+        return self.cache[self.key]
+
+
+def _share_quantization(model):
+    """Slices, reshapes and transposes keep their input's scale: many tensors carry equal tables."""
+    cache = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            q = t.quantization
+            if q is None or isinstance(q, _SharedTable):
+                continue
+            key = tuple(None if v is None else np.asarray(v).tobytes()
+                        for v in (q.scale, q.zeroPoint, q.min, q.max)) + (q.quantizedDimension, q.detailsType)
+            if q.details is None:
+                t.quantization = _SharedTable(q, cache, key)
+
+
+def _drop_static_signatures(model):
+    """An absent shape_signature means 'equal to shape' (schema.fbs): store it only for dynamic shapes."""
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            sig = t.shapeSignature
+            if sig is not None and t.shape is not None and list(sig) == list(t.shape) and min(sig, default=0) >= 0:
+                t.shapeSignature = None
+
+
+def compact(flat):
+    """Shares equal constants and quantization tables, drops intermediate tensor names and static shape
+    signatures, and repairs degenerate int8 activation scales.
+
+    The converter names every tensor after its TF graph path and gives every small
+    op its own constants; with the ~100 small ops of an involution layer that
+    metadata outweighs the int8 weights.
 
     An activation that was all zeros during calibration (a dead ReLU) gets a scale
     near 1e-8; XNNPACK then refuses the MUL/ADD that read it (their scale ratios
@@ -133,6 +217,7 @@ def compact(flat):
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+    _share_constants(model)
     for sg in model.subgraphs:
         keep = {int(i) for i in sg.inputs} | {int(i) for i in sg.outputs}
         for i, t in enumerate(sg.tensors):
@@ -143,6 +228,8 @@ def compact(flat):
             if (not constant and t.type in (schema.TensorType.INT8, schema.TensorType.UINT8) and q is not None
                     and q.scale is not None and len(q.scale) == 1 and 0 < q.scale[0] < DEGENERATE_SCALE):
                 q.scale = np.array([2.0**-8], np.float32)
+    _drop_static_signatures(model)
+    _share_quantization(model)
     builder = flatbuffers.Builder(len(flat))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
