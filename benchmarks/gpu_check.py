@@ -18,6 +18,8 @@ import numpy as np
 
 from benchmarks.runtime import SWIFTSHADER_ICD
 
+INT_TOLERANCE = 0.03  # of the output range, for integer (quantized) outputs
+
 
 def compare_on_gpu(path, inputs=None, tolerance=1e-3):
     """In this process: GPU-only compile, run, max error against the CPU accelerator."""
@@ -45,10 +47,14 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3):
             out = gpu(*arrays)
             abs_err = max(float(np.max(np.abs(o.astype(np.float64) - r.astype(np.float64)))) for o, r in zip(out, ref))
             scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
-            if ref[0].dtype.kind in "iu":  # quantized outputs: compare in steps of the quantization
-                tol = 1.0
+            if ref[0].dtype.kind in "iu":
+                # Quantized outputs: the GPU computes in float while XNNPACK requantizes after every op,
+                # so the two drift apart with depth; allow 3% of the output's range (at least 2 steps).
+                span = max(float(r.max()) - float(r.min()) for r in ref)
+                tol = max(2.0, INT_TOLERANCE * span)
             else:
                 tol = tolerance * max(1.0, scale)
+            result["allowed_abs_error"] = tol
             result.update(max_abs_error=abs_err, max_rel_error=abs_err / scale, ok=bool(abs_err <= tol and result["fully_accelerated"]))
     except Exception as exc:  # noqa: BLE001 - reported, never raised, by design
         result["error"] = " ".join(str(exc).split())[:300]

@@ -165,6 +165,13 @@ def charts(rows, threads, out):
 @cli_errors
 def main(train_dir, epochs, out, num_runs, no_gpu):
     """Write report.md, report.json, latency.png and size.png into --out."""
+    import logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from benchmarks.runtime import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
     if num_runs < 1:
         raise click.ClickException(f"--num_runs must be at least 1, got {num_runs}")
     build_report(train_dir, out, epochs, num_runs, gpu=not no_gpu)

@@ -53,6 +53,12 @@ def native_logs_silenced():
         os.close(saved)
 
 
+def import_tensorflow_quietly():
+    """Host tools: TensorFlow prints oneDNN/absl banners on import that tell a user nothing."""
+    with native_logs_silenced():
+        import tensorflow  # noqa: F401
+
+
 class RuntimeUnavailable(RuntimeError):
     """The requested runtime or accelerator cannot be used here."""
 
@@ -249,8 +255,9 @@ class CompiledRunner(Runner):
                                 "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
         self._outs = [(int(np.prod(out_det[n]["shape"])), np.dtype(out_det[n]["dtype"]), tuple(out_det[n]["shape"]))
                       for n in names["outputs"]]
-        self._ib = self.cm.create_input_buffers(0)
-        self._ob = self.cm.create_output_buffers(0)
+        with native_logs_silenced():
+            self._ib = self.cm.create_input_buffers(0)
+            self._ob = self.cm.create_output_buffers(0)
         self._last = None
 
     def set_inputs(self, arrays):
@@ -263,6 +270,12 @@ class CompiledRunner(Runner):
 
     def outputs(self):
         return [o.copy() for o in self._last]
+
+    def close(self):
+        """Frees the compiled model now, with the runtime's teardown messages hidden."""
+        with native_logs_silenced():
+            self._ib = self._ob = self.cm = None
+            gc.collect()
 
 
 def load(path, runtime=None, use_gpu=False, num_threads=1, use_xnnpack=True, delegate=None, gpu_fallback=False):

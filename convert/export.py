@@ -1,6 +1,7 @@
 """Keras model -> .tflite bytes: float32, float16, dynamic-range or full int8, batch 1."""
 
 import contextlib
+import os
 import re
 import tempfile
 
@@ -78,16 +79,23 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
 
 
 def representative_dataset(samples, progress=False):
-    """The converter's calibration callable over a list of batch-1 arrays."""
+    """The converter's calibration callable over a list of batch-1 arrays.
+
+    The progress bar writes to a copy of stderr taken now: the converter runs with
+    fd 2 hidden (its C++ chatter), and calibration happens inside it.
+    """
+    stream = os.fdopen(os.dup(2), "w") if progress else None
 
     def generate():
         items = samples
-        if progress:
+        if stream is not None:
             from tqdm import tqdm
 
-            items = tqdm(samples, desc="calibrating", unit="sample", leave=False)
+            items = tqdm(samples, desc="calibrating", unit="sample", leave=False, file=stream)
         for x in items:
             yield [np.asarray(x, np.float32)]
+        if stream is not None:
+            stream.flush()
 
     return generate
 
@@ -101,8 +109,11 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
 
 def run_converter(conv):
     """``conv.convert()`` with its errors turned into one-line ``ConversionError``s."""
+    from benchmarks.runtime import native_logs_silenced
+
     try:
-        flat = conv.convert()
+        with native_logs_silenced():
+            flat = conv.convert()
     except Exception as exc:  # the converter reports unsupported ops as ConverterError
         text = str(exc)
         flex = sorted(set(re.findall(r"tf\.(\w+)", text)))

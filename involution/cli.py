@@ -1,8 +1,18 @@
 """invo-train: train the seed's CIFAR models or RedNet on a dataset and save them for invo-convert."""
 
-import json
+import logging
+import os
 
-import click
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ INFO/WARNING lines are not for users
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+from benchmarks.runtime import import_tensorflow_quietly  # noqa: E402
+
+import_tensorflow_quietly()  # before keras: importing it prints oneDNN/absl banners
+
+import json  # noqa: E402
+
+import click  # noqa: E402
 
 from benchmarks.errors import cli_errors
 from involution.models import MODEL_NAMES
