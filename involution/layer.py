@@ -51,6 +51,12 @@ def same_padding(size, kernel_size, stride, padding):
     return before, max(total - before, 0)
 
 
+def output_shape(input_shape, stride):
+    """NHWC output shape: spatial sizes ceil(size / stride), channels unchanged."""
+    b, h, w, c = input_shape
+    return (b, None if h is None else -(-h // stride), None if w is None else -(-w // stride), c)
+
+
 @keras.saving.register_keras_serializable(package="involution")
 class Involution(keras.layers.Layer):
     """Involution layer that converts to TFLite builtin ops only.
@@ -279,9 +285,7 @@ class Involution(keras.layers.Layer):
         return ops.reshape(out, (-1, ho, wo, c))
 
     def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        s = self.stride
-        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+        return output_shape(input_shape, self.stride)
 
     def get_config(self):
         config = super().get_config()

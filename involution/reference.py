@@ -14,7 +14,7 @@ group ``c % G`` ("interleaved"), and the kernel channel ``k*G + g`` holds offset
 import keras
 import tensorflow as tf
 
-from involution.layer import Involution
+from involution.layer import Involution, output_shape
 
 
 class _PatchInvolution(keras.layers.Layer):
@@ -66,9 +66,7 @@ class _PatchInvolution(keras.layers.Layer):
         return tf.reshape(out, (-1, ho, wo, c)), kernel
 
     def compute_output_shape(self, input_shape):
-        b, h, w, c = input_shape
-        s = self.stride
-        return (b, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+        return output_shape(input_shape, self.stride)
 
     def get_config(self):
         config = super().get_config()
