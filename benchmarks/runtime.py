@@ -122,22 +122,22 @@ def _check_delegate_library(path):
                                  "not a TFLite external delegate)")
 
 
+def to_input_dtype(real, detail):
+    """Float data as a model input expects it: quantized with the input's scale for integer inputs."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return np.asarray(real, dtype)
+    if dtype == np.bool_:
+        return np.asarray(real) > 0.5
+    scale, zero = detail.get("scale") or 1.0 / 255, detail.get("zero_point", 0)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(np.asarray(real) / scale + zero), info.min, info.max).astype(dtype)
+
+
 def random_inputs(details, seed=0):
     """Data matching each input's dtype and quantization: U[0, 1) floats, quantized for integer inputs."""
     rng = np.random.default_rng(seed)
-    out = []
-    for d in details:
-        real = rng.random(d["shape"], dtype=np.float32)
-        dtype = np.dtype(d["dtype"])
-        if dtype.kind == "f":
-            out.append(real.astype(dtype))
-        elif dtype == np.bool_:
-            out.append(real > 0.5)
-        else:
-            scale, zero = d.get("scale") or 1.0 / 255, d.get("zero_point", 0)
-            info = np.iinfo(dtype)
-            out.append(np.clip(np.round(real / scale + zero), info.min, info.max).astype(dtype))
-    return out
+    return [to_input_dtype(rng.random(d["shape"], dtype=np.float32), d) for d in details]
 
 
 class Runner:

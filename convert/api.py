@@ -9,6 +9,7 @@ import numpy as np
 
 from benchmarks.gpu_check import check_gpu
 from benchmarks.runtime import load as load_runner
+from benchmarks.runtime import to_input_dtype
 from benchmarks.tflite_model import TFLiteModel
 from convert.export import IO_TYPES, QUANTIZE, ConversionError, to_tflite
 from convert.load import load_model
@@ -67,18 +68,14 @@ def tflite_outputs(path, x, warnings=None):
     o_scale, o_zero = out_det.get("quantization", (0.0, 0))
     outs = []
     for sample in x:
-        s = sample[None].astype(np.float32)
-        if np.dtype(inp["dtype"]).kind in "iu":
-            info = np.iinfo(np.dtype(inp["dtype"]))
-            s = np.clip(np.round(s / inp["scale"] + inp["zero_point"]), info.min, info.max).astype(inp["dtype"])
-        y = runner(s)[0]
+        y = runner(to_input_dtype(sample[None], inp))[0]
         if y.dtype.kind in "iu" and o_scale:
             y = (y.astype(np.float32) - o_zero) * o_scale
         outs.append(y[0])
     return np.stack(outs)
 
 
-def verify(keras_model, path, x, y=None, quantized=False):
+def verify(keras_model, path, x, y=None):
     """Float: max abs/rel error vs Keras.  Quantized: relative error, and top-1 float vs tflite with labels."""
     ref = keras_model.predict(x, verbose=0, batch_size=32)
     ref = ref[0] if isinstance(ref, (list, tuple)) else ref
@@ -103,9 +100,10 @@ def calibration_samples(source, input_shape, count=200, data_dir=None, seed=0):
 
     if source.endswith((".npz", ".npy")) and not os.path.isdir(source):
         x, y = load_array_file(source, input_shape)
-        n_cal = min(count, max(1, len(x) - max(1, len(x) // 5))) if len(x) > 1 else 1
-        held = slice(n_cal, None) if len(x) > n_cal else slice(0, None)
-        return x[:n_cal], x[held], None if y is None else y[held]
+        if len(x) == 1:
+            return x, x, y
+        n_held = max(1, len(x) // 5)  # the last fifth checks the result, the rest calibrates
+        return x[:-n_held][:count], x[-n_held:], None if y is None else y[-n_held:]
     ds = load_dataset(source, input_shape, data_dir=data_dir, seed=seed)
     return ds.x_train[:count], ds.x_val, ds.y_val
 
@@ -171,25 +169,14 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
         say("verifying against Keras")
         x = held_x[:verify_samples]
         y = None if held_y is None else held_y[: len(x)]
-        result["verify"] = verify(keras_model, output, x, y, quantized=quantize != "none")
+        result["verify"] = verify(keras_model, output, x, y)
     if gpu and not info.flex_ops:
         say("compiling on the LiteRT GPU accelerator")
-        sample = None
-        if held_x is not None:
-            sample = tflite_inputs(output, held_x[:1])
+        sample = None if held_x is None else [to_input_dtype(held_x[:1], _cpu_runner(output).inputs[0])]
         result["gpu"] = check_gpu(output, sample)
     if report:
         write_atomic(report, json.dumps(result, indent=2, default=_json_default))
     return result
-
-
-def tflite_inputs(path, x):
-    """Quantizes float samples for a model's (possibly integer) input."""
-    d = _cpu_runner(path).inputs[0]
-    if np.dtype(d["dtype"]).kind in "iu":
-        info = np.iinfo(np.dtype(d["dtype"]))
-        x = np.clip(np.round(x / d["scale"] + d["zero_point"]), info.min, info.max)
-    return [x.astype(d["dtype"])]
 
 
 def _json_default(obj):

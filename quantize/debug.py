@@ -78,4 +78,4 @@ def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io
             converter=conv, debug_dataset=representative_dataset(cal[:8]), debug_options=options)
         flat = compact(debugger.get_nondebug_quantized_model())
     write_atomic(output, flat)
-    return verify(model, output, held_x, held_y, quantized=True)
+    return verify(model, output, held_x, held_y)

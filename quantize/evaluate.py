@@ -15,6 +15,6 @@ def compare_accuracy(keras_path, tflite_path, source, samples=500, data_dir=None
     _, x, y = calibration_samples(source, shape, 1, data_dir)
     if y is None:
         raise ValueError(f"{source}: accuracy needs labels (a dataset, an image folder, or a .npz with y)")
-    result = verify(model, tflite_path, x[:samples], y[:samples], quantized=True)
+    result = verify(model, tflite_path, x[:samples], y[:samples])
     result["top1_drop_points"] = 100 * (result["top1_keras"] - result["top1_tflite"])
     return result
