@@ -65,6 +65,16 @@ def load_input_file(path, runner):
     return runner.check_inputs(arrays)
 
 
+def _preflight_gpu(path):
+    """Compiles on the GPU in a child process first: some GPU drivers kill the process on ops they cannot run."""
+    from benchmarks.gpu_check import _run_child
+
+    r = _run_child([os.path.abspath(path), "--compile-only"], None, timeout=300)
+    if r.get("crashed"):
+        raise rt.RuntimeUnavailable(f"{path}: the GPU accelerator crashes while compiling this model; "
+                                    "'invo-convert --report' names the ops it cannot take")
+
+
 def benchmark(path, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, num_runs=50, min_secs=1.0,
               max_secs=150.0, use_xnnpack=True, delegate=None, input_file=None, require_full_delegation=False,
               gpu_fallback=False, progress=True):
@@ -77,6 +87,9 @@ def benchmark(path, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, n
         raise ValueError(f"--num_threads must be at least 1, got {num_threads}")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such model file")
+    runtime = runtime or rt.pick_runtime(use_gpu, delegate)
+    if use_gpu and runtime == "litert-compiled":
+        _preflight_gpu(path)
     rss0 = _rss_kb()
     t0 = time.perf_counter()
     runner = rt.load(path, runtime, use_gpu, num_threads, use_xnnpack, delegate, gpu_fallback)

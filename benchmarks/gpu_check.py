@@ -21,6 +21,17 @@ from benchmarks.runtime import SWIFTSHADER_ICD
 INT_TOLERANCE = 0.03  # of the output range, for integer (quantized) outputs
 
 
+def compile_on_gpu(path, allow_cpu_fallback=False):
+    """In this process: {available, fully_accelerated} of a GPU compile."""
+    from benchmarks.runtime import CompiledRunner, RuntimeUnavailable
+
+    try:
+        runner = CompiledRunner(path, "gpu", allow_cpu_fallback=allow_cpu_fallback)
+        return {"available": True, "fully_accelerated": bool(runner.fully_delegated)}
+    except RuntimeUnavailable as exc:
+        return {"available": False, "fully_accelerated": False, "error": str(exc)}
+
+
 def compare_on_gpu(path, inputs=None, tolerance=1e-3):
     """In this process: GPU-only compile, run, max error against the CPU accelerator."""
     from benchmarks.runtime import CompiledRunner, RuntimeUnavailable, gpu_is_emulated, random_inputs
@@ -61,15 +72,96 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3):
     return result
 
 
-def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300):
-    """Runs ``compare_on_gpu`` in a child process; retries on SwiftShader when no adapter exists."""
+def single_op_models(path, directory):
+    """{op name: path} of one-op models cut from ``path``, the first instance of each op type.
+
+    Non-constant inputs become the model's inputs; constants and the op's options stay.
+    Needs ai-edge-litert's schema module (no TensorFlow).
+    """
+    import copy
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from benchmarks.tflite_model import TFLiteModel
+
+    with open(path, "rb") as f:
+        data = f.read()
+    names = TFLiteModel(data, path).main["ops"]
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    sg = model.subgraphs[0]
+    out = {}
+    for index, (name, op) in enumerate(zip(names, sg.operators)):
+        if name in out or op.builtinOptionsType in (schema.BuiltinOptions.WhileOptions, schema.BuiltinOptions.IfOptions):
+            continue
+        used = [int(i) for i in op.inputs if i >= 0]
+        outs = [int(i) for i in op.outputs]
+        buffers = [schema.BufferT()]
+        tensors, remap, inputs = [], {}, []
+        for i in dict.fromkeys(used + outs):
+            t = copy.deepcopy(sg.tensors[i])
+            data_ = model.buffers[t.buffer].data if t.buffer else None
+            if data_ is not None and len(data_) and i not in outs:
+                b = schema.BufferT()
+                b.data = data_
+                buffers.append(b)
+                t.buffer = len(buffers) - 1
+            else:
+                t.buffer = 0
+                if i not in outs:
+                    inputs.append(len(tensors))
+            t.name = f"t{len(tensors)}"
+            remap[i] = len(tensors)
+            tensors.append(t)
+        one = copy.deepcopy(op)
+        one.inputs = [remap[int(i)] if i >= 0 else -1 for i in op.inputs]
+        one.outputs = [remap[i] for i in outs]
+        graph = schema.SubGraphT()
+        graph.tensors, graph.operators = tensors, [one]
+        graph.inputs, graph.outputs = inputs, [remap[i] for i in outs]
+        sig = schema.SignatureDefT()
+        sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+        sig.inputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.inputs]
+        sig.outputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.outputs]
+        small = schema.ModelT()
+        small.version, small.operatorCodes, small.subgraphs = model.version, model.operatorCodes, [graph]
+        small.buffers, small.signatureDefs, small.description = buffers, [sig], "single op"
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(small.Pack(builder), file_identifier=b"TFL3")
+        target = os.path.join(directory, f"op{index}_{name}.tflite")
+        with open(target, "wb") as f:
+            f.write(builder.Output())
+        out[name] = target
+    return out
+
+
+def _tensor_map(schema, name, index):
+    m = schema.TensorMapT()
+    m.name, m.tensorIndex = name, index
+    return m
+
+
+def ops_kept_off_gpu(path, timeout=120):
+    """Op types the GPU accelerator refuses or crashes on, each compiled alone in its own process."""
+    import tempfile
+
+    refused = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, single in single_op_models(path, tmp).items():
+            r = _run_child([single, "--compile-only"], None, timeout)
+            if not (r.get("available") and r.get("fully_accelerated")):
+                refused.append(name + (" (crashed the accelerator)" if r.get("crashed") else ""))
+    return refused
+
+
+def _run_child(args, inputs_npz, timeout):
+    """Runs this module in a child process, retrying on SwiftShader when no adapter exists."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "benchmarks.gpu_check", os.path.abspath(path), "--tolerance", str(tolerance)]
-        if inputs is not None:
-            np.savez(os.path.join(tmp, "inputs.npz"), *inputs)
-            cmd += ["--inputs", os.path.join(tmp, "inputs.npz")]
+        cmd = [sys.executable, "-m", "benchmarks.gpu_check", *args]
+        if inputs_npz is not None:
+            cmd += ["--inputs", inputs_npz]
         envs = [dict(os.environ)]
         if "VK_ICD_FILENAMES" not in os.environ and os.path.exists(SWIFTSHADER_ICD):
             envs.append(dict(os.environ, VK_ICD_FILENAMES=SWIFTSHADER_ICD))
@@ -81,15 +173,40 @@ def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300):
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
                 lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-                result = json.loads(lines[-1]) if lines else {
-                    "available": False, "ok": False, "error": f"GPU check crashed (exit {proc.returncode})"}
+                if lines:
+                    result = json.loads(lines[-1])
+                else:
+                    result = {"available": True, "crashed": True, "ok": False, "fully_accelerated": False,
+                              "error": f"the GPU accelerator crashed the process (exit {proc.returncode})"}
             except subprocess.TimeoutExpired:
                 result = {"available": False, "ok": False, "error": f"GPU check timed out after {timeout} s"}
             if result.get("available"):
                 break
-        if not result.get("available"):
-            result.setdefault("error", "no GPU or Vulkan adapter found")
         return result
+
+
+def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300):
+    """Runs ``compare_on_gpu`` in a child process; retries on SwiftShader when no adapter exists.
+
+    When the GPU does not take the whole model, each op type is compiled alone to name the
+    ops that stay on the CPU (``ops_on_cpu``).
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = None
+        if inputs is not None:
+            npz = os.path.join(tmp, "inputs.npz")
+            np.savez(npz, *inputs)
+        result = _run_child([os.path.abspath(path), "--tolerance", str(tolerance)], npz, timeout)
+    if result.get("available") and not result.get("fully_accelerated"):
+        try:
+            result["ops_on_cpu"] = ops_kept_off_gpu(path)
+        except Exception as exc:  # noqa: BLE001 - the probe is extra information, never a failure
+            result["ops_on_cpu_error"] = str(exc)[:200]
+    if not result.get("available"):
+        result.setdefault("error", "no GPU or Vulkan adapter found")
+    return result
 
 
 def main(argv=None):
@@ -99,7 +216,11 @@ def main(argv=None):
     p.add_argument("model")
     p.add_argument("--inputs")
     p.add_argument("--tolerance", type=float, default=1e-3)
+    p.add_argument("--compile-only", action="store_true", help="Only compile on the GPU alone.")
     a = p.parse_args(argv)
+    if a.compile_only:
+        print(json.dumps(compile_on_gpu(a.model)))
+        return
     inputs = None
     if a.inputs:
         data = np.load(a.inputs)

@@ -34,7 +34,7 @@ def _silence_fd2():
 
 @contextlib.contextmanager
 def native_logs_silenced():
-    """Hides the runtimes' C++ INFO/WARNING chatter on fd 2 (INVO_DEBUG=1 shows it)."""
+    """Hides the runtimes' C++ INFO/WARNING chatter on fds 1 and 2 (INVO_DEBUG=1 shows it)."""
     if os.environ.get("INVO_DEBUG"):
         yield
         return
@@ -42,15 +42,19 @@ def native_logs_silenced():
     if not _exit_hook:  # the runtimes also log when their objects die at interpreter exit
         _exit_hook = True
         atexit.register(_silence_fd2)
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = [os.dup(1), os.dup(2)]
     try:
         with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
             os.dup2(null.fileno(), 2)
             yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def import_tensorflow_quietly():

@@ -49,6 +49,8 @@ def format_audit(result):
             lines.append(f"  {kind}: {'fully accelerated' if g['fully_accelerated'] else 'NOT fully accelerated'}"
                          + (f", max abs err vs CPU {err:.3g} (allowed {g.get('allowed_abs_error', 0):.3g})" if err is not None else "")
                          + (" (ok)" if g.get("ok") else f" (FAILED{': ' + g['error'] if g.get('error') else ''})"))
+            if g.get("ops_on_cpu"):
+                lines.append(f"  ops the GPU does not take (each compiled alone): {', '.join(g['ops_on_cpu'])}")
     lines.append(f"  converted in {result['convert_seconds']:.1f} s")
     return "\n".join(lines)
 

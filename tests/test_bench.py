@@ -142,3 +142,36 @@ def test_bad_input(models, flex_model, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (r,) = json.loads((tmp_path / "fb.json").read_text())
     assert r["accelerator"] == "CPU (no GPU: fallback)" and not r["fully_delegated"]
+
+
+@pytest.fixture(scope="module")
+def gpu_unfriendly(tmp_path_factory):
+    """ARG_MAX the GPU accelerator refuses; CUMSUM it cannot take either (SwiftShader's crashes the process)."""
+    import tensorflow as tf
+
+    d = tmp_path_factory.mktemp("unfriendly")
+    fns = {"argmax": lambda x: tf.cast(tf.argmax(x, axis=-1), tf.float32),
+           "cumsum": lambda x: tf.math.cumsum(x, axis=-1) + 1.0}
+    for name, fn in fns.items():
+        f = tf.function(lambda x, fn=fn: fn(tf.nn.relu(x) * 2.0), input_signature=[tf.TensorSpec([1, 8, 8, 4], tf.float32)])
+        conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()])
+        (d / f"{name}.tflite").write_bytes(conv.convert())
+    return d
+
+
+def test_gpu_check_names_the_ops_left_on_cpu(gpu_unfriendly):
+    require_gpu()
+    from benchmarks.gpu_check import check_gpu
+
+    r = check_gpu(str(gpu_unfriendly / "argmax.tflite"))
+    assert r["available"] and not r["fully_accelerated"] and not r["ok"]
+    assert "ARG_MAX" in r["ops_on_cpu"] and "MUL" not in r["ops_on_cpu"]
+    r = check_gpu(str(gpu_unfriendly / "cumsum.tflite"))
+    assert not r["ok"] and any(op.startswith("CUMSUM") for op in r["ops_on_cpu"])
+
+
+def test_bench_gpu_on_a_model_the_gpu_cannot_take_fails_cleanly(gpu_unfriendly):
+    require_gpu()
+    for name in ("argmax", "cumsum"):
+        proc = run_cli("benchmarks.cli", str(gpu_unfriendly / f"{name}.tflite"), "--use_gpu", *FAST)
+        assert_one_line_error(proc, "GPU")
