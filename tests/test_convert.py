@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner
 
 from benchmarks.runtime import InterpreterRunner
-from benchmarks.tflite_model import TFLiteModel
 from conftest import ROOT, assert_one_line_error, gpu_available, randomize, require_gpu, run_cli
 from convert.api import convert_model
 from convert.cli import main as convert_cli
