@@ -11,6 +11,7 @@ import io as _io
 
 import numpy as np
 
+from benchmarks.runtime import native_logs_silenced
 from convert.api import calibration_samples, verify, write_atomic
 from convert.export import compact, representative_dataset, tflite_converter
 from convert.load import load_model
@@ -36,9 +37,10 @@ def layer_errors(model_path, calib, calib_samples=100, strategy="shift", data_di
     options = tf.lite.experimental.QuantizationDebugOptions(
         layer_debug_metrics={"mean_abs_error": lambda diff: float(np.mean(np.abs(diff)))})
     with tflite_converter(model, "int8", "float32", cal) as conv:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=conv, debug_dataset=representative_dataset(cal[:debug_samples]), debug_options=options)
-        debugger.run()
+        with native_logs_silenced():  # the converter's and TF interpreter's C++ lines
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=representative_dataset(cal[:debug_samples]), debug_options=options)
+            debugger.run()
     buf = _io.StringIO()
     debugger.layer_statistics_dump(buf)
     rows = []
@@ -74,8 +76,9 @@ def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=list(keep_nodes) or None, denylisted_ops=[o.upper() for o in keep_ops] or None)
     with tflite_converter(model, "int8", io, cal) as conv:
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=conv, debug_dataset=representative_dataset(cal[:8]), debug_options=options)
-        flat = compact(debugger.get_nondebug_quantized_model())
+        with native_logs_silenced():
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=conv, debug_dataset=representative_dataset(cal[:8]), debug_options=options)
+            flat = compact(debugger.get_nondebug_quantized_model())
     write_atomic(output, flat)
     return verify(model, output, held_x, held_y)
