@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the project, its tests and its demo need on a fresh Debian machine (idempotent).
+# Installs everything the project, its tests (.ci/run) and its main job (main.sh) need on a fresh Debian machine (idempotent).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
