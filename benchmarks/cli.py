@@ -12,6 +12,7 @@ import sys
 import click
 
 from benchmarks.errors import cli_errors
+from benchmarks.files import write_atomic
 from benchmarks.runtime import RUNTIMES
 
 COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator", "accel", "{}"),
@@ -34,13 +35,6 @@ def format_table(results):
     return "\n".join(lines)
 
 
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_csv(results, path):
     import io
 
@@ -49,7 +43,7 @@ def write_csv(results, path):
     w.writeheader()
     for r in results:
         w.writerow({k: r.get(k) for k in w.fieldnames})
-    _write_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +73,7 @@ def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_sec
                          delegate, input_file, require_full_delegation, gpu_fallback, progress=not quiet)
                for m in models]
     if json_path:
-        _write_atomic(json_path, json.dumps(results, indent=2))
+        write_atomic(json_path, json.dumps(results, indent=2))
     if csv_path:
         write_csv(results, csv_path)
     if not quiet:

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from benchmarks.bench import benchmark
+from benchmarks.files import write_atomic
 from benchmarks.tflite_model import TFLiteModel
 
 CONFIGS = {
@@ -85,8 +86,7 @@ def run(num_runs=100, out="runs/layer_bench", threads=(1, 2)):
             model = _model(kind, **cfg)
             for quant in ("none", "int8"):
                 path = os.path.join(out, f"{cfg['h']}x{cfg['c']}_k{cfg['k']}_{kind}_{quant}.tflite")
-                with open(path, "wb") as f:
-                    f.write(to_tflite(model, quant, "int8", rep if quant == "int8" else None))
+                write_atomic(path, to_tflite(model, quant, "int8", rep if quant == "int8" else None))
                 info = TFLiteModel.from_file(path)
                 row = {"config": cname, "layer": kind if kind != "depthwise" else "depthwise (one-hot gather)",
                        "dtype": "int8" if quant == "int8" else "float32", "file_bytes": info.file_size,
@@ -99,10 +99,8 @@ def run(num_runs=100, out="runs/layer_bench", threads=(1, 2)):
                 print(f"{cname:<40}{row['layer']:<28}{row['dtype']:<8}{row['file_bytes']:>9}"
                       + "".join(f"{row[f'median_ms_{t}t']:>9.3f}" for t in threads), flush=True)
     facts = flex_facts(out)
-    with open(os.path.join(out, "layer_bench.json"), "w") as f:
-        json.dump({"rows": rows, "extract_patches": facts}, f, indent=2)
-    with open(os.path.join(out, "layer_bench.md"), "w") as f:
-        f.write(markdown(rows, facts, threads))
+    write_atomic(os.path.join(out, "layer_bench.json"), json.dumps({"rows": rows, "extract_patches": facts}, indent=2))
+    write_atomic(os.path.join(out, "layer_bench.md"), markdown(rows, facts, threads))
     return rows, facts
 
 

@@ -19,6 +19,7 @@ import click
 
 from benchmarks.bench import benchmark
 from benchmarks.errors import cli_errors
+from benchmarks.files import write_atomic
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
 
 MODELS = ("seed-conv", "seed-involution")
@@ -83,10 +84,8 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
             rows.append(base)
     trust = [trust_check(rows[i]["file"], num_runs) for i in (1, 3)]  # conv int8, involution int8
     report = {"rows": rows, "trust": trust, "gpu_emulated": gpu_is_emulated()}
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
-    with open(os.path.join(out, "report.md"), "w") as f:
-        f.write(markdown(report, threads))
+    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2))
+    write_atomic(os.path.join(out, "report.md"), markdown(report, threads))
     charts(rows, threads, out)
     return report
 

@@ -2,11 +2,11 @@
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 
+from benchmarks.files import write_atomic
 from benchmarks.gpu_check import check_gpu
 from benchmarks.runtime import load as load_runner
 from benchmarks.runtime import to_input_dtype
@@ -27,23 +27,6 @@ def _check_output(output, force):
         raise ConversionError(f"{directory}: output directory does not exist")
     if not os.access(directory, os.W_OK):
         raise ConversionError(f"{directory}: output directory is not writable")
-
-
-def write_atomic(path, data):
-    """Writes bytes or text to a temporary file beside ``path``, then renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".invo-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data if isinstance(data, bytes) else data.encode())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temporary name only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _cpu_runner(path, warnings=None):

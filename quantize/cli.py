@@ -41,7 +41,7 @@ def main():
 @cli_errors
 def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom_module, top, json_path):
     """Per-layer int8 error of MODEL, worst layers first."""
-    from convert.api import write_atomic
+    from benchmarks.files import write_atomic
     from quantize.debug import layer_errors
 
     rows = layer_errors(model, calib, calib_samples, strategy, data_dir, custom_module, debug_samples)

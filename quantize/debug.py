@@ -12,7 +12,8 @@ import io as _io
 import numpy as np
 
 from benchmarks.runtime import native_logs_silenced
-from convert.api import calibration_samples, verify, write_atomic
+from benchmarks.files import write_atomic
+from convert.api import calibration_samples, verify
 from convert.export import compact, representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
