@@ -115,21 +115,18 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
     model, kind = load_model(model_path, custom_modules)
     result = {"input": model_path, "output": output, "format": kind, "quantize": quantize,
               "io": io if quantize == "int8" else "float32", "strategy": strategy, "rewritten": []}
-    saved_model_dir = None
     if kind == "savedmodel":
-        saved_model_dir, keras_model, input_shape = model_path, None, None
+        keras_model, input_shape = model, model.input_shape
     else:
         keras_model, result["rewritten"] = rewrite_model(model, strategy)
         input_shape = tuple(keras_model.inputs[0].shape[1:])
         if None in input_shape:
             raise ConversionError(f"{model_path}: the input shape {input_shape} must be fully known to export")
-    cal_x = held_x = held_y = None
     if calib:
-        if input_shape is None:
-            raise ConversionError("--calib needs a .h5/.keras model (the SavedModel's input shape is not known here)")
         say(f"loading calibration data from {calib}")
         cal_x, held_x, held_y = calibration_samples(calib, input_shape, calib_samples, data_dir, seed)
-    elif input_shape is not None:
+    else:
+        cal_x, held_y = None, None
         held_x = np.random.default_rng(seed).random((8, *input_shape), dtype=np.float32)
     if result["rewritten"]:
         diff, scale = max_difference(model, keras_model, held_x[:8])
@@ -139,8 +136,7 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
 
     say(f"converting ({quantize})")
     representative = None if cal_x is None else [s[None] for s in cal_x]
-    flat = to_tflite(keras_model, quantize, io, representative, allow_flex, saved_model_dir,
-                     progress=progress is not None)
+    flat = to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress is not None)
     info = TFLiteModel(flat, output)
     if info.flex_ops and not allow_flex:
         raise ConversionError(f"the model needs Flex op(s) {', '.join(info.flex_ops)}; pass --allow-flex to accept that")
@@ -148,15 +144,14 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
     result["convert_seconds"] = time.perf_counter() - t0
     result["audit"] = info.summary()
 
-    if keras_model is not None and not info.flex_ops:
-        say("verifying against Keras")
+    if not info.flex_ops:
+        say("verifying against Keras" if kind != "savedmodel" else "verifying against the SavedModel")
         x = held_x[:verify_samples]
         y = None if held_y is None else held_y[: len(x)]
         result["verify"] = verify(keras_model, output, x, y)
     if gpu and not info.flex_ops:
         say("compiling on the LiteRT GPU accelerator")
-        sample = None if held_x is None else [to_input_dtype(held_x[:1], _cpu_runner(output).inputs[0])]
-        result["gpu"] = check_gpu(output, sample)
+        result["gpu"] = check_gpu(output, [to_input_dtype(held_x[:1], _cpu_runner(output).inputs[0])])
     if report:
         write_atomic(report, json.dumps(result, indent=2, default=_json_default))
     return result

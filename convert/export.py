@@ -22,9 +22,20 @@ def _tf_dtype(io):
 
 
 def export_saved_model(model, directory):
-    """Writes ``model`` as a SavedModel with one batch-1 endpoint, ``serve`` (the export shape)."""
+    """Writes ``model`` as a SavedModel with one batch-1 endpoint, ``serve`` (the export shape).
+
+    ``model`` is a Keras model or a ``convert.load.SavedModelFunction`` (re-traced at batch 1, so
+    that a dynamic batch leaves no SHAPE/PACK ops that a GPU refuses).
+    """
     import keras
     import tensorflow as tf
+
+    if hasattr(model, "signature"):
+        spec = tf.TensorSpec([1, *model.input_shape], model.spec.dtype, name=model.input_name)
+        serve = tf.function(lambda x: {model.output_name: model.signature(**{model.input_name: x})[model.output_name]},
+                            input_signature=[spec])
+        tf.saved_model.save(model.loaded, directory, signatures={"serve": serve.get_concrete_function()})
+        return directory
 
     specs = [tf.TensorSpec([1, *t.shape[1:]], t.dtype or tf.float32, name=f"input_{i}") for i, t in enumerate(model.inputs)]
     single = len(model.outputs) == 1
@@ -41,8 +52,7 @@ def export_saved_model(model, directory):
 
 
 @contextlib.contextmanager
-def tflite_converter(model, quantize="none", io="int8", representative=None, allow_flex=False,
-                     saved_model_dir=None, progress=False):
+def tflite_converter(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False):
     """A configured ``tf.lite.TFLiteConverter`` (the Keras model is exported at batch 1 meanwhile).
 
     ``representative`` is a list of input arrays (batch 1 each), needed for int8.
@@ -54,10 +64,7 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
     if io not in IO_TYPES:
         raise ConversionError(f"--io must be one of {', '.join(IO_TYPES)}; got {io!r}")
     with tempfile.TemporaryDirectory() as tmp:
-        if saved_model_dir is None:
-            conv = tf.lite.TFLiteConverter.from_saved_model(export_saved_model(model, tmp), signature_keys=["serve"])
-        else:
-            conv = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        conv = tf.lite.TFLiteConverter.from_saved_model(export_saved_model(model, tmp), signature_keys=["serve"])
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize == "float16":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -100,10 +107,9 @@ def representative_dataset(samples, progress=False):
     return generate
 
 
-def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, saved_model_dir=None,
-              progress=False):
+def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False):
     """Converts to .tflite bytes (see ``tflite_converter`` for the arguments)."""
-    with tflite_converter(model, quantize, io, representative, allow_flex, saved_model_dir, progress) as conv:
+    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv:
         return compact(run_converter(conv))
 
 

@@ -69,16 +69,47 @@ def _explain(path, exc):
     return ModelLoadError(f"{path}: cannot load the model ({type(exc).__name__}: {' '.join(text.split())[:200]})")
 
 
+class SavedModelFunction:
+    """A SavedModel's serving signature with the parts of the Keras model API the converter uses."""
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.loaded = tf.saved_model.load(path)
+        sigs = self.loaded.signatures
+        if not sigs:
+            raise ModelLoadError(f"{path}: the SavedModel has no serving signature")
+        self.signature = sigs["serving_default"] if "serving_default" in sigs else next(iter(sigs.values()))
+        specs = self.signature.structured_input_signature[1]
+        if len(specs) != 1:
+            raise ModelLoadError(f"{path}: only single-input SavedModels are supported, this one has {len(specs)}")
+        (self.input_name, self.spec), = specs.items()
+        self.output_name = sorted(self.signature.structured_outputs)[0]
+        if None in tuple(self.spec.shape[1:]):
+            raise ModelLoadError(f"{path}: the input shape {tuple(self.spec.shape)} must be known apart from the batch")
+
+    @property
+    def input_shape(self):
+        return tuple(self.spec.shape[1:])
+
+    def predict(self, x, verbose=0, batch_size=32):
+        import numpy as np
+
+        outs = [self.signature(**{self.input_name: x[i : i + batch_size]})[self.output_name].numpy()
+                for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs)
+
+
 def load_model(path, custom_modules=()):
-    """(model, kind): a Keras model, or for a SavedModel the loaded ``tf.saved_model`` object."""
+    """(model, kind): a Keras model, or for a SavedModel directory a ``SavedModelFunction``."""
     for module in custom_modules:
         import_custom_module(module)
     kind = _kind(path)
     if kind == "savedmodel":
-        import tensorflow as tf
-
         try:
-            return tf.saved_model.load(path), kind
+            return SavedModelFunction(path), kind
+        except ModelLoadError:
+            raise
         except Exception as exc:
             raise _explain(path, exc) from None
     import keras
@@ -94,4 +125,4 @@ def load_model(path, custom_modules=()):
     raise _explain(path, error) from None
 
 
-__all__ = ["Involution", "ModelLoadError", "load_model", "import_custom_module"]
+__all__ = ["Involution", "ModelLoadError", "SavedModelFunction", "load_model", "import_custom_module"]

@@ -22,9 +22,10 @@ from convert.rewrite import rewrite_model
 def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules):
     model, kind = load_model(model_path, custom_modules)
     if kind == "savedmodel":
-        raise ValueError(f"{model_path}: per-layer debugging needs a .h5/.keras model")
-    model, _ = rewrite_model(model, strategy)
-    shape = tuple(model.inputs[0].shape[1:])
+        shape = model.input_shape
+    else:
+        model, _ = rewrite_model(model, strategy)
+        shape = tuple(model.inputs[0].shape[1:])
     cal_x, held_x, held_y = calibration_samples(calib, shape, calib_samples, data_dir)
     return model, [s[None] for s in cal_x], held_x, held_y
 

@@ -8,10 +8,8 @@ from convert.load import load_model
 def compare_accuracy(keras_path, tflite_path, source, samples=500, data_dir=None, custom_modules=()):
     """{samples, top1_keras, top1_tflite, top1_agreement, max_rel_error, ...}; labels are required."""
     model, kind = load_model(keras_path, custom_modules)
-    if kind == "savedmodel":
-        raise ValueError(f"{keras_path}: evaluation needs a .h5/.keras model")
     TFLiteModel.from_file(tflite_path)  # a clear error for a missing or corrupt .tflite
-    shape = tuple(model.inputs[0].shape[1:])
+    shape = model.input_shape if kind == "savedmodel" else tuple(model.inputs[0].shape[1:])
     _, x, y = calibration_samples(source, shape, 1, data_dir)
     if y is None:
         raise ValueError(f"{source}: accuracy needs labels (a dataset, an image folder, or a .npz with y)")

@@ -18,6 +18,13 @@ from involution.reference import InvolutionReference
 LEGACY = os.path.join(ROOT, "tests", "legacy_layers")
 
 
+def assert_gpu_ok(result):
+    """Every converted model must run fully on the GPU accelerator with outputs matching the CPU."""
+    if gpu_available():
+        g = result["gpu"]
+        assert g["available"] and g["fully_accelerated"] and g["ok"], g
+
+
 def _leftovers(directory):
     return [p for p in os.listdir(directory) if p.startswith(".invo-")]
 
@@ -38,20 +45,18 @@ def test_seed_involution_to_int8_as_a_user_runs_it(trained_seed, tmp_path):
     v = r["verify"]
     assert v["samples"] > 100
     assert abs(v["top1_keras"] - v["top1_tflite"]) <= 0.01 + 1e-9, v
-    if gpu_available():
-        assert r["gpu"]["available"] and r["gpu"]["fully_accelerated"] and r["gpu"]["ok"], r["gpu"]
+    assert_gpu_ok(r)
 
 
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
 def test_seed_conv_float_modes(trained_seed, tmp_path, quantize):
     out, _ = trained_seed
     r = convert_model(str(out / "seed-conv" / "model.keras"), str(tmp_path / "c.tflite"), quantize=quantize,
-                      calib="digits", gpu=quantize == "none")
+                      calib="digits", gpu=gpu_available())
     assert r["audit"]["builtin_only"] and r["audit"]["inputs"][0]["dtype"] == "FLOAT32"
     tol = {"none": 1e-5, "float16": 1e-2, "dynamic": 5e-2}[quantize]
     assert r["verify"]["max_rel_error"] <= tol, r["verify"]
-    if quantize == "none" and gpu_available():
-        assert r["gpu"]["ok"], r["gpu"]
+    assert_gpu_ok(r)
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
@@ -69,8 +74,7 @@ def test_reference_models_are_rewritten_to_builtin_ops(tmp_path, fmt):
     xs = np.random.default_rng(0).standard_normal((1, 12, 12, 8)).astype(np.float32)
     np.testing.assert_allclose(InterpreterRunner(str(tmp_path / "ref.tflite"))(xs)[0], model.predict(xs, verbose=0),
                                rtol=1e-4, atol=1e-4)
-    if gpu_available():
-        assert r["gpu"]["ok"], r["gpu"]
+    assert_gpu_ok(r)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +90,8 @@ def test_keras_io_models_load_without_their_code(kerasio_models, tmp_path, fmt):
     """The keras.io layer returns (output, kernel) and is not importable here: the converter supplies it."""
     assert "keras_io_involution" not in sys.modules
     target = tmp_path / "k.tflite"
-    r = convert_model(str(kerasio_models / f"kerasio.{fmt}"), str(target), gpu=False)
+    r = convert_model(str(kerasio_models / f"kerasio.{fmt}"), str(target), gpu=gpu_available())
+    assert_gpu_ok(r)
     assert len(r["rewritten"]) == 2 and all("keras.io" in s for s in r["rewritten"])
     assert r["audit"]["builtin_only"] and r["audit"]["max_tensor_rank"] <= 4
     expected = np.load(kerasio_models / "kerasio_expected.npz")
@@ -98,8 +103,9 @@ def test_savedmodel_directory(trained_seed, tmp_path):
     out, _ = trained_seed
     model = keras.saving.load_model(out / "seed-conv" / "model.keras")
     model.export(str(tmp_path / "sm"), verbose=False)
-    r = convert_model(str(tmp_path / "sm"), str(tmp_path / "sm.tflite"), gpu=False)
+    r = convert_model(str(tmp_path / "sm"), str(tmp_path / "sm.tflite"), gpu=gpu_available())
     assert r["format"] == "savedmodel" and r["audit"]["builtin_only"]
+    assert_gpu_ok(r)
 
 
 def test_gpu_audit_is_measured_on_the_accelerator(trained_seed, tmp_path):
@@ -184,6 +190,7 @@ def test_uint8_io_and_npz_calibration(trained_seed, tmp_path):
     d = load_digits(seed=3)
     np.savez(tmp_path / "calib.npz", x=(d.x_val * 255).astype(np.uint8), y=d.y_val)
     r = convert_model(str(out / "seed-involution" / "model.keras"), str(tmp_path / "u8.tflite"), quantize="int8",
-                      io="uint8", calib=str(tmp_path / "calib.npz"), gpu=False)
+                      io="uint8", calib=str(tmp_path / "calib.npz"), gpu=gpu_available())
+    assert_gpu_ok(r)
     assert r["audit"]["inputs"][0]["dtype"] == "UINT8" and r["audit"]["outputs"][0]["dtype"] == "UINT8"
     assert r["verify"]["samples"] == len(d.x_val) // 5 and r["verify"]["top1_agreement"] >= 0.9
