@@ -66,7 +66,10 @@ def write_csv(results, path):
 @cli_errors
 def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_secs, use_gpu, gpu_fallback,
           use_xnnpack, delegate, require_full_delegation, input_file, json_path, csv_path, quiet):
-    """Benchmark one or more .tflite MODELS in the vocabulary of TFLite's benchmark_model."""
+    """Benchmark one or more .tflite MODELS in the vocabulary of TFLite's benchmark_model.
+
+    'invo-bench report --help' describes the deployment report (conv vs involution, float32 vs int8, CPU vs GPU).
+    """
     from benchmarks.bench import benchmark
 
     results = [benchmark(m, runtime, use_gpu, num_threads, warmup_runs, num_runs, min_secs, max_secs, use_xnnpack,
