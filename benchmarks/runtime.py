@@ -32,6 +32,15 @@ def _silence_fd2():
     os.dup2(null, 2)
 
 
+def _flush_c_stdio():
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def native_logs_silenced():
     """Hides the runtimes' C++ INFO/WARNING chatter on fds 1 and 2 (INVO_DEBUG=1 shows it)."""
@@ -51,6 +60,7 @@ def native_logs_silenced():
             os.dup2(null.fileno(), 2)
             yield
     finally:
+        _flush_c_stdio()  # C code's buffered printf output belongs to the silenced fds
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:
@@ -69,7 +79,8 @@ class RuntimeUnavailable(RuntimeError):
 
 def _import(runtime):
     try:
-        return importlib.import_module(_MODULES[runtime])
+        with native_logs_silenced():  # LiteRT registers its accelerators, loudly, on import
+            return importlib.import_module(_MODULES[runtime])
     except Exception as exc:  # ImportError, or numpy ABI errors of old wheels
         raise RuntimeUnavailable(f"runtime {runtime} is not usable here ({type(exc).__name__}: {exc})") from None
 
@@ -259,16 +270,24 @@ class CompiledRunner(Runner):
                                 "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
         self._outs = [(int(np.prod(out_det[n]["shape"])), np.dtype(out_det[n]["dtype"]), tuple(out_det[n]["shape"]))
                       for n in names["outputs"]]
-        with native_logs_silenced():
+        self._last = None
+        with native_logs_silenced():  # the first buffer access sets up an environment, with log lines
             self._ib = self.cm.create_input_buffers(0)
             self._ob = self.cm.create_output_buffers(0)
-        self._last = None
+            self.set_inputs([np.zeros(d["shape"], d["dtype"]) for d in self.inputs])
 
     def set_inputs(self, arrays):
         for buf, a in zip(self._ib, arrays):
             buf.write(a)
 
     def run(self):
+        if self._last is None:  # the first run sets up a LiteRT environment, with log lines
+            with native_logs_silenced():
+                self._run()
+        else:
+            self._run()
+
+    def _run(self):
         self.cm.run_by_index(0, self._ib, self._ob)
         self._last = [buf.read(n, dt).reshape(shape) for buf, (n, dt, shape) in zip(self._ob, self._outs)]
 
