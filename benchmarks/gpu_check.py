@@ -51,12 +51,10 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3):
         except RuntimeUnavailable as exc:
             gpu = None
             result["error"] = str(exc)
-            try:  # a GPU exists but refuses part of the model?
-                mixed = CompiledRunner(path, "gpu", allow_cpu_fallback=True)
-                result.update(available=True, fully_accelerated=bool(mixed.fully_delegated))
-                result["error"] = "the GPU accelerator did not take the whole model (CPU fallback needed)"
-            except RuntimeUnavailable:
-                pass
+            mixed = compile_on_gpu(path, allow_cpu_fallback=True)  # a GPU exists but refuses part of the model?
+            if mixed["available"]:
+                result.update(available=True, fully_accelerated=mixed["fully_accelerated"],
+                              error="the GPU accelerator did not take the whole model (CPU fallback needed)")
         if gpu is not None:
             result.update(available=True, fully_accelerated=bool(gpu.fully_delegated))
             out = gpu(*arrays)

@@ -255,8 +255,9 @@ class CompiledRunner(Runner):
         self.runtime = "litert-compiled"
         self.fully_delegated = self.cm.is_fully_accelerated()
         self.accelerator = "CPU" if accelerator == "cpu" else ("GPU (emulated)" if gpu_is_emulated() else "GPU")
-        sig = list(self.cm.get_signature_list())[0]
-        names = self.cm.get_signature_list()[sig]
+        signatures = self.cm.get_signature_list()
+        sig = next(iter(signatures))
+        names = signatures[sig]
         in_det = self.cm.get_input_tensor_details(sig)
         out_det = self.cm.get_output_tensor_details(sig)
         # Quantization is not in the compiled model's details; take it from the file.
@@ -281,13 +282,6 @@ class CompiledRunner(Runner):
             buf.write(a)
 
     def run(self):
-        if self._last is None:  # the first run sets up a LiteRT environment, with log lines
-            with native_logs_silenced():
-                self._run()
-        else:
-            self._run()
-
-    def _run(self):
         self.cm.run_by_index(0, self._ib, self._ob)
         self._last = [buf.read(n, dt).reshape(shape) for buf, (n, dt, shape) in zip(self._ob, self._outs)]
 
