@@ -151,7 +151,8 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
         result["verify"] = verify(keras_model, output, x, y)
     if gpu and not info.flex_ops:
         say("compiling on the LiteRT GPU accelerator")
-        result["gpu"] = check_gpu(output, [to_input_dtype(held_x[:1], _cpu_runner(output).inputs[0])])
+        inp = result["audit"]["inputs"][0]  # scale and zero point as read from the file
+        result["gpu"] = check_gpu(output, [to_input_dtype(held_x[:1], dict(inp, dtype=inp["dtype"].lower()))])
     if report:
         write_atomic(report, json.dumps(result, indent=2, default=_json_default))
     return result

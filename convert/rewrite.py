@@ -28,13 +28,8 @@ def rewrite_model(model, strategy="shift"):
 
     def clone(layer):
         if isinstance(layer, _PatchInvolution):
-            shape = tuple(layer.input.shape)
-            new = builtin_from_reference(layer, shape, strategy)
-            if isinstance(layer, KerasIoInvolution):
-                tmp = _BuiltinWithKernel(**new.get_config())
-                tmp.build(shape)
-                copy_kernel_generator(layer, tmp)
-                new = tmp
+            cls = _BuiltinWithKernel if isinstance(layer, KerasIoInvolution) else Involution
+            new = builtin_from_reference(layer, tuple(layer.input.shape), strategy, cls=cls)
             rewritten.append(f"{layer.name}: {layer.formulation} (extract_patches, Flex) -> Involution({strategy})")
             replaced.add(layer.name)
             return new

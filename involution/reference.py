@@ -130,12 +130,12 @@ def copy_kernel_generator(src, dst):
         b.set_weights(a.get_weights())
 
 
-def builtin_from_reference(layer, input_shape, strategy="shift", name=None):
-    """An ``Involution`` computing what ``layer`` (an extract_patches formulation) computes.
+def builtin_from_reference(layer, input_shape, strategy="shift", name=None, cls=Involution):
+    """An ``Involution`` (or subclass ``cls``) computing what ``layer`` (an extract_patches formulation) computes.
 
     Built for ``input_shape`` with ``layer``'s weights copied, so it is ready to use.
     """
-    inv = Involution(
+    inv = cls(
         channel=layer.channel,
         group_number=layer.group_number,
         kernel_size=layer.kernel_size,

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from involution.data import load_dataset
+from involution.layer import Involution
 from involution.models import MODEL_NAMES, build_model
 
 DISTRIBUTE = ("default", "mirrored", "multi-worker")
@@ -117,7 +118,7 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
             label = f"{name} ({net.count_params():,} params)"
             histories[label] = hist
             plots.plot_histories({label: hist}, os.path.join(sub, ""))
-            if plots.involution_kernels(net, data.x_val[:1]):
+            if any(isinstance(layer, Involution) for layer in net.layers):
                 plots.plot_kernel_maps(net, data.x_val[:4], os.path.join(sub, "kernels.png"))
             if epochs >= 3 and hist["loss"][-1] > 0.98 * hist["loss"][0] and hist["val_accuracy"][-1] < 1.5 / data.num_classes:
                 warnings.warn(f"{name} did not learn (loss {hist['loss'][0]:.3f} -> {hist['loss'][-1]:.3f}); "
