@@ -16,6 +16,19 @@ from benchmarks.bench import benchmark
 from benchmarks.files import write_atomic
 from benchmarks.tflite_model import TFLiteModel
 
+LAYER_NAMES = {
+    "shift": "involution, shift (default)",
+    "depthwise": "involution, one-hot depthwise gather",
+    "mul-add floor": "MUL+ADD floor (shift arithmetic only)",
+    "batch-matmul": "BATCH_MATMUL contraction only",
+    "depthwise-conv": "plain DepthwiseConv2D KxK",
+}
+NO_XNNPACK = ", TFLite kernels (no XNNPACK)"
+# (kind, use_xnnpack): every layer on XNNPACK, ai-edge-litert's default; the plain depthwise conv
+# also without it, because XNNPACK's 7x7 depthwise kernel is slower than TFLite's own here.
+LAYERS = [("shift", True), ("depthwise", True), ("mul-add floor", True), ("batch-matmul", True),
+          ("depthwise-conv", True), ("depthwise-conv", False)]
+
 CONFIGS = {
     "cifar (32x32x16, K3, G1, r2)": dict(h=32, c=16, k=3, g=1, r=2),
     "rednet stage 1 (56x56x64, K7, G4, r4)": dict(h=56, c=64, k=7, g=4, r=4),
@@ -27,6 +40,10 @@ def _model(kind, h, c, k, g, r):
 
     from involution import Involution
 
+    if kind == "mul-add floor":
+        return _floor_model(h, c, k, g)
+    if kind == "batch-matmul":
+        return _batch_matmul_model(h, c, k, g)
     inp = keras.Input((h, h, c))
     if kind == "depthwise-conv":
         layer = keras.layers.DepthwiseConv2D(k, padding="same")
@@ -37,6 +54,38 @@ def _model(kind, h, c, k, g, r):
     for w in model.weights:
         w.assign((rng.standard_normal(w.shape) * 0.3 + ("variance" in w.path)).astype(np.float32))
     return model
+
+
+def _floor_model(h, c, k, g):
+    """Only the shift strategy's arithmetic: K*K MULs and K*K-1 ADDs of the exported layer's shapes.
+
+    Its input holds the channel planes [1, C/G, G, H*W] and K*K kernel planes [1, 1, G, H*W]; there is no
+    padding, no shifted slice, no transpose and no kernel generation, so its time is a floor for any
+    formulation built from builtin MUL and ADD, and one-hot time / floor time caps the ratio they can reach.
+    """
+    import keras
+
+    z = keras.Input((c // g + k * k, g, h * h))
+    x = z[:, : c // g]  # [1, C/G, G, HW]
+    out = None
+    for n in range(k * k):
+        term = x * z[:, c // g + n : c // g + n + 1]
+        out = term if out is None else out + term
+    return keras.Model(z, out)
+
+
+def _batch_matmul_model(h, c, k, g):
+    """The aggregation's contraction as one BATCH_MATMUL: per pixel and group, [1, K*K] @ [K*K, C/G].
+
+    BATCH_MATMUL is the only builtin that multiplies two run-time tensors and sums in one op; this
+    times it alone, its two operands given as inputs (no patch gather, no kernel generation).
+    """
+    import keras
+    from keras import ops
+
+    kern = keras.Input((h * h * g, 1, k * k))  # [1, HWG, 1, K*K]
+    patches = keras.Input((h * h * g, k * k, c // g))  # [1, HWG, K*K, C/G]
+    return keras.Model([kern, patches], ops.matmul(kern, patches))  # [1, HWG, 1, C/G]
 
 
 def flex_facts(tmp):
@@ -74,48 +123,68 @@ def flex_facts(tmp):
     return facts
 
 
-def run(num_runs=100, out="runs/layer_bench", threads=(1, 2)):
+def run(num_runs=100, out="runs/layer_bench", threads=(1, 2), configs=CONFIGS, flex=True):
     from convert.export import to_tflite
 
     os.makedirs(out, exist_ok=True)
     rows = []
-    for cname, cfg in CONFIGS.items():
-        rng = np.random.default_rng(1)
-        rep = [rng.random((1, cfg["h"], cfg["h"], cfg["c"]), dtype=np.float32) for _ in range(16)]
-        for kind in ("shift", "depthwise", "depthwise-conv"):
+    for cname, cfg in configs.items():
+        for kind, use_xnnpack in LAYERS:
             model = _model(kind, **cfg)
+            rng = np.random.default_rng(1)
+            rep = [[rng.random((1, *t.shape[1:]), dtype=np.float32) for t in model.inputs] for _ in range(16)]
             for quant in ("none", "int8"):
-                path = os.path.join(out, f"{cfg['h']}x{cfg['c']}_k{cfg['k']}_{kind}_{quant}.tflite")
+                path = os.path.join(out, f"{cfg['h']}x{cfg['c']}_k{cfg['k']}_{kind.replace(' ', '_')}_{quant}.tflite")
                 write_atomic(path, to_tflite(model, quant, "int8", rep if quant == "int8" else None))
                 info = TFLiteModel.from_file(path)
-                row = {"config": cname, "layer": kind if kind != "depthwise" else "depthwise (one-hot gather)",
+                row = {"config": cname, "layer": LAYER_NAMES[kind] + ("" if use_xnnpack else NO_XNNPACK),
                        "dtype": "int8" if quant == "int8" else "float32", "file_bytes": info.file_size,
                        "ops": info.op_histogram(), "op_count": len(info.ops)}
                 for t in threads:
                     r = benchmark(path, "litert", num_threads=t, warmup_runs=5, num_runs=num_runs, min_secs=0,
-                                  progress=False)
+                                  use_xnnpack=use_xnnpack, progress=False)
                     row[f"median_ms_{t}t"] = r["median_ms"]
                 rows.append(row)
-                print(f"{cname:<40}{row['layer']:<28}{row['dtype']:<8}{row['file_bytes']:>9}"
+                print(f"{cname:<40}{row['layer']:<60}{row['dtype']:<8}{row['file_bytes']:>9}"
                       + "".join(f"{row[f'median_ms_{t}t']:>9.3f}" for t in threads), flush=True)
-    facts = flex_facts(out)
+    facts = flex_facts(out) if flex else {}
     write_atomic(os.path.join(out, "layer_bench.json"), json.dumps({"rows": rows, "extract_patches": facts}, indent=2))
     write_atomic(os.path.join(out, "layer_bench.md"), markdown(rows, facts, threads))
     return rows, facts
 
 
 def markdown(rows, facts, threads=(1, 2)):
-    head = "| layer | strategy | dtype | file bytes | ops | " + " | ".join(f"median ms, {t} thread{'s' * (t > 1)}" for t in threads) + " |"
+    head = "| layer size | layer | dtype | file bytes | ops | " + " | ".join(f"median ms, {t} thread{'s' * (t > 1)}" for t in threads) + " |"
     lines = [head, "|" + "---|" * (5 + len(threads))]
     for r in rows:
         ops = ", ".join(f"{k} {v}" for k, v in r["ops"].items())
         lines.append(f"| {r['config']} | {r['layer']} | {r['dtype']} | {r['file_bytes']:,} | {r['op_count']} ({ops}) | "
                      + " | ".join(f"{r[f'median_ms_{t}t']:.3f}" for t in threads) + " |")
-    lines += ["", "extract_patches formulation (56x56x64, K7, G4):",
-              f"- builtins only: {facts['builtins_only']}",
-              f"- with Flex: {facts['with_flex']}"]
-    lines += [f"- {k}: {v}" for k, v in facts.items() if "Interpreter" in k]
+    lines += ratios(rows, threads[0])
+    if facts:
+        lines += ["", "extract_patches formulation (56x56x64, K7, G4):",
+                  f"- builtins only: {facts['builtins_only']}",
+                  f"- with Flex: {facts['with_flex']}"]
+        lines += [f"- {k}: {v}" for k, v in facts.items() if "Interpreter" in k]
     return "\n".join(lines) + "\n"
+
+
+def ratios(rows, t=1):
+    """The issue's ratios, per layer size, from the rows of one run (``t`` threads)."""
+    ms = {(r["config"], r["layer"], r["dtype"]): r[f"median_ms_{t}t"] for r in rows}
+    size = {(r["config"], r["layer"], r["dtype"]): r["file_bytes"] for r in rows}
+    shift, onehot, floor, bmm = (LAYER_NAMES[k] for k in ("shift", "depthwise", "mul-add floor", "batch-matmul"))
+    lines = ["", f"Ratios, {t} thread{'s' * (t > 1)}, this run:"]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        f = {(layer, dtype): v for (c, layer, dtype), v in ms.items() if c == config}
+        lines += [f"- {config}: shift vs one-hot {f[onehot, 'float32'] / f[shift, 'float32']:.1f}x float32, "
+                  f"{f[onehot, 'int8'] / f[shift, 'int8']:.1f}x int8; shift int8 vs float32 "
+                  f"{f[shift, 'float32'] / f[shift, 'int8']:.2f}x; shift int8 file {size[config, shift, 'int8']:,} B; "
+                  f"MUL+ADD floor int8 {f[floor, 'int8']:.3f} ms, so no formulation made of these MULs and ADDs can beat "
+                  f"the one-hot gather by more than {f[onehot, 'int8'] / f[floor, 'int8']:.1f}x in int8 "
+                  f"(shift is {f[shift, 'int8'] / f[floor, 'int8']:.2f}x the floor); the contraction as one "
+                  f"BATCH_MATMUL takes {f[bmm, 'int8']:.3f} ms int8 by itself"]
+    return lines
 
 
 def main(argv=None):

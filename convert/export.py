@@ -86,7 +86,7 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
 
 
 def representative_dataset(samples, progress=False):
-    """The converter's calibration callable over a list of batch-1 arrays.
+    """The converter's calibration callable over a list of batch-1 arrays (lists of them for several inputs).
 
     The progress bar writes to a copy of stderr taken now: the converter runs with
     fd 2 hidden (its C++ chatter), and calibration happens inside it.
@@ -100,7 +100,10 @@ def representative_dataset(samples, progress=False):
 
             items = tqdm(samples, desc="calibrating", unit="sample", leave=False, file=stream)
         for x in items:
-            yield [np.asarray(x, np.float32)]
+            if isinstance(x, (list, tuple)):  # by name: the converter's input order need not be the model's
+                yield {f"input_{i}": np.asarray(a, np.float32) for i, a in enumerate(x)}
+            else:
+                yield [np.asarray(x, np.float32)]
         if stream is not None:
             stream.flush()
 

@@ -1,0 +1,39 @@
+"""The single-layer benchmark script, run for real on a small layer size."""
+
+import json
+
+import numpy as np
+
+from benchmarks import layer_bench
+from benchmarks.tflite_model import TFLiteModel
+
+
+def test_floor_model_is_the_shift_arithmetic():
+    h, c, k, g = 4, 6, 3, 2
+    z = np.random.default_rng(0).standard_normal((1, c // g + k * k, g, h * h)).astype(np.float32)
+    out = np.asarray(layer_bench._floor_model(h, c, k, g)(z))
+    x, kern = z[:, : c // g], z[:, c // g :]
+    np.testing.assert_allclose(out, sum(x * kern[:, n : n + 1] for n in range(k * k)), rtol=1e-5, atol=1e-5)
+
+
+def test_layer_bench_runs_every_layer_and_reports_the_ratios(tmp_path):
+    cfg = {"tiny (8x8x8, K3, G2, r2)": dict(h=8, c=8, k=3, g=2, r=2)}
+    rows, _ = layer_bench.run(num_runs=3, out=str(tmp_path), threads=(1,), configs=cfg, flex=False)
+
+    names = {(r["layer"], r["dtype"]) for r in rows}
+    layers = list(layer_bench.LAYER_NAMES.values()) + [layer_bench.LAYER_NAMES["depthwise-conv"] + layer_bench.NO_XNNPACK]
+    assert names == {(layer, dtype) for layer in layers for dtype in ("float32", "int8")}
+    assert all(r["median_ms_1t"] > 0 and r["file_bytes"] > 0 for r in rows)
+    by = {(r["layer"], r["dtype"]): r for r in rows}
+    floor = by[layer_bench.LAYER_NAMES["mul-add floor"], "int8"]["ops"]
+    assert floor.get("MUL") == 9 and floor.get("ADD") == 8 and "STRIDED_SLICE" in floor
+    shift = by[layer_bench.LAYER_NAMES["shift"], "int8"]["ops"]
+    assert shift.get("MUL") == 9 and "DEPTHWISE_CONV_2D" not in shift
+
+    for path in tmp_path.glob("*.tflite"):
+        info = TFLiteModel.from_file(str(path))
+        assert info.max_rank <= 4 and info.builtin_only, path.name
+    saved = json.loads((tmp_path / "layer_bench.json").read_text())
+    assert len(saved["rows"]) == len(rows)
+    text = (tmp_path / "layer_bench.md").read_text()
+    assert "Ratios, 1 thread, this run:" in text and "x int8" in text and "floor" in text
