@@ -24,10 +24,10 @@ LAYER_NAMES = {
     "depthwise-conv": "plain DepthwiseConv2D KxK",
 }
 NO_XNNPACK = ", TFLite kernels (no XNNPACK)"
-# (kind, use_xnnpack): every layer on XNNPACK, ai-edge-litert's default; the plain depthwise conv
-# also without it, because XNNPACK's 7x7 depthwise kernel is slower than TFLite's own here.
-LAYERS = [("shift", True), ("depthwise", True), ("mul-add floor", True), ("batch-matmul", True),
-          ("depthwise-conv", True), ("depthwise-conv", False)]
+# kind -> use_xnnpack settings timed: every layer on XNNPACK, ai-edge-litert's default; the plain
+# depthwise conv also without it, because XNNPACK's 7x7 depthwise kernel is slower than TFLite's own here.
+LAYERS = {"shift": (True,), "depthwise": (True,), "mul-add floor": (True,), "batch-matmul": (True,),
+          "depthwise-conv": (True, False)}
 
 CONFIGS = {
     "cifar (32x32x16, K3, G1, r2)": dict(h=32, c=16, k=3, g=1, r=2),
@@ -129,7 +129,7 @@ def run(num_runs=100, out="runs/layer_bench", threads=(1, 2), configs=CONFIGS, f
     os.makedirs(out, exist_ok=True)
     rows = []
     for cname, cfg in configs.items():
-        for kind, use_xnnpack in LAYERS:
+        for kind, xnnpack_settings in LAYERS.items():
             model = _model(kind, **cfg)
             rng = np.random.default_rng(1)
             rep = [[rng.random((1, *t.shape[1:]), dtype=np.float32) for t in model.inputs] for _ in range(16)]
@@ -137,16 +137,17 @@ def run(num_runs=100, out="runs/layer_bench", threads=(1, 2), configs=CONFIGS, f
                 path = os.path.join(out, f"{cfg['h']}x{cfg['c']}_k{cfg['k']}_{kind.replace(' ', '_')}_{quant}.tflite")
                 write_atomic(path, to_tflite(model, quant, "int8", rep if quant == "int8" else None))
                 info = TFLiteModel.from_file(path)
-                row = {"config": cname, "layer": LAYER_NAMES[kind] + ("" if use_xnnpack else NO_XNNPACK),
-                       "dtype": "int8" if quant == "int8" else "float32", "file_bytes": info.file_size,
-                       "ops": info.op_histogram(), "op_count": len(info.ops)}
-                for t in threads:
-                    r = benchmark(path, "litert", num_threads=t, warmup_runs=5, num_runs=num_runs, min_secs=0,
-                                  use_xnnpack=use_xnnpack, progress=False)
-                    row[f"median_ms_{t}t"] = r["median_ms"]
-                rows.append(row)
-                print(f"{cname:<40}{row['layer']:<60}{row['dtype']:<8}{row['file_bytes']:>9}"
-                      + "".join(f"{row[f'median_ms_{t}t']:>9.3f}" for t in threads), flush=True)
+                for use_xnnpack in xnnpack_settings:
+                    row = {"config": cname, "layer": LAYER_NAMES[kind] + ("" if use_xnnpack else NO_XNNPACK),
+                           "dtype": "int8" if quant == "int8" else "float32", "file_bytes": info.file_size,
+                           "ops": info.op_histogram(), "op_count": len(info.ops)}
+                    for t in threads:
+                        r = benchmark(path, "litert", num_threads=t, warmup_runs=5, num_runs=num_runs, min_secs=0,
+                                      use_xnnpack=use_xnnpack, progress=False)
+                        row[f"median_ms_{t}t"] = r["median_ms"]
+                    rows.append(row)
+                    print(f"{cname:<40}{row['layer']:<60}{row['dtype']:<8}{row['file_bytes']:>9}"
+                          + "".join(f"{row[f'median_ms_{t}t']:>9.3f}" for t in threads), flush=True)
     facts = flex_facts(out) if flex else {}
     write_atomic(os.path.join(out, "layer_bench.json"), json.dumps({"rows": rows, "extract_patches": facts}, indent=2))
     write_atomic(os.path.join(out, "layer_bench.md"), markdown(rows, facts, threads))

@@ -21,6 +21,11 @@ def _tf_dtype(io):
     return {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io]
 
 
+def input_name(i):
+    """The name of a Keras model's ``i``-th input in the exported signature (calibration feeds by it)."""
+    return f"input_{i}"
+
+
 def export_saved_model(model, directory):
     """Writes ``model`` as a SavedModel with one batch-1 endpoint, ``serve`` (the export shape).
 
@@ -37,7 +42,7 @@ def export_saved_model(model, directory):
         tf.saved_model.save(model.loaded, directory, signatures={"serve": serve.get_concrete_function()})
         return directory
 
-    specs = [tf.TensorSpec([1, *t.shape[1:]], t.dtype or tf.float32, name=f"input_{i}") for i, t in enumerate(model.inputs)]
+    specs = [tf.TensorSpec([1, *t.shape[1:]], t.dtype or tf.float32, name=input_name(i)) for i, t in enumerate(model.inputs)]
     single = len(model.outputs) == 1
 
     def serve(*xs):
@@ -101,7 +106,7 @@ def representative_dataset(samples, progress=False):
             items = tqdm(samples, desc="calibrating", unit="sample", leave=False, file=stream)
         for x in items:
             if isinstance(x, (list, tuple)):  # by name: the converter's input order need not be the model's
-                yield {f"input_{i}": np.asarray(a, np.float32) for i, a in enumerate(x)}
+                yield {input_name(i): np.asarray(a, np.float32) for i, a in enumerate(x)}
             else:
                 yield [np.asarray(x, np.float32)]
         if stream is not None:
