@@ -179,9 +179,24 @@ class Involution(keras.layers.Layer):
 
     def generate_kernel(self, x, training=None):
         """Per-pixel kernels [B, Ho, Wo, K*K*G], channel k*G + g."""
-        y = self.pool(x) if self.pool is not None else x
-        y = ops.relu(self.bn(self.reduce(y), training=training))
+        y = x
+        if self.pool is not None:
+            y = self._pool_at_export(x) if x.shape[0] == 1 else self.pool(x)
+        y = self.reduce(y)
+        y = ops.relu(self.bn(y, training=training))
         return self.span(y)
+
+    def _pool_at_export(self, x):
+        """The stride x stride average pool as a DEPTHWISE_CONV_2D of weight 1/s^2 where s divides H and W.
+
+        XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's
+        reference kernels; the depthwise conv computes the same average and stays inside.  Sizes that
+        s does not divide keep the pool: SAME averages their edge windows over the valid pixels only.
+        """
+        s, c = self.stride, x.shape[-1]
+        if x.shape[1] % s or x.shape[2] % s:
+            return self.pool(x)
+        return ops.depthwise_conv(x, ops.full((s, s, c, 1), 1.0 / (s * s)), strides=s, padding="valid")
 
     def call(self, x, training=None):
         kernel = self.generate_kernel(x, training=training)
@@ -204,30 +219,41 @@ class Involution(keras.layers.Layer):
         return self._swap_channel_blocks(out, c // g, g) if permute else out
 
     def _aggregate_planar(self, x, kernel, h, w, c, g):
-        """Batch 1 (export): shift-and-multiply on channel planes.
+        """Batch 1 (export): shift-and-multiply on channel planes, every slice with unit strides.
 
         In NHWC the per-pixel kernel would broadcast over the innermost axis, which
         XNNPACK runs as thousands of short rows; on planes it broadcasts over an
         outer axis and every MUL is a few long contiguous rows (int8 ~1.3x faster).
+
+        For stride s > 1 one transpose also splits the padded input into its s x s
+        phases (rows and columns by their index mod s), so offset (i, j) reads
+        phase (i % s, j % s) at a unit-stride window starting at (i // s, j // s).
+        XNNPACK takes STRIDED_SLICE only with unit strides: a strided slice would
+        run on TFLite's reference kernels and split the graph around it.
         """
         k, s = self.kernel_size, self.stride
         ho, wo = -(-h // s), -(-w // s)
-        xp = self._padded(x, h, w)
-        hp, wp = xp.shape[1], xp.shape[2]
-        planes = ops.transpose(xp, (0, 3, 1, 2))  # [1, C, Hp, Wp]
+        xp = self._padded(x, h, w, multiple=s)
+        hq, wq = xp.shape[1] // s, xp.shape[2] // s
+        # [1, Hq*s, Wq*s, C] is, in memory, [Hq, s(row phase), Wq, s(column phase) * C]; one transpose
+        # makes it [s(column phase) * C, s(row phase), Hq, Wq]: channel planes grouped by phase.
+        planes = ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (3, 1, 0, 2))
         kern = ops.transpose(kernel, (0, 3, 1, 2))  # [1, K*K*G, Ho, Wo], plane n*G + g
         if self.group_layout == "contiguous":
-            planes = ops.reshape(planes, (g, c // g, hp, wp))  # channel g*(C/G) + t
+            a, b = g, c // g  # channel a*(C/G) + b, group a
             kern = ops.reshape(kern, (k * k * g, 1, ho, wo))
             piece = lambda n: kern[n * g : (n + 1) * g]  # [G, 1, Ho, Wo]  # noqa: E731
         else:
-            planes = ops.reshape(planes, (c // g, g, hp, wp))  # channel t*G + g
+            a, b = c // g, g  # channel a*G + b, group b
             kern = ops.reshape(kern, (k * k, g, ho, wo))
             piece = lambda n: kern[n : n + 1]  # [1, G, Ho, Wo]  # noqa: E731
+        planes = ops.reshape(planes, (s * a, b, s * hq, wq))  # [column phase * A + a, b, row phase * Hq + hq, wq]
         out = None
         for i in range(k):
             for j in range(k):
-                patch = planes[:, :, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s]
+                row = (i % s) * hq + i // s  # first row of the window in phase i % s
+                col_phase, col = j % s, j // s
+                patch = planes[col_phase * a : (col_phase + 1) * a, :, row : row + ho, col : col + wo]  # [A, B, Ho, Wo]
                 term = patch * piece(i * k + j)
                 out = term if out is None else out + term
         return ops.transpose(ops.reshape(out, (1, c, ho, wo)), (0, 2, 3, 1))
@@ -240,10 +266,13 @@ class Involution(keras.layers.Layer):
         y = ops.transpose(y, (0, 1, 3, 2))
         return ops.reshape(y, (-1, h, w, a * b))
 
-    def _padded(self, x, h, w):
+    def _padded(self, x, h, w, multiple=1):
+        """Zero-pads for the window; with ``multiple``, extra zeros after (never read) round H and W up to it."""
         k, s = self.kernel_size, self.stride
         ph = same_padding(h, k, s, self.padding)
         pw = same_padding(w, k, s, self.padding)
+        ph = (ph[0], ph[1] + (-(h + sum(ph))) % multiple)
+        pw = (pw[0], pw[1] + (-(w + sum(pw))) % multiple)
         if ph == (0, 0) and pw == (0, 0):
             return x
         return ops.pad(x, ((0, 0), ph, pw, (0, 0)))

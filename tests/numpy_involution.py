@@ -43,13 +43,27 @@ def _aggregate(x, kernel_at, k, stride, pad_top, pad_left, group_of):
 
 def involution_seed(x, k, stride, groups, w1, b1, gamma, beta, mean, var, w2, b2, eps=1e-3):
     """w1 [C, C/r], w2 [C/r, K*K*G] (channel k*G + g)."""
+    return involution_nhwc(x, k, stride, groups, w1, b1, gamma, beta, mean, var, w2, b2, eps)
+
+
+def involution_nhwc(x, k, stride, groups, w1, b1, gamma, beta, mean, var, w2, b2, eps=1e-3, padding="same",
+                    layout="interleaved"):
+    """Any padding and group layout, Keras weight layout: kernel channel k*G + g.
+
+    ``padding``: "same" (TF: the window's excess split, the smaller half before) or "symmetric"
+    (PyTorch: K//2 before).  ``layout``: "interleaved" (group c % G) or "contiguous" (group c // (C/G)).
+    """
     n, h, w, c = x.shape
     kern = _kernel_gen(x, stride, w1, b1, gamma, beta, mean, var, eps, w2, b2)
     kern = kern.reshape(*kern.shape[:3], k * k, groups)
     ho, wo = -(-h // stride), -(-w // stride)
-    pt = max((ho - 1) * stride + k - h, 0) // 2
-    pl = max((wo - 1) * stride + k - w, 0) // 2
-    return _aggregate(x, kern, k, stride, pt, pl, lambda ch: ch % groups)
+    if padding == "same":
+        pt = max((ho - 1) * stride + k - h, 0) // 2
+        pl = max((wo - 1) * stride + k - w, 0) // 2
+    else:
+        pt = pl = k // 2
+    group_of = (lambda ch: ch % groups) if layout == "interleaved" else (lambda ch: ch // (c // groups))
+    return _aggregate(x, kern, k, stride, pt, pl, group_of)
 
 
 def involution_official(x, k, stride, groups, conv1_w, bn_w, bn_b, bn_mean, bn_var, conv2_w, conv2_b):

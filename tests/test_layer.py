@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from involution import Involution
 from involution.reference import InvolutionReference, builtin_from_reference
 from involution.torch_weights import from_torch_state
-from numpy_involution import involution_official, involution_seed
+from numpy_involution import involution_nhwc, involution_official, involution_seed
 from conftest import randomize
 
 
@@ -50,6 +50,42 @@ def test_matches_numpy_seed_formulation(case):
     randomize(layer, case["seed"])
     got = np.asarray(layer(x, training=False))
     want = involution_seed(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer))
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+@st.composite
+def export_cases(draw):
+    c = draw(st.sampled_from([2, 4, 6, 8, 12]))
+    return dict(
+        c=c,
+        g=draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0])),
+        k=draw(st.sampled_from([1, 3, 5, 7])),
+        s=draw(st.sampled_from([1, 2, 3])),
+        h=draw(st.integers(3, 11)),
+        w=draw(st.integers(3, 11)),
+        padding=draw(st.sampled_from(["same", "symmetric"])),
+        layout=draw(st.sampled_from(["interleaved", "contiguous"])),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(export_cases())
+def test_batch_one_export_path_matches_numpy(case):
+    """Batch 1 is the exported graph (channel planes, stride phases, the pool as a depthwise conv):
+    against the independent numpy formulas for strides 1-3, both paddings, both group layouts, odd and
+    even sizes."""
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((1, case["h"], case["w"], case["c"])).astype(np.float32)
+    layer = Involution(channel=case["c"], group_number=case["g"], kernel_size=case["k"], stride=case["s"],
+                       reduction_ratio=2 if case["c"] >= 2 else 1, group_layout=case["layout"],
+                       padding=case["padding"])
+    layer.build(x.shape)
+    randomize(layer, case["seed"])
+    got = np.asarray(layer(x, training=False))
+    want = involution_nhwc(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer),
+                           padding=case["padding"], layout=case["layout"])
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
 
