@@ -1,0 +1,84 @@
+"""Measured XNNPACK delegation: which ops of a model the runtime actually gives to XNNPACK.
+
+XNNPACK's support depends on each op's parameters (STRIDED_SLICE only with unit
+strides, int8 scales within range, ...), so a list of supported op types says
+little; an op left out runs on TFLite's reference kernels and splits the graph,
+costing far more than its own time.  This loads the model on the runtime with
+XNNPACK on and reads the partition the runtime made: after delegation the
+interpreter lists the original nodes and one DELEGATE node per partition, and a
+node belongs to a partition when it is reached walking back from the
+partition's outputs without crossing its inputs.  No TensorFlow needed.
+
+    python -m benchmarks.xnnpack_check MODEL.tflite
+"""
+
+import collections
+import json
+import sys
+
+from benchmarks.runtime import _import, native_logs_silenced
+
+
+def _partitions(ops):
+    """[(delegate node, set of original node indices it runs)] from ``_get_ops_details()``."""
+    producer = {}
+    for op in ops:
+        if op["op_name"] != "DELEGATE":
+            for t in op["outputs"]:
+                producer[int(t)] = op["index"]
+    out = []
+    for d in (op for op in ops if op["op_name"] == "DELEGATE"):
+        boundary = {int(t) for t in d["inputs"]}
+        members, stack = set(), [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            node = producer.get(t)
+            if t in boundary or node is None or node in members:
+                continue
+            members.add(node)
+            stack.extend(int(i) for i in ops[node]["inputs"] if i >= 0)
+        out.append((d["index"], members))
+    return out
+
+
+def xnnpack_coverage(path, runtime="litert", num_threads=1):
+    """{ops, delegated_ops, partitions, outside: {op: count}, fully_delegated} as the runtime partitioned it."""
+    mod = _import(runtime)
+    try:
+        with native_logs_silenced():
+            interp = mod.Interpreter(model_path=path, num_threads=num_threads)
+            interp.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        return {"available": False, "error": f"{runtime} with XNNPACK cannot load the model ({' '.join(str(exc).split())[:200]})"}
+    ops = interp._get_ops_details()  # noqa: SLF001 - the runtime's only view of its execution plan
+    parts = _partitions(ops)
+    inside = set().union(*(m for _, m in parts)) if parts else set()
+    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    outside = collections.Counter(op["op_name"] for op in original if op["index"] not in inside)
+    return {"available": True, "runtime": runtime, "ops": len(original), "delegated_ops": len(inside),
+            "partitions": len(parts), "outside": dict(outside.most_common()),
+            "fully_delegated": not outside and len(parts) <= 1}
+
+
+def format_coverage(c):
+    """One line for a terminal."""
+    if not c.get("available"):
+        return f"XNNPACK: not checked: {c.get('error')}"
+    if c["fully_delegated"]:
+        return f"XNNPACK: all {c['ops']} ops in one partition"
+    left = ", ".join(f"{op} x{n}" for op, n in c["outside"].items())
+    return (f"XNNPACK: {c['delegated_ops']} of {c['ops']} ops in {c['partitions']} partition(s); "
+            f"on TFLite's reference kernels: {left or 'none'}")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
+    print(json.dumps(xnnpack_coverage(argv[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
