@@ -140,7 +140,10 @@ def run_converter(conv):
     return flat
 
 
-DEGENERATE_SCALE = 1e-6
+# The converter widens a calibrated range of exactly zero (min = max = 0: a dead ReLU) to [-1e-6, 1e-6],
+# which it stores as this scale with zero point 0.  A small but real range gets its own scale and is
+# never touched.
+ZERO_RANGE_SCALE = np.float32(2e-6) / np.float32(255)  # computed in float32, as the converter does
 
 
 def _share_constants(model):
@@ -225,6 +228,48 @@ def _drop_static_signatures(model):
                 t.shapeSignature = None
 
 
+def _zero_range(q):
+    """True for the converter's quantization of a calibrated range of exactly zero."""
+    return (q is not None and q.scale is not None and len(q.scale) == 1 and q.zeroPoint is not None
+            and len(q.zeroPoint) == 1 and int(q.zeroPoint[0]) == 0
+            and abs(float(q.scale[0]) / float(ZERO_RANGE_SCALE) - 1) < 1e-6)
+
+
+def _repair_zero_ranges(model, sg, schema):
+    """Gives each int8 activation whose calibrated range was exactly zero a scale XNNPACK accepts.
+
+    Such a tensor holds only zeros, so any scale is exact; what matters is the scale ratios of the
+    ops around it, which XNNPACK bounds.  Walking the ops in order, a MUL's product gets the scale of
+    the largest product its inputs can make (128 * s_a * s_b); any other op's output the largest
+    scale of its activation inputs (a sum of zeros is as fine as its inputs); an op without such
+    inputs 2^-8.  A window that reads only padding (2x2 maps with K=7) is such a product.
+    """
+    def zero_range(i):
+        t = sg.tensors[i]
+        constant = t.buffer and model.buffers[t.buffer].data is not None
+        return not constant and t.type == schema.TensorType.INT8 and _zero_range(t.quantization)
+
+    def activation_scale(i):
+        t = sg.tensors[i]
+        q = t.quantization
+        constant = t.buffer and model.buffers[t.buffer].data is not None
+        if constant or q is None or q.scale is None or len(q.scale) != 1:
+            return None
+        return float(q.scale[0])
+
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    for op in sg.operators:
+        for o in (int(i) for i in op.outputs):
+            if not zero_range(o):
+                continue
+            scales = [s for s in (activation_scale(int(i)) for i in op.inputs if i >= 0) if s is not None]
+            if codes[op.opcodeIndex] == schema.BuiltinOperator.MUL and len(scales) == 2:
+                scale = 128.0 * scales[0] * scales[1]
+            else:
+                scale = max(scales, default=2.0**-8)
+            sg.tensors[o].quantization.scale = np.array([scale], np.float32)
+
+
 def compact(flat):
     """Shares equal constants and quantization tables, drops intermediate tensor names and static shape
     signatures, and repairs degenerate int8 activation scales.
@@ -233,10 +278,13 @@ def compact(flat):
     op its own constants; with the ~100 small ops of an involution layer that
     metadata outweighs the int8 weights.
 
-    An activation that was all zeros during calibration (a dead ReLU) gets a scale
-    near 1e-8; XNNPACK then refuses the MUL/ADD that read it (their scale ratios
-    leave its supported range) and the whole model fails to load.  Such a tensor
-    holds only its zero point, so any scale represents it exactly: it gets 2^-8.
+    An activation that was all zeros during calibration (a dead ReLU) gets the
+    converter's zero-range scale (``ZERO_RANGE_SCALE``, zero point 0); XNNPACK then
+    refuses the MUL/ADD that read it (their scale ratios leave its supported range)
+    and the whole model fails to load.  Such a tensor holds only its zero point, so
+    any scale represents it exactly (``_repair_zero_ranges`` picks one XNNPACK accepts).
+    Only that exact fingerprint is repaired: a tensor with a small non-zero range keeps
+    its scale.
     """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
@@ -248,11 +296,7 @@ def compact(flat):
         for i, t in enumerate(sg.tensors):
             if i not in keep:
                 t.name = None
-            q = t.quantization
-            constant = t.buffer and model.buffers[t.buffer].data is not None
-            if (not constant and t.type in (schema.TensorType.INT8, schema.TensorType.UINT8) and q is not None
-                    and q.scale is not None and len(q.scale) == 1 and 0 < q.scale[0] < DEGENERATE_SCALE):
-                q.scale = np.array([2.0**-8], np.float32)
+        _repair_zero_ranges(model, sg, schema)
     _drop_static_signatures(model)
     _share_quantization(model)
     builder = flatbuffers.Builder(len(flat))
