@@ -1,12 +1,22 @@
-"""Datasets for training and calibration, preprocessed one way: float32 NHWC in [0, 1].
+"""Datasets for training, calibration and evaluation: float32 NHWC.
 
-Sources:
+Sources, and the one rule each follows:
   * ``digits``: scikit-learn's 1,797 real handwritten digits (8x8, shipped with the
-    package, so it works offline), resized and channel-expanded to the model input.
+    package, so it works offline): grey levels / 16 to [0, 1], resized (bilinear) and
+    repeated over channels to the model input.
   * ``cifar10``: ``keras.datasets.cifar10`` (downloads when online), or a local
-    ``cifar-10-batches-py`` directory in the original pickle format.
-  * a ``.npz`` file with ``x`` and ``y`` (``y`` optional for calibration), or ``.npy`` (images only).
-  * an image folder with one sub-folder per class.
+    ``cifar-10-batches-py`` directory in the original pickle format: uint8 pixels / 255,
+    resized to the model input if it differs.
+  * an image folder with one sub-folder per class: each image resized (bilinear) to the
+    model input, uint8 pixels / 255.
+  * a ``.npz`` file with ``x`` and ``y`` (``y`` optional for calibration), or ``.npy``
+    (images only): used exactly as stored.  Float arrays reach the model unchanged;
+    uint8 arrays are pixels and are divided by 255; other integer types are refused.
+    The array's H x W x C must be the model's: a different size is an error, never resized.
+
+Every source is split once into a training and a validation part by ``split_indices``:
+a fixed permutation (``SPLIT_SEED``), independent of any training seed, so training,
+calibration (training part) and every accuracy the tools print (validation part) agree.
 """
 
 import os
@@ -15,6 +25,8 @@ import pickle
 import numpy as np
 
 DATASETS = ("digits", "cifar10")
+SPLIT_SEED = 0  # the validation split of every dataset; never the training seed
+VAL_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -57,21 +69,29 @@ def _resize(images, shape):
     return np.clip(images, 0.0, 1.0).astype(np.float32)
 
 
-def _split(x, y, val_fraction, seed):
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(len(x))
-    n_val = max(1, int(round(len(x) * val_fraction)))
-    return x[idx[n_val:]], y[idx[n_val:]], x[idx[:n_val]], y[idx[:n_val]]
+def split_indices(n, val_fraction=VAL_FRACTION):
+    """(train indices, validation indices) of ``n`` samples: a fixed permutation, the same for every run."""
+    if n < 2:
+        raise DataError(f"need at least 2 samples to hold one out, found {n}")
+    idx = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_val = min(n - 1, max(1, int(round(n * val_fraction))))
+    return idx[n_val:], idx[:n_val]
 
 
-def load_digits(input_shape=(32, 32, 3), val_fraction=0.2, seed=0):
+def _split(x, y, val_fraction=VAL_FRACTION):
+    train, val = split_indices(len(x), val_fraction)
+    pick = lambda a, i: None if a is None else a[i]  # noqa: E731
+    return x[train], pick(y, train), x[val], pick(y, val)
+
+
+def load_digits(input_shape=(32, 32, 3), val_fraction=VAL_FRACTION):
     from sklearn.datasets import load_digits as _digits
 
     d = _digits()
     x = (d.images / 16.0).astype(np.float32)[..., None]
     x = _resize(x, input_shape)
     y = d.target.astype(np.int64)
-    return Dataset(*_split(x, y, val_fraction, seed), 10, "digits")
+    return Dataset(*_split(x, y, val_fraction), 10, "digits")
 
 
 def _read_cifar_batch(path):
@@ -119,11 +139,14 @@ def _check_images(x, source):
         x = x[..., None]
     if x.ndim != 4:
         raise DataError(f"{source}: images must be N x H x W x C, got shape {x.shape}")
-    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-        raise DataError(f"{source}: images contain NaN or infinite values")
-    scale = np.issubdtype(x.dtype, np.integer) or x.max() > 1.0
-    x = x.astype(np.float32)
-    return x / 255.0 if scale else x
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all():
+            raise DataError(f"{source}: images contain NaN or infinite values")
+        return x.astype(np.float32)  # as stored: the model gets exactly these values
+    if x.dtype != np.uint8:
+        raise DataError(f"{source}: {x.dtype} arrays are ambiguous; store the values the model takes as float32, "
+                        "or 8-bit pixels as uint8 (divided by 255)")
+    return x.astype(np.float32) / 255.0
 
 
 def _check_labels(y, n, source):
@@ -163,11 +186,11 @@ def load_array_file(path, input_shape=None):
 
 
 def _fit_shape(x, input_shape, source):
-    if tuple(x.shape[1:]) == tuple(input_shape):
-        return x
-    if x.shape[3] != input_shape[2] and x.shape[3] != 1:
-        raise DataError(f"{source}: images are {tuple(x.shape[1:])}, the model takes {tuple(input_shape)}")
-    return _resize(x, input_shape)
+    """Arrays are used as given: a different H x W x C is a preprocessing mistake, not something to resize."""
+    if tuple(x.shape[1:]) != tuple(input_shape):
+        raise DataError(f"{source}: samples are {'x'.join(map(str, x.shape[1:]))}, the model takes "
+                        f"{'x'.join(map(str, input_shape))}; arrays are used as stored (only image folders are resized)")
+    return x
 
 
 def load_image_folder(path, input_shape=(32, 32, 3)):
@@ -196,11 +219,14 @@ def load_image_folder(path, input_shape=(32, 32, 3)):
     return np.stack(xs), np.asarray(ys, np.int64), classes
 
 
-def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=0.2, seed=0):
-    """A ``Dataset`` from a name in ``DATASETS``, a ``.npz`` file or an image folder."""
+def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=VAL_FRACTION, labels=True):
+    """A ``Dataset`` from a name in ``DATASETS``, a ``.npz``/``.npy`` file or an image folder.
+
+    ``labels=False`` accepts unlabelled arrays (calibration); their ``y`` parts are None.
+    """
     input_shape = tuple(input_shape)
     if source == "digits":
-        return load_digits(input_shape, val_fraction, seed)
+        return load_digits(input_shape, val_fraction)
     if source == "cifar10":
         return load_cifar10(data_dir, input_shape)
     if os.path.isdir(source):
@@ -208,32 +234,15 @@ def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=0.
         num_classes = len(classes)
     elif source.endswith((".npz", ".npy")):
         x, y = load_array_file(source, input_shape)
-        if y is None:
+        if y is None and labels:
             raise DataError(f"{source}: training needs labels: save the file with x=... and y=...")
-        num_classes = int(y.max()) + 1
+        num_classes = None if y is None else int(y.max()) + 1
     elif os.path.exists(source):
         raise DataError(f"{source}: unsupported data file; use a .npz with x and y, or an image folder")
     else:
         raise DataError(f"unknown dataset {source!r}; choose one of: {', '.join(DATASETS)}, a .npz file or an image folder")
-    if len(x) < 2:
-        raise DataError(f"{source}: need at least 2 samples to hold one out, found {len(x)}")
-    return Dataset(*_split(x, y, val_fraction, seed), num_classes, os.path.basename(source.rstrip("/")))
-
-
-def load_samples(source, input_shape, count=None, data_dir=None, seed=0):
-    """(x, y or None) for calibration and evaluation: held-out samples, at most ``count``.
-
-    ``source`` is a dataset name, a ``.npz``/``.npy`` file or an image folder.
-    """
-    input_shape = tuple(input_shape)
-    if source.endswith((".npz", ".npy")) and not os.path.isdir(source):
-        x, y = load_array_file(source, input_shape)
-    else:
-        ds = load_dataset(source, input_shape, data_dir=data_dir, seed=seed)
-        x, y = ds.x_val, ds.y_val
-    if count is not None:
-        x = x[:count]
-        y = None if y is None else y[:count]
-    if len(x) == 0:
-        raise DataError(f"{source}: no samples")
-    return x, y
+    try:
+        parts = _split(x, y, val_fraction)
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}") from None
+    return Dataset(*parts, num_classes, os.path.basename(source.rstrip("/")))

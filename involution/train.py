@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from involution.data import load_dataset
+from involution.data import SPLIT_SEED, load_dataset
 from involution.layer import Involution
 from involution.models import MODEL_NAMES, build_model
 
@@ -93,7 +93,7 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
     if os.path.exists(out) and os.listdir(out) and not force:
         raise TrainError(f"{out} exists and is not empty; pass --force to replace it")
 
-    data = load_dataset(dataset, input_shape or (32, 32, 3), data_dir=data_dir, seed=seed)
+    data = load_dataset(dataset, input_shape or (32, 32, 3), data_dir=data_dir)
     if data.y_train.max() >= data.num_classes or data.y_val.max() >= data.num_classes:
         raise TrainError(f"labels out of range for {data.num_classes} classes")
     tf.config.experimental.enable_op_determinism()
@@ -134,7 +134,10 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
         if len(names) > 1:
             plots.plot_histories(histories, os.path.join(tmp, ""))
         with open(os.path.join(tmp, "results.json"), "w") as f:
-            json.dump({"dataset": data.name, "epochs": epochs, "seed": seed, "models": results}, f, indent=2)
+            json.dump({"dataset": data.name, "epochs": epochs, "seed": seed, "models": results,
+                       "split": {"rule": "involution.data.split_indices" if dataset != "cifar10" else "CIFAR-10 test batch",
+                                 "split_seed": SPLIT_SEED, "train": len(data.x_train), "validation": len(data.x_val)}},
+                      f, indent=2)
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(tmp, out)

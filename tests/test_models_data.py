@@ -79,9 +79,13 @@ def test_cifar10_missing_or_corrupt_directory(tmp_path):
 
 def test_npz_and_image_folder(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, (10, 16, 16, 3)).astype(np.uint8), y=np.arange(10) % 3)
+    pixels = rng.integers(0, 256, (10, 32, 32, 3)).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x=pixels, y=np.arange(10) % 3)
     ds = load_dataset(str(tmp_path / "d.npz"), (32, 32, 3))
-    assert ds.num_classes == 3 and ds.x_train.shape[1:] == (32, 32, 3) and ds.x_train.max() <= 1.0
+    assert ds.num_classes == 3 and ds.x_train.shape[1:] == (32, 32, 3)
+    # uint8 arrays are pixels: exactly / 255, nothing else
+    np.testing.assert_array_equal(np.sort(np.concatenate([ds.x_train, ds.x_val]).ravel()),
+                                  np.sort(pixels.astype(np.float32).ravel() / 255.0))
     for cls in ("cat", "dog"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(3):
@@ -92,6 +96,7 @@ def test_npz_and_image_folder(tmp_path):
 
 @pytest.mark.parametrize("arrays,message", [
     (dict(x=np.zeros((4, 8, 8, 3)), y=np.array([0, 1, -1, 2])), "out of range"),
+    (dict(x=np.zeros((4, 8, 8, 3), np.int64), y=np.arange(4)), "uint8"),
     (dict(x=np.zeros((4, 8)), y=np.arange(4)), "N x H x W x C"),
     (dict(x=np.full((2, 8, 8, 3), np.nan), y=np.arange(2)), "NaN"),
     (dict(x=np.zeros((0, 8, 8, 3)), y=np.zeros(0)), "no samples"),
@@ -102,3 +107,54 @@ def test_bad_array_files_are_explained(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=message):
         load_array_file(str(tmp_path / "bad.npz"), (8, 8, 3))
+
+
+def test_float_arrays_reach_the_model_exactly_as_stored(tmp_path):
+    """No range guess: mean/std-normalised data or feature maps (values far above 1) stay as they are."""
+    x = (np.random.default_rng(1).standard_normal((6, 8, 8, 4)) * 40.0).astype(np.float32)
+    np.savez(tmp_path / "f.npz", x=x)
+    got, _ = load_array_file(str(tmp_path / "f.npz"), (8, 8, 4))
+    np.testing.assert_array_equal(got, x)
+
+
+@pytest.mark.parametrize("shape,message", [((6, 8, 8, 3), "8x8x3, the model takes 16x16x3"),
+                                           ((6, 16, 16, 1), "16x16x1, the model takes 16x16x3")])
+def test_arrays_of_another_size_are_refused_not_resized(tmp_path, shape, message):
+    np.savez(tmp_path / "s.npz", x=np.zeros(shape, np.float32))
+    with pytest.raises(DataError, match=message):
+        load_array_file(str(tmp_path / "s.npz"), (16, 16, 3))
+
+
+def test_integer_arrays_other_than_uint8_are_refused(tmp_path):
+    np.savez(tmp_path / "i.npz", x=np.zeros((4, 8, 8, 3), np.int32))
+    with pytest.raises(DataError, match="uint8"):
+        load_array_file(str(tmp_path / "i.npz"), (8, 8, 3))
+
+
+def _rows(a):
+    return {row.tobytes() for row in a.reshape(len(a), -1)}
+
+
+def test_one_split_per_dataset_disjoint_reproducible_and_independent_of_training(tmp_path):
+    """Training, calibration and held-out evaluation all use involution.data.split_indices."""
+    from convert.api import calibration_samples
+    from involution.data import SPLIT_SEED, split_indices
+
+    train, val = split_indices(100)
+    assert len(val) == 20 and len(train) == 80 and not set(train) & set(val) and set(train) | set(val) == set(range(100))
+    np.testing.assert_array_equal(split_indices(100)[1], val)  # reproducible
+    assert SPLIT_SEED == 0
+
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 8, 8, 3), dtype=np.float32), y=np.arange(40) % 4)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    for source, shape in (("digits", (16, 16, 3)), (str(tmp_path / "d.npz"), (8, 8, 3)), (str(tmp_path / "imgs"), (8, 8, 3))):
+        ds = load_dataset(source, shape)  # what invo-train trains on (any --seed)
+        cal, held, _ = calibration_samples(source, shape, count=10_000)
+        assert _rows(cal) <= _rows(ds.x_train), source
+        assert not _rows(held) & _rows(ds.x_train), source  # no held-out sample was trained on
+        assert len(held) == len(ds.x_val) and _rows(held) == _rows(ds.x_val)
+        assert abs(len(ds.x_val) / (len(ds.x_val) + len(ds.x_train)) - 0.2) < 0.05
