@@ -11,6 +11,7 @@ from benchmarks.gpu_check import check_gpu
 from benchmarks.runtime import load as load_runner
 from benchmarks.runtime import to_input_dtype
 from benchmarks.tflite_model import TFLiteModel
+from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.export import IO_TYPES, QUANTIZE, ConversionError, to_tflite
 from convert.load import load_model
 from convert.rewrite import max_difference, rewrite_model
@@ -67,7 +68,8 @@ def verify(keras_model, path, x, y=None):
     abs_err = float(np.max(np.abs(got - ref)))
     scale = float(np.max(np.abs(ref))) or 1.0
     result = {"samples": int(len(x)), "max_abs_error": abs_err, "max_rel_error": abs_err / scale,
-              "mean_abs_error": float(np.mean(np.abs(got - ref))), "warnings": warnings}
+              "mean_abs_error": float(np.mean(np.abs(got - ref))),
+              "mean_rel_error": float(np.mean(np.abs(got - ref))) / scale, "warnings": warnings}
     if ref.ndim == 2 and ref.shape[1] > 1:
         top_f, top_q = ref.argmax(1), got.argmax(1)
         result["top1_agreement"] = float(np.mean(top_f == top_q))
@@ -77,24 +79,54 @@ def verify(keras_model, path, x, y=None):
     return result
 
 
-def calibration_samples(source, input_shape, count=200, data_dir=None, seed=0):
-    """(calibration x, held-out x, held-out y) from a --calib source."""
-    from involution.data import load_array_file, load_dataset
+def calibration_samples(source, input_shape, count=200, data_dir=None):
+    """(calibration x, held-out x, held-out y or None) from a --calib source.
 
-    if source.endswith((".npz", ".npy")) and not os.path.isdir(source):
-        x, y = load_array_file(source, input_shape)
-        if len(x) == 1:
-            return x, x, y
-        n_held = max(1, len(x) // 5)  # the last fifth checks the result, the rest calibrates
-        return x[:-n_held][:count], x[-n_held:], None if y is None else y[-n_held:]
-    ds = load_dataset(source, input_shape, data_dir=data_dir, seed=seed)
+    Calibration draws only from the training part of the source's one split
+    (``involution.data.split_indices``); verification and accuracy use its validation part.
+    """
+    from involution.data import load_dataset
+
+    ds = load_dataset(source, input_shape, data_dir=data_dir, labels=False)
     return ds.x_train[:count], ds.x_val, ds.y_val
+
+
+# The quality gate's default bounds against Keras on the held-out samples.  Classifiers (one output
+# row of several classes) are held to top-1 agreement; every model to the largest error relative to
+# the output's largest magnitude.
+MIN_AGREEMENT = {"none": 0.99, "float16": 0.99, "dynamic": 0.98, "int8": 0.97}
+MAX_REL_ERROR = {"none": 1e-3, "float16": 0.02, "dynamic": 0.1, "int8": 0.25}
+
+
+def failed_name(output):
+    """Where a model that fails the quality gate is left, for inspection: ``x.tflite`` -> ``x.FAILED.tflite``."""
+    root, ext = os.path.splitext(output)
+    return f"{root}.FAILED{ext or '.tflite'}"
+
+
+def quality_gate(verify_result, quantize, min_agreement=None, max_rel_error=None):
+    """The failures of a ``verify`` result against the bounds (defaults by ``quantize``); [] when it passes."""
+    min_agreement = MIN_AGREEMENT[quantize] if min_agreement is None else min_agreement
+    max_rel_error = MAX_REL_ERROR[quantize] if max_rel_error is None else max_rel_error
+    failures = []
+    agreement = verify_result.get("top1_agreement")
+    if agreement is not None and agreement < min_agreement:
+        failures.append(f"top-1 agreement with Keras {agreement:.3f} < {min_agreement:g} (--min-agreement)")
+    rel = verify_result["max_rel_error"]
+    if not rel <= max_rel_error:  # NaN fails too
+        failures.append(f"max error {rel:.3g} of the output scale > {max_rel_error:g} (--max-rel-error)")
+    return failures
 
 
 def convert_model(model_path, output=None, quantize="none", io="int8", calib=None, calib_samples=200,
                   strategy="shift", report=None, force=False, allow_flex=False, custom_modules=(),
-                  data_dir=None, verify_samples=200, gpu=True, seed=0, progress=None):
-    """Converts, verifies and audits; returns the report dict (also written to ``report``)."""
+                  data_dir=None, verify_samples=200, gpu=True, seed=0, progress=None, *, check=True,
+                  min_agreement=None, max_rel_error=None):
+    """Converts, verifies and audits; returns the report dict (also written to ``report``).
+
+    With ``check`` (the default), a model that misses the quality gate against Keras on the held-out
+    samples (``quality_gate``) raises ``ConversionError`` and is left only as ``failed_name(output)``.
+    """
     if quantize not in QUANTIZE:
         raise ConversionError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
     if io not in IO_TYPES:
@@ -124,7 +156,7 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
             raise ConversionError(f"{model_path}: the input shape {input_shape} must be fully known to export")
     if calib:
         say(f"loading calibration data from {calib}")
-        cal_x, held_x, held_y = calibration_samples(calib, input_shape, calib_samples, data_dir, seed)
+        cal_x, held_x, held_y = calibration_samples(calib, input_shape, calib_samples, data_dir)
     else:
         cal_x, held_y = None, None
         held_x = np.random.default_rng(seed).random((8, *input_shape), dtype=np.float32)
@@ -138,23 +170,43 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
     representative = None if cal_x is None else [s[None] for s in cal_x]
     flat = to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress is not None)
     info = TFLiteModel(flat, output)
+    bad = [t.name or f"tensor {i}" for i, t in enumerate(info.main["tensors"]) if not np.isfinite(t.scale)]
+    if bad:  # the runtimes abort the process on such a model
+        raise ConversionError(f"calibration gave {len(bad)} tensor(s) a non-finite int8 scale (activations beyond "
+                              "float32's range on the calibration data); check the model's weights and the data")
     if info.flex_ops and not allow_flex:
         raise ConversionError(f"the model needs Flex op(s) {', '.join(info.flex_ops)}; pass --allow-flex to accept that")
-    write_atomic(output, flat)
-    result["convert_seconds"] = time.perf_counter() - t0
-    result["audit"] = info.summary()
-
-    if not info.flex_ops:
-        say("verifying against Keras" if kind != "savedmodel" else "verifying against the SavedModel")
-        x = held_x[:verify_samples]
-        y = None if held_y is None else held_y[: len(x)]
-        result["verify"] = verify(keras_model, output, x, y)
-    if gpu and not info.flex_ops:
-        say("compiling on the LiteRT GPU accelerator")
-        inp = result["audit"]["inputs"][0]  # scale and zero point as read from the file
-        result["gpu"] = check_gpu(output, [to_input_dtype(held_x[:1], dict(inp, dtype=inp["dtype"].lower()))])
+    # Checked under a temporary name: the output path gets the model only once it has passed.
+    staged = os.path.join(os.path.dirname(os.path.abspath(output)), f".invo-{os.getpid()}-{os.path.basename(output)}")
+    write_atomic(staged, flat)
+    try:
+        result["convert_seconds"] = time.perf_counter() - t0
+        result["audit"] = info.summary()
+        failures = []
+        if not info.flex_ops:
+            result["xnnpack"] = xnnpack_coverage(staged)
+            say("verifying against Keras" if kind != "savedmodel" else "verifying against the SavedModel")
+            x = held_x[:verify_samples]
+            y = None if held_y is None else held_y[: len(x)]
+            result["verify"] = verify(keras_model, staged, x, y)
+            if check:
+                failures = quality_gate(result["verify"], quantize, min_agreement, max_rel_error)
+                result["quality_gate"] = {"passed": not failures, "failures": failures}
+        if gpu and not info.flex_ops and not failures:
+            say("compiling on the LiteRT GPU accelerator")
+            inp = result["audit"]["inputs"][0]  # scale and zero point as read from the file
+            result["gpu"] = check_gpu(staged, [to_input_dtype(held_x[:1], dict(inp, dtype=inp["dtype"].lower()))])
+        final = failed_name(output) if failures else output
+        os.replace(staged, final)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
     if report:
         write_atomic(report, json.dumps(result, indent=2, default=_json_default))
+    if failures:
+        raise ConversionError(f"the {quantize if quantize != 'none' else 'float32'} model fails the check against "
+                              f"Keras on {result['verify']['samples']} held-out samples: {'; '.join(failures)}; "
+                              f"left as {final} for inspection, not as {output}")
     return result
 
 

@@ -13,6 +13,7 @@ import_tensorflow_quietly()  # before keras: importing it prints oneDNN/absl ban
 import click  # noqa: E402
 
 from benchmarks.errors import cli_errors
+from benchmarks.xnnpack_check import format_coverage
 from convert.export import IO_TYPES, QUANTIZE
 from involution.layer import STRATEGIES
 
@@ -39,6 +40,8 @@ def format_audit(result):
         lines.append(line)
         for w in v.get("warnings", []):
             lines.append(f"  warning: {w}")
+    if result.get("xnnpack"):
+        lines.append(f"  {format_coverage(result['xnnpack'])}")
     g = result.get("gpu")
     if g:
         if not g.get("available"):
@@ -69,16 +72,29 @@ def format_audit(result):
 @click.option("--allow-flex", is_flag=True, help="Accept TF Select (Flex) ops; most devices cannot run them.")
 @click.option("--custom-module", multiple=True, type=click.Path(), help="A .py file registering custom layers.")
 @click.option("--no-gpu-check", is_flag=True, help="Skip compiling on the LiteRT GPU accelerator.")
+@click.option("--min-agreement", type=float,
+              help="Quality gate: least top-1 agreement with Keras on the held-out samples, for classifiers. "
+                   "Default: 0.99 float32 and float16, 0.98 dynamic, 0.97 int8.")
+@click.option("--max-rel-error", type=float,
+              help="Quality gate: largest error vs Keras relative to the output's largest magnitude. "
+                   "Default: 0.001 float32, 0.02 float16, 0.1 dynamic, 0.25 int8.")
+@click.option("--no-check", is_flag=True, help="Write the model even if it fails the quality gate.")
 @click.option("--quiet", is_flag=True)
 @cli_errors
 def main(model, output, quantize, io, calib, calib_samples, data_dir, strategy, report, force, allow_flex,
-         custom_module, no_gpu_check, quiet):
-    """Convert MODEL (.h5, .keras or SavedModel dir) to .tflite, verify it and audit its ops."""
+         custom_module, no_gpu_check, min_agreement, max_rel_error, no_check, quiet):
+    """Convert MODEL (.h5, .keras or SavedModel dir) to .tflite, verify it and audit its ops.
+
+    A model that misses the quality gate against Keras on held-out samples (see --min-agreement and
+    --max-rel-error) is an error (exit 1) and is left only as NAME.FAILED.tflite.
+    """
     from convert.api import convert_model
 
     say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
-    result = convert_model(model, output, quantize, io, calib, calib_samples, strategy, report, force, allow_flex,
-                           custom_module, data_dir, gpu=not no_gpu_check, progress=say)
+    result = convert_model(model, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
+                           strategy=strategy, report=report, force=force, allow_flex=allow_flex,
+                           custom_modules=custom_module, data_dir=data_dir, gpu=not no_gpu_check, progress=say,
+                           check=not no_check, min_agreement=min_agreement, max_rel_error=max_rel_error)
     if not quiet:
         click.echo(format_audit(result))
 
