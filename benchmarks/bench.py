@@ -1,6 +1,7 @@
 """Latency, memory and size of a .tflite model on the device's runtime: the library behind invo-bench."""
 
 import os
+import platform
 import resource
 import statistics
 import sys
@@ -13,6 +14,22 @@ from benchmarks import runtime as rt
 
 def _rss_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def spread(values):
+    """{median, min, max} of per-round figures: the spread a timing on a shared machine needs beside it."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def machine_description():
+    """CPU model, cores and architecture, for the heading of a table of timings."""
+    name = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, {platform.machine()}"
 
 
 def _percentile(sorted_ms, p):

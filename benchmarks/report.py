@@ -14,10 +14,11 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import click
 
-from benchmarks.bench import benchmark
+from benchmarks.bench import benchmark, machine_description, spread
 from benchmarks.errors import cli_errors
 from benchmarks.files import write_atomic
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
@@ -40,22 +41,29 @@ def _train(train_dir, epochs, out):
     return {m: os.path.join(target, m, "model.keras") for m in MODELS}
 
 
-def trust_check(path, num_runs=200, num_threads=1):
-    """Median of invo-bench vs ai_edge_litert/tools/benchmark_litert_model.py on the same model, same run."""
+def trust_check(path, num_runs=200, num_threads=1, rounds=3):
+    """invo-bench vs ai_edge_litert/tools/benchmark_litert_model.py on the same model, alternated over rounds.
+
+    Returns both tools' per-round medians and the ratio of their medians with its spread over rounds.
+    """
     cmd = [sys.executable, "-m", "ai_edge_litert.tools.benchmark_litert_model", "--model", path,
            "--num_runs", str(num_runs), "--warmup_runs", "20", "--num_threads", str(num_threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    found = re.search(r"Inference \(median\):\s+([\d.]+) ms", proc.stdout)
-    if not found:
-        return {"error": f"benchmark_litert_model gave no median (exit {proc.returncode})"}
-    theirs = float(found.group(1))
-    ours = benchmark(path, "litert-compiled", num_threads=num_threads, warmup_runs=20, num_runs=num_runs, min_secs=0,
-                     progress=False)["median_ms"]
-    return {"model": os.path.basename(path), "invo_bench_median_ms": ours, "benchmark_litert_model_median_ms": theirs,
-            "ratio": ours / theirs}
+    ours, theirs = [], []
+    for _ in range(rounds):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        found = re.search(r"Inference \(median\):\s+([\d.]+) ms", proc.stdout)
+        if not found:
+            return {"model": os.path.basename(path), "error": f"benchmark_litert_model gave no median (exit {proc.returncode})"}
+        theirs.append(float(found.group(1)))
+        ours.append(benchmark(path, "litert-compiled", num_threads=num_threads, warmup_runs=20, num_runs=num_runs,
+                              min_secs=0, progress=False)["median_ms"])
+    return {"model": os.path.basename(path), "invo_bench_ms": spread(ours), "benchmark_litert_model_ms": spread(theirs),
+            "ratio": spread([a / b for a, b in zip(ours, theirs)]),
+            "ratio_of_medians": spread(ours)["median"] / spread(theirs)["median"]}
 
 
-def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, threads=(1, 2), gpu=True):
+def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, threads=(1, 2), gpu=True, rounds=3):
+    """Converts each model (float32, int8), then times every file in ``rounds`` interleaved rounds."""
     from convert.api import convert_model
 
     os.makedirs(out, exist_ok=True)
@@ -65,61 +73,83 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
         for quant in ("none", "int8"):
             target = os.path.join(out, f"{name}_{'int8' if quant == 'int8' else 'float32'}.tflite")
             conv = convert_model(keras_path, target, quantize=quant, calib="digits", force=True, gpu=False)
-            base = {"model": name, "dtype": "int8" if quant == "int8" else "float32", "file": target,
-                    "file_kb": os.path.getsize(target) / 1024, "params": conv["audit"]["parameters"],
-                    "top1": conv["verify"].get("top1_tflite"), "top1_keras": conv["verify"].get("top1_keras")}
+            rows.append({"model": name, "dtype": "int8" if quant == "int8" else "float32", "file": target,
+                         "file_kb": os.path.getsize(target) / 1024, "params": conv["audit"]["parameters"],
+                         "top1": conv["verify"].get("top1_tflite"), "top1_keras": conv["verify"].get("top1_keras"),
+                         "validation_samples": conv["verify"]["samples"]})
+    per_round = {}
+    for _ in range(rounds):
+        for row in rows:
             for t in threads:
-                r = benchmark(target, "litert", num_threads=t, warmup_runs=10, num_runs=num_runs, min_secs=0,
+                r = benchmark(row["file"], "litert", num_threads=t, warmup_runs=10, num_runs=num_runs, min_secs=0,
                               progress=False)
-                base[f"cpu_{t}t_ms"] = r["median_ms"]
-            base["gpu_ms"], base["gpu"] = None, "no GPU"
-            if gpu:
-                try:
-                    r = benchmark(target, "litert-compiled", use_gpu=True, warmup_runs=10, num_runs=max(20, num_runs // 5),
-                                  min_secs=0, progress=False)
-                    base["gpu_ms"] = r["median_ms"]
-                    base["gpu"] = ("emulated" if gpu_is_emulated() else "GPU") + ("" if r["fully_delegated"] else ", partial")
-                except RuntimeUnavailable as exc:
-                    base["gpu"] = f"no GPU ({str(exc)[:60]}...)"
-            rows.append(base)
-    trust = [trust_check(rows[i]["file"], num_runs) for i in (1, 3)]  # conv int8, involution int8
-    report = {"rows": rows, "trust": trust, "gpu_emulated": gpu_is_emulated()}
+                per_round.setdefault((row["file"], t), []).append(r["median_ms"])
+    for row in rows:
+        for t in threads:
+            row[f"cpu_{t}t"] = spread(per_round[row["file"], t])
+            row[f"cpu_{t}t_ms"] = row[f"cpu_{t}t"]["median"]
+        row["gpu_ms"], row["gpu"] = None, "no GPU"
+        if gpu:
+            try:
+                r = benchmark(row["file"], "litert-compiled", use_gpu=True, warmup_runs=10, num_runs=max(20, num_runs // 5),
+                              min_secs=0, progress=False)
+                row["gpu_ms"] = r["median_ms"]
+                row["gpu"] = ("emulated" if gpu_is_emulated() else "GPU") + ("" if r["fully_delegated"] else ", partial")
+            except RuntimeUnavailable as exc:
+                row["gpu"] = f"no GPU ({str(exc)[:60]}...)"
+    int8 = [r["file"] for r in rows if r["dtype"] == "int8"]
+    trust = [trust_check(f, num_runs, rounds=rounds) for f in int8]
+    report = {"rows": rows, "trust": trust, "gpu_emulated": gpu_is_emulated(), "machine": machine_description(),
+              "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "num_runs": num_runs}
     write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2))
     write_atomic(os.path.join(out, "report.md"), markdown(report, threads))
     charts(rows, threads, out)
     return report
 
 
+def _ms(s):
+    return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
+
+
 def markdown(report, threads=(1, 2)):
     rows = report["rows"]
     emulated = report["gpu_emulated"]
     gpu_head = "GPU ms (emulated, not speed)" if emulated else "GPU ms"
-    lines = ["| model | dtype | params | file KB | top-1 | " + " | ".join(f"CPU {t} thr ms" for t in threads)
+    lines = [f"Measured on {report['machine']}, {report['date']}; ai-edge-litert, XNNPACK; CPU times are the median "
+             f"of {report['rounds']} interleaved rounds of {report['num_runs']} runs (min-max over rounds); top-1 on "
+             f"the {rows[0]['validation_samples']} validation samples, which no model was trained on.", "",
+             "| model | dtype | params | file KB | top-1 | " + " | ".join(f"CPU {t} thr ms" for t in threads)
              + f" | {gpu_head} |", "|" + "---|" * (6 + len(threads))]
     for r in rows:
         top1 = f"{r['top1']:.3f}" if r["top1"] is not None else "-"
         gpu = f"{r['gpu_ms']:.2f} ({r['gpu']})" if r["gpu_ms"] is not None else r["gpu"]
         lines.append(f"| {r['model']} | {r['dtype']} | {r['params']:,} | {r['file_kb']:.1f} | {top1} | "
-                     + " | ".join(f"{r[f'cpu_{t}t_ms']:.3f}" for t in threads) + f" | {gpu} |")
+                     + " | ".join(_ms(r[f"cpu_{t}t"]) for t in threads) + f" | {gpu} |")
     by = {(r["model"], r["dtype"]): r for r in rows}
-    c, i = by[("seed-conv", "float32")], by[("seed-involution", "float32")]
-    ci, ii = by[("seed-conv", "int8")], by[("seed-involution", "int8")]
+    conv, inv = by[("seed-conv", "float32")], by[("seed-involution", "float32")]
+    conv8, inv8 = by[("seed-conv", "int8")], by[("seed-involution", "int8")]
     t = threads[0]
-    lines += ["", "Ratios measured in this run (CPU, 1 thread):",
-              f"- file size, involution vs conv: {i['file_kb'] / c['file_kb']:.3f}x float32, {ii['file_kb'] / ci['file_kb']:.3f}x int8",
-              f"- latency, involution vs conv: {i[f'cpu_{t}t_ms'] / c[f'cpu_{t}t_ms']:.2f}x float32, "
-              f"{ii[f'cpu_{t}t_ms'] / ci[f'cpu_{t}t_ms']:.2f}x int8",
-              f"- int8 speed-up over float32: conv {c[f'cpu_{t}t_ms'] / ci[f'cpu_{t}t_ms']:.2f}x, "
-              f"involution {i[f'cpu_{t}t_ms'] / ii[f'cpu_{t}t_ms']:.2f}x"]
+
+    def ratio(a, b):  # of medians, with the range of per-round ratios' extremes
+        sa, sb = a[f"cpu_{t}t"], b[f"cpu_{t}t"]
+        return f"{sa['median'] / sb['median']:.2f}x ({sa['min'] / sb['max']:.2f}-{sa['max'] / sb['min']:.2f})"
+
+    lines += ["", f"Ratios of medians in this run (CPU, {t} thread; in brackets the extremes the rounds allow):",
+              f"- file size, involution vs conv: {inv['file_kb'] / conv['file_kb']:.3f}x float32, "
+              f"{inv8['file_kb'] / conv8['file_kb']:.3f}x int8",
+              f"- latency, involution vs conv: {ratio(inv, conv)} float32, {ratio(inv8, conv8)} int8",
+              f"- int8 speed-up over float32: conv {ratio(conv, conv8)}, involution {ratio(inv, inv8)}"]
     if emulated:
         lines.append("- GPU: SwiftShader (software Vulkan): outputs are checked, timings are no GPU speed and are not compared")
-    lines += ["", "invo-bench vs the runtime's own benchmark_litert_model.py (CompiledModel CPU, 1 thread, same run):"]
+    lines += ["", f"invo-bench vs the runtime's own benchmark_litert_model.py (CompiledModel CPU, 1 thread), the two "
+              f"alternated over {report['rounds']} rounds:"]
     for tr in report["trust"]:
         if "error" in tr:
-            lines.append(f"- {tr['error']}")
+            lines.append(f"- {tr['model']}: {tr['error']}")
         else:
-            lines.append(f"- {tr['model']}: {tr['invo_bench_median_ms']:.3f} ms vs {tr['benchmark_litert_model_median_ms']:.3f} ms "
-                         f"(ratio {tr['ratio']:.3f})")
+            lines.append(f"- {tr['model']}: {_ms(tr['invo_bench_ms'])} ms vs {_ms(tr['benchmark_litert_model_ms'])} ms; "
+                         f"ratio of medians {tr['ratio_of_medians']:.3f}, per-round ratios "
+                         f"{tr['ratio']['min']:.3f}-{tr['ratio']['max']:.3f}")
     return "\n".join(lines) + "\n"
 
 
@@ -160,9 +190,10 @@ def charts(rows, threads, out):
 @click.option("--epochs", default=15, show_default=True, type=int, help="Epochs when training here.")
 @click.option("--out", default="runs/report", show_default=True, type=click.Path())
 @click.option("--num_runs", default=200, show_default=True, type=int)
+@click.option("--rounds", default=3, show_default=True, type=int, help="Interleaved timing rounds (spread = min-max).")
 @click.option("--no-gpu", is_flag=True, help="Skip the GPU column.")
 @cli_errors
-def main(train_dir, epochs, out, num_runs, no_gpu):
+def main(train_dir, epochs, out, num_runs, rounds, no_gpu):
     """Write report.md, report.json, latency.png and size.png into --out."""
     import logging
 
@@ -171,9 +202,9 @@ def main(train_dir, epochs, out, num_runs, no_gpu):
     from benchmarks.runtime import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    if num_runs < 1:
-        raise click.ClickException(f"--num_runs must be at least 1, got {num_runs}")
-    build_report(train_dir, out, epochs, num_runs, gpu=not no_gpu)
+    if num_runs < 1 or rounds < 1:
+        raise click.ClickException(f"--num_runs and --rounds must be at least 1, got {num_runs} and {rounds}")
+    build_report(train_dir, out, epochs, num_runs, gpu=not no_gpu, rounds=rounds)
     click.echo(open(os.path.join(out, "report.md")).read())
 
 

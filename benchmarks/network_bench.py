@@ -1,0 +1,298 @@
+"""Whole networks on the CPU fast path: RedNet against ResNet-50 and MobileNetV2, and RedNet's involution layers.
+
+    python -m benchmarks.network_bench [--rounds 3] [--num_runs 20] [--out runs/network_bench]
+
+A host script: it builds the networks, converts each with ``convert.api.convert_model`` (what
+``invo-convert`` runs: float32, and int8 calibrated on the --calib data), then times every file through
+``benchmarks.bench`` on ai-edge-litert with XNNPACK, as on a device.  Timing is interleaved: each round
+runs every (network, dtype, threads) once, and the table gives the median of the per-round medians with
+the min and max over rounds, so that ratios come from one run.  Latency does not depend on the weight
+values, so the Keras applications are built with ``weights=None``; RedNets take ``--weights NAME=FILE``.
+
+It also times every involution configuration of RedNet at 224x224 (each stride-2 layer beside the
+stride-1 layer of the same input) next to a DepthwiseConv2D of the same shape and stride.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+from benchmarks.bench import benchmark, machine_description, spread
+from benchmarks.files import write_atomic
+from benchmarks.tflite_model import TFLiteModel
+
+NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2")
+# Published ImageNet top-1 (%), not measured here: RedNets from the official repository's table
+# (github.com/d-li14/involution, README), the Keras architectures from the Keras Applications table
+# (keras.io/api/applications) for the weights Keras ships.
+PUBLISHED_TOP1 = {
+    "rednet26": (75.96, "d-li14/involution README"),
+    "rednet38": (77.48, "d-li14/involution README"),
+    "rednet50": (78.35, "d-li14/involution README"),
+    "resnet50": (74.9, "keras.io/api/applications"),
+    "mobilenetv2": (71.3, "keras.io/api/applications"),
+}
+# Every involution configuration of RedNet at 224x224: (label, input size, channels, K, stride).
+LAYER_CONFIGS = [
+    ("stem, 112x112x32, K3", 112, 32, 3, 1),
+    ("stage 1, 56x56x64", 56, 64, 7, 1),
+    ("stage 2 first, 56->28, 128 ch, stride 2", 56, 128, 7, 2),
+    ("  same input at stride 1, 56x56x128", 56, 128, 7, 1),
+    ("stage 2, 28x28x128", 28, 128, 7, 1),
+    ("stage 3 first, 28->14, 256 ch, stride 2", 28, 256, 7, 2),
+    ("  same input at stride 1, 28x28x256", 28, 256, 7, 1),
+    ("stage 3, 14x14x256", 14, 256, 7, 1),
+    ("stage 4 first, 14->7, 512 ch, stride 2", 14, 512, 7, 2),
+    ("  same input at stride 1, 14x14x512", 14, 512, 7, 1),
+    ("stage 4, 7x7x512 (RedNet-38/50)", 7, 512, 7, 1),
+]
+
+
+def build_network(name, input_size=224, weights=None):
+    """A Keras model by name: ours (``involution.models``) or a Keras application with weights=None."""
+    import keras
+
+    from involution.models import build_model
+
+    shape = (input_size, input_size, 3)
+    if name == "resnet50":
+        return keras.applications.ResNet50(weights=None, input_shape=shape)
+    if name == "mobilenetv2":
+        return keras.applications.MobileNetV2(weights=None, input_shape=shape)
+    if weights:
+        return build_model(name, shape, weights=weights)
+    return build_model(name, shape)
+
+
+def _layer_model(h, c, k, stride, kind):
+    import keras
+
+    from involution import Involution
+
+    inp = keras.Input((h, h, c))
+    if kind == "involution":
+        layer = Involution(channel=c, group_channels=16, kernel_size=k, stride=stride, reduction_ratio=4,
+                           group_layout="contiguous", padding="symmetric", bn_epsilon=1e-5)
+    else:
+        layer = keras.layers.DepthwiseConv2D(k, strides=stride, padding="same")
+    model = keras.Model(inp, layer(inp))
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        w.assign((rng.standard_normal(w.shape) * 0.3 + ("variance" in w.path)).astype(np.float32))
+    return model
+
+
+def _convert(model, path, quantize, calib, gpu, verify_samples):
+    """Saves the Keras model and runs the converter library on it, as invo-convert does."""
+    from convert.api import convert_model
+
+    keras_path = os.path.splitext(path)[0] + ".keras"
+    model.save(keras_path)
+    return convert_model(keras_path, path, quantize=quantize, calib=calib if quantize == "int8" else None,
+                         calib_samples=8, report=None, force=True, gpu=gpu, verify_samples=verify_samples,
+                         check=False)
+
+
+def _time(jobs, rounds, num_runs, threads):
+    """{(key, threads): [per-round medians]} with every job run once per round, interleaved."""
+    times = {}
+    for _ in range(rounds):
+        for key, path in jobs:
+            for t in threads:
+                r = benchmark(path, "litert", num_threads=t, warmup_runs=2, num_runs=num_runs, min_secs=0,
+                              progress=False)
+                times.setdefault((key, t), []).append(r["median_ms"])
+    return times
+
+
+def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3, num_runs=20, input_size=224,
+        out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4):
+    os.makedirs(out, exist_ok=True)
+    weights = weights or {}
+    if calib is None and "int8" in dtypes:
+        # Calibration for timing: standard-normal images, what a mean/std-normalised input looks like.
+        calib = os.path.join(out, "calib.npz")
+        rng = np.random.default_rng(0)
+        np.savez(calib, x=rng.standard_normal((16, input_size, input_size, 3)).astype(np.float32))
+    info = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d"),
+            "runtime": "ai-edge-litert Interpreter, XNNPACK", "rounds": rounds, "num_runs": num_runs,
+            "input_size": input_size}
+    rows, jobs = [], []
+    for name in networks:
+        model = build_network(name, input_size, weights.get(name))
+        for dtype in dtypes:
+            quantize = "int8" if dtype == "int8" else "none"
+            path = os.path.join(out, f"{name}_{dtype}.tflite")
+            print(f"converting {name} ({dtype})", flush=True)
+            r = _convert(model, path, quantize, calib, gpu and name.startswith("rednet"), verify_samples)
+            g = r.get("gpu") or {}
+            rows.append({"network": name, "dtype": dtype, "file_bytes": r["audit"]["file_bytes"],
+                         "ops": r["audit"]["ops"], "parameters": r["audit"]["parameters"],
+                         "weights": weights.get(name) or "random",
+                         "xnnpack": r["xnnpack"], "gpu_ok": g.get("ok") if g else None,
+                         "gpu_fully_accelerated": g.get("fully_accelerated") if g else None,
+                         "max_rel_error_vs_keras": r["verify"]["max_rel_error"]})
+            jobs.append(((name, dtype), path))
+    print(f"timing {len(jobs)} networks x {len(threads)} thread settings, {rounds} interleaved rounds", flush=True)
+    times = _time(jobs, rounds, num_runs, threads)
+    for row in rows:
+        for t in threads:
+            row[f"ms_{t}t"] = spread(times[(row["network"], row["dtype"]), t])
+
+    layer_rows = []
+    if layers:
+        layer_jobs = []
+        for label, h, c, k, s in LAYER_CONFIGS:
+            for kind in ("involution", "depthwise"):
+                model = _layer_model(h, c, k, s, kind)
+                for dtype in dtypes:
+                    path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{kind}_{dtype}.tflite")
+                    rep = [np.random.default_rng(1).standard_normal((1, h, h, c)).astype(np.float32) for _ in range(4)]
+                    from convert.export import to_tflite
+
+                    write_atomic(path, to_tflite(model, "int8" if dtype == "int8" else "none", "int8",
+                                                 rep if dtype == "int8" else None))
+                    layer_jobs.append(((label, kind, dtype), path))
+        ltimes = _time(layer_jobs, rounds, num_runs, threads[:1])
+        for (label, kind, dtype), path in layer_jobs:
+            from benchmarks.xnnpack_check import xnnpack_coverage
+
+            layer_rows.append({"layer": label, "kind": kind, "dtype": dtype,
+                               "ms": spread(ltimes[(label, kind, dtype), threads[0]]),
+                               "xnnpack_full": xnnpack_coverage(path)["fully_delegated"]})
+    result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads)}
+    write_atomic(os.path.join(out, "network_bench.json"), json.dumps(result, indent=2))
+    md = markdown(result)
+    write_atomic(os.path.join(out, "network_bench.md"), md)
+    plot(result, os.path.join(out, "latency_vs_top1.png"))
+    return result, md
+
+
+def _fmt(s):
+    return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
+
+
+def markdown(result):
+    info, rows, threads = result["info"], result["networks"], result["threads"]
+    lines = [f"Measured on {info['machine']}, {info['date']}; {info['runtime']}; {info['input_size']}x"
+             f"{info['input_size']} input; median of {info['rounds']} interleaved rounds of {info['num_runs']} runs "
+             "(min-max over rounds) in ms.", "",
+             "| network | dtype | " + " | ".join(f"{t} thread{'s' * (t > 1)} ms" for t in threads)
+             + " | file bytes | ops | XNNPACK | GPU path | published top-1 |",
+             "|---|---|" + "---|" * (len(threads) + 5)]
+    for r in rows:
+        x = r["xnnpack"]
+        xnn = "all ops" if x.get("fully_delegated") else f"{x.get('delegated_ops')}/{x.get('ops')} ({', '.join(x.get('outside', {}))})"
+        gpu = "-" if r["gpu_ok"] is None else ("fully accelerated, ok" if r["gpu_ok"] else "FAILED")
+        top1, src = PUBLISHED_TOP1.get(r["network"], (None, ""))
+        lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(_fmt(r[f'ms_{t}t']) for t in threads)
+                     + f" | {r['file_bytes']:,} | {r['ops']} | {xnn} | {gpu} | "
+                     + (f"{top1}% ({src})" if top1 else "-") + " |")
+    lines += [""] + ratio_lines(result)
+    if result["layers"]:
+        lines += ["", f"Involution layers of RedNet at 224x224, 1 thread, ms (median, min-max over rounds):", "",
+                  "| layer | dtype | involution | DepthwiseConv2D, same shape and stride | involution / depthwise |",
+                  "|---|---|---|---|---|"]
+        by = {(r["layer"], r["kind"], r["dtype"]): r for r in result["layers"]}
+        for label, *_ in LAYER_CONFIGS:
+            for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
+                inv, dw = by[label, "involution", dtype], by[label, "depthwise", dtype]
+                lines.append(f"| {label} | {dtype} | {_fmt(inv['ms'])} | {_fmt(dw['ms'])} | "
+                             f"{inv['ms']['median'] / dw['ms']['median']:.2f}x |")
+        lines += [""] + stride_lines(result)
+    return "\n".join(lines) + "\n"
+
+
+def ratio_lines(result):
+    """The issue's network ratios, from this run."""
+    ms = {(r["network"], r["dtype"]): r[f"ms_{t}t"]["median"] for r in result["networks"] for t in result["threads"][:1]}
+    out = [f"Ratios ({result['threads'][0]} thread, medians of this run):"]
+    for dtype in ("float32", "int8"):
+        base = ms.get(("resnet50", dtype))
+        if base:
+            for name in ("rednet26", "rednet38", "rednet50", "mobilenetv2"):
+                if (name, dtype) in ms:
+                    out.append(f"- {name} / resnet50, {dtype}: {ms[name, dtype] / base:.2f}x")
+    for name in ("rednet26", "rednet38", "rednet50", "resnet50"):
+        if (name, "float32") in ms and (name, "int8") in ms:
+            out.append(f"- {name} int8 speed-up over float32: {ms[name, 'float32'] / ms[name, 'int8']:.2f}x")
+    return out
+
+
+def stride_lines(result):
+    by = {(r["layer"], r["kind"], r["dtype"]): r["ms"]["median"] for r in result["layers"]}
+    out = ["Stride-2 involution / stride-1 involution on the same input:"]
+    for i, (label, h, c, k, s) in enumerate(LAYER_CONFIGS):
+        if s == 2:
+            same = LAYER_CONFIGS[i + 1][0]
+            for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
+                out.append(f"- {label.strip()}, {dtype}: {by[label, 'involution', dtype] / by[same, 'involution', dtype]:.2f}x")
+    return out
+
+
+def plot(result, path):
+    """Latency (1 thread) against the published ImageNet top-1 of each architecture."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = result["threads"][0]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for dtype, marker in (("float32", "o"), ("int8", "s")):
+        pts = [(r[f"ms_{t}t"]["median"], PUBLISHED_TOP1[r["network"]][0], r["network"]) for r in result["networks"]
+               if r["dtype"] == dtype and r["network"] in PUBLISHED_TOP1]
+        if not pts:
+            continue
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=dtype)
+        for x, y, name in pts:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel(f"latency, ms ({t} thread, {result['info']['runtime']})")
+    ax.set_ylabel("published ImageNet top-1, % (not measured here)")
+    ax.set_title(f"CPU latency vs published accuracy ({result['info']['input_size']}px)", fontsize=10)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.text(0.01, 0.01, "top-1: d-li14/involution README (RedNet), keras.io/api/applications (ResNet50, MobileNetV2)",
+             fontsize=6)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120)
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--networks", default=",".join(NETWORKS), help="Comma-separated: " + ", ".join(NETWORKS))
+    p.add_argument("--dtypes", default="float32,int8")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--num_runs", type=int, default=20)
+    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--calib", help="int8 calibration data (FILE.npz or an image folder); default standard-normal images")
+    p.add_argument("--weights", action="append", default=[], metavar="NAME=FILE",
+                   help="Official checkpoint for a RedNet, e.g. rednet26=rednet26.pth (repeatable).")
+    p.add_argument("--no-layers", action="store_true", help="Skip the per-layer table.")
+    p.add_argument("--no-gpu-check", action="store_true", help="Skip the GPU-path check of each RedNet.")
+    p.add_argument("--out", default="runs/network_bench")
+    a = p.parse_args(argv)
+    networks = [n for n in a.networks.split(",") if n]
+    unknown = [n for n in networks if n not in NETWORKS]
+    if unknown:
+        p.error(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
+    if a.rounds < 1 or a.num_runs < 1:
+        p.error("--rounds and --num_runs must be at least 1")
+    weights = dict(w.split("=", 1) for w in a.weights if "=" in w)
+    _, md = run(networks, tuple(a.dtypes.split(",")), tuple(int(t) for t in a.threads.split(",")), a.rounds,
+                a.num_runs, a.input_size, a.out, a.calib, weights, not a.no_layers, not a.no_gpu_check)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
