@@ -6,7 +6,7 @@ The check runs in a child process, so a crashing GPU driver cannot take the
 caller down, and it falls back to SwiftShader's software Vulkan (results valid,
 timings not) when no real adapter exists.
 
-    python -m benchmarks.gpu_check MODEL.tflite [--inputs X.npz] [--tolerance 1e-3]
+    python -m benchmarks.gpu_check MODEL.tflite [--inputs X.npz] [--tolerance 1e-3] [--int-steps N]
 """
 
 import json
@@ -36,8 +36,13 @@ def compile_on_gpu(path, allow_cpu_fallback=False):
         return {"available": False, "fully_accelerated": False, "error": str(exc)}
 
 
-def compare_on_gpu(path, inputs=None, tolerance=1e-3):
-    """In this process: GPU-only compile, run, max error against the CPU accelerator."""
+def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
+    """In this process: GPU-only compile, run, max error against the CPU accelerator.
+
+    ``int_steps``: for quantized outputs, the least number of quantization steps allowed.  The GPU runs
+    an int8 model in float, so it differs from XNNPACK's int8 by XNNPACK's own activation-quantization
+    error; a caller that has measured that error against the float model passes it here.
+    """
     from benchmarks.runtime import CompiledRunner, RuntimeUnavailable, gpu_is_emulated, random_inputs
 
     result = {"available": False, "emulated": gpu_is_emulated(), "fully_accelerated": False,
@@ -64,7 +69,7 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3):
             if ref[0].dtype.kind in "iu":
                 # Quantized outputs: the GPU computes in float while XNNPACK requantizes after every op,
                 # so the two drift apart with depth; allow 3% of the output's range (at least 2 steps).
-                tol = max(2.0, INT_TOLERANCE * span)
+                tol = max(2.0, INT_TOLERANCE * span, int_steps)
             elif _has_int8_weights(cpu.model):
                 # Dynamic-range models: the CPU's hybrid kernels quantize activations at run time,
                 # the GPU computes in float; they differ by the CPU's quantization error.
@@ -191,7 +196,7 @@ def _run_child(args, inputs_npz, timeout):
         return result
 
 
-def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300):
+def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300, int_steps=0.0):
     """Runs ``compare_on_gpu`` in a child process; retries on SwiftShader when no adapter exists.
 
     When the GPU does not take the whole model, each op type is compiled alone to name the
@@ -204,7 +209,8 @@ def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300):
         if inputs is not None:
             npz = os.path.join(tmp, "inputs.npz")
             np.savez(npz, *inputs)
-        result = _run_child([os.path.abspath(path), "--tolerance", str(tolerance)], npz, timeout)
+        result = _run_child([os.path.abspath(path), "--tolerance", str(tolerance), "--int-steps", str(int_steps)],
+                            npz, timeout)
     if result.get("available") and not result.get("fully_accelerated"):
         try:
             result["ops_on_cpu"] = ops_kept_off_gpu(path)
@@ -222,6 +228,7 @@ def main(argv=None):
     p.add_argument("model")
     p.add_argument("--inputs")
     p.add_argument("--tolerance", type=float, default=1e-3)
+    p.add_argument("--int-steps", type=float, default=0.0)
     p.add_argument("--compile-only", action="store_true", help="Only compile on the GPU alone.")
     a = p.parse_args(argv)
     if a.compile_only:
@@ -231,7 +238,7 @@ def main(argv=None):
     if a.inputs:
         data = np.load(a.inputs)
         inputs = [data[f"arr_{i}"] for i in range(len(data.files))]
-    print(json.dumps(compare_on_gpu(a.model, inputs, a.tolerance)))
+    print(json.dumps(compare_on_gpu(a.model, inputs, a.tolerance, a.int_steps)))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from benchmarks.errors import cli_errors
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import IO_TYPES, QUANTIZE
 from involution.layer import STRATEGIES
+from involution.models import REDNET_DEPTHS
+from involution.pretrained import INPUT_RANGES
 
 
 def format_audit(result):
@@ -24,6 +26,8 @@ def format_audit(result):
     lines = [f"{result['output']}: {a['file_bytes'] / 1024:.1f} KB, {a['parameters']:,} parameters, "
              f"{a['ops']} ops, max tensor rank {a['max_tensor_rank']}, "
              f"{'builtin ops only' if a['builtin_only'] else 'NOT builtin-only'}"]
+    if result.get("input_expects"):
+        lines.append(f"  input: {result['input_expects']}")
     for r in result["rewritten"]:
         lines.append(f"  rewritten  {r}")
     lines.append(f"  {'op':<24}{'count':>6}")
@@ -79,11 +83,18 @@ def format_audit(result):
               help="Quality gate: largest error vs Keras relative to the output's largest magnitude. "
                    "Default: 0.001 float32, 0.02 float16, 0.1 dynamic, 0.25 int8.")
 @click.option("--no-check", is_flag=True, help="Write the model even if it fails the quality gate.")
+@click.option("--arch", type=click.Choice(list(REDNET_DEPTHS)),
+              help="MODEL is an official RedNet checkpoint (.pth/.pt, .safetensors, .npz) of this architecture.")
+@click.option("--input-size", default=224, show_default=True, type=int, help="With --arch: the square input size.")
+@click.option("--input-range", type=click.Choice(INPUT_RANGES),
+              help="With --arch: 'normalized' (default; (pixel - mean) / std) or '0-255' (raw RGB pixels, the "
+                   "ImageNet normalisation folded into the model). Image folders are centre-cropped to match.")
 @click.option("--quiet", is_flag=True)
 @cli_errors
 def main(model, output, quantize, io, calib, calib_samples, data_dir, strategy, report, force, allow_flex,
-         custom_module, no_gpu_check, min_agreement, max_rel_error, no_check, quiet):
-    """Convert MODEL (.h5, .keras or SavedModel dir) to .tflite, verify it and audit its ops.
+         custom_module, no_gpu_check, min_agreement, max_rel_error, no_check, arch, input_size, input_range, quiet):
+    """Convert MODEL (.h5, .keras, SavedModel dir, or with --arch an official RedNet checkpoint) to .tflite,
+    verify it and audit its ops.
 
     A model that misses the quality gate against Keras on held-out samples (see --min-agreement and
     --max-rel-error) is an error (exit 1) and is left only as NAME.FAILED.tflite.
@@ -94,7 +105,8 @@ def main(model, output, quantize, io, calib, calib_samples, data_dir, strategy, 
     result = convert_model(model, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
                            strategy=strategy, report=report, force=force, allow_flex=allow_flex,
                            custom_modules=custom_module, data_dir=data_dir, gpu=not no_gpu_check, progress=say,
-                           check=not no_check, min_agreement=min_agreement, max_rel_error=max_rel_error)
+                           check=not no_check, min_agreement=min_agreement, max_rel_error=max_rel_error,
+                           arch=arch, input_size=input_size, input_range=input_range)
     if not quiet:
         click.echo(format_audit(result))
 

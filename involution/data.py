@@ -193,8 +193,20 @@ def _fit_shape(x, input_shape, source):
     return x
 
 
-def load_image_folder(path, input_shape=(32, 32, 3)):
-    """(x, y, class names) from ``path/<class>/<image>``."""
+def _center_crop(img, w, h):
+    """The official ImageNet evaluation transform: short side to 256/224 of the crop, then the centre crop."""
+    from PIL import Image
+
+    short = round(min(w, h) * 256 / 224)
+    scale = short / min(img.size)
+    img = img.resize((max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale))), Image.BILINEAR)
+    left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2
+    return img.crop((left, top, left + w, top + h))
+
+
+def load_image_folder(path, input_shape=(32, 32, 3), crop=False):
+    """(x, y, class names) from ``path/<class>/<image>``: pixels / 255, each image resized to the input,
+    or with ``crop`` the ImageNet evaluation transform (short side to 256 for 224, centre crop)."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
@@ -208,7 +220,8 @@ def load_image_folder(path, input_shape=(32, 32, 3)):
                 continue
             fpath = os.path.join(path, cls, fname)
             try:
-                img = Image.open(fpath).convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
+                img = Image.open(fpath).convert("L" if c == 1 else "RGB")
+                img = _center_crop(img, w, h) if crop else img.resize((w, h), Image.BILINEAR)
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{fpath}: not a readable image ({exc})") from None
             arr = np.asarray(img, np.float32) / 255.0
@@ -219,10 +232,14 @@ def load_image_folder(path, input_shape=(32, 32, 3)):
     return np.stack(xs), np.asarray(ys, np.int64), classes
 
 
-def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=VAL_FRACTION, labels=True):
+def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=VAL_FRACTION, labels=True,
+                 image_rule=None):
     """A ``Dataset`` from a name in ``DATASETS``, a ``.npz``/``.npy`` file or an image folder.
 
     ``labels=False`` accepts unlabelled arrays (calibration); their ``y`` parts are None.
+    ``image_rule`` (image folders only) is a callable ``pixels_0_1 -> model input`` applied after the
+    ImageNet evaluation crop instead of the plain resize (the official RedNets' input, see
+    ``involution.pretrained.image_rule``).
     """
     input_shape = tuple(input_shape)
     if source == "digits":
@@ -230,7 +247,9 @@ def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=VA
     if source == "cifar10":
         return load_cifar10(data_dir, input_shape)
     if os.path.isdir(source):
-        x, y, classes = load_image_folder(source, input_shape)
+        x, y, classes = load_image_folder(source, input_shape, crop=image_rule is not None)
+        if image_rule is not None:
+            x = image_rule(x).astype(np.float32)
         num_classes = len(classes)
     elif source.endswith((".npz", ".npy")):
         x, y = load_array_file(source, input_shape)

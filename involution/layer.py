@@ -76,6 +76,8 @@ class Involution(keras.layers.Layer):
         padding: ``"same"`` (TensorFlow) or ``"symmetric"`` (PyTorch) window placement
             for strides > 1.
         bn_epsilon: BatchNorm epsilon (Keras 1e-3; PyTorch weights want 1e-5).
+        reduce_bias: whether the C -> C/r conv has a bias (the extract_patches versions do; the
+            official PyTorch one, followed by BatchNorm, does not).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class Involution(keras.layers.Layer):
         group_layout="interleaved",
         padding="same",
         bn_epsilon=1e-3,
+        reduce_bias=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -116,6 +119,7 @@ class Involution(keras.layers.Layer):
         self.group_layout = group_layout
         self.padding = padding
         self.bn_epsilon = bn_epsilon
+        self.reduce_bias = bool(reduce_bias)
         if channel is not None:
             self._validate_channels(channel)
 
@@ -158,7 +162,7 @@ class Involution(keras.layers.Layer):
             raise ValueError(f"channel={self.channel} but the input has {c} channels")
         k, g = self.kernel_size, self.groups
         self.pool = keras.layers.AveragePooling2D(self.stride, self.stride, padding="same", name="pool") if self.stride > 1 else None
-        self.reduce = keras.layers.Conv2D(self.channel // self.reduction_ratio, 1, name="reduce")
+        self.reduce = keras.layers.Conv2D(self.channel // self.reduction_ratio, 1, use_bias=self.reduce_bias, name="reduce")
         self.bn = keras.layers.BatchNormalization(epsilon=self.bn_epsilon, name="bn")
         self.span = keras.layers.Conv2D(k * k * g, 1, name="span")
         shape = list(input_shape)
@@ -329,5 +333,6 @@ class Involution(keras.layers.Layer):
             group_layout=self.group_layout,
             padding=self.padding,
             bn_epsilon=self.bn_epsilon,
+            reduce_bias=self.reduce_bias,
         )
         return config

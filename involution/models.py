@@ -5,9 +5,12 @@ from keras import layers
 
 from involution.layer import Involution
 
-MODEL_NAMES = ("seed-conv", "seed-involution", "rednet26", "rednet38", "rednet50", "rednet-cifar")
-_DEPTHS = {"rednet26": (1, 2, 4, 1), "rednet38": (2, 3, 5, 2), "rednet50": (3, 4, 6, 3)}
-_DEFAULT_INPUT = {"rednet26": (224, 224, 3), "rednet38": (224, 224, 3), "rednet50": (224, 224, 3)}
+MODEL_NAMES = ("seed-conv", "seed-involution", "rednet26", "rednet38", "rednet50", "rednet101", "rednet152",
+               "rednet-cifar")
+# Blocks per stage of the official RedNets (d-li14/involution, mmcls RedNet.arch_settings).
+REDNET_DEPTHS = {"rednet26": (1, 2, 4, 1), "rednet38": (2, 3, 5, 2), "rednet50": (3, 4, 6, 3),
+                 "rednet101": (3, 4, 23, 3), "rednet152": (3, 8, 36, 3)}
+_DEFAULT_INPUT = {name: (224, 224, 3) for name in REDNET_DEPTHS}
 
 
 def seed_conv(input_shape=(32, 32, 3), num_classes=10):
@@ -42,7 +45,7 @@ def seed_involution(input_shape=(32, 32, 3), num_classes=10, strategy="shift"):
 def _official_involution(channels, kernel_size, stride, name, strategy):
     return Involution(channel=channels, group_channels=16, kernel_size=kernel_size, stride=stride,
                       reduction_ratio=4, strategy=strategy, group_layout="contiguous",
-                      padding="symmetric", bn_epsilon=1e-5, name=name)
+                      padding="symmetric", bn_epsilon=1e-5, reduce_bias=False, name=name)
 
 
 def _bn(name):
@@ -66,33 +69,52 @@ def _bottleneck(x, mid, stride, name, strategy):
 
 
 def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_stride=2,
-           stage_strides=(1, 2, 2, 2), maxpool=True, name="rednet", strategy="shift"):
-    """RedNet: the official deep stem and ResNet bottlenecks whose 3x3 conv is a 7x7 involution."""
+           stage_strides=(1, 2, 2, 2), maxpool=True, name="rednet", strategy="shift", include_top=True,
+           preprocessing=None):
+    """RedNet with the official network's geometry: the deep stem and ResNet bottlenecks whose 3x3 conv
+    is a 7x7 involution.
+
+    Padding is PyTorch's wherever the official model pads: one pixel on every side before the stride-2
+    stem conv and the 3x3/2 max-pool (zeros are exact for the max-pool: it follows a ReLU), symmetric
+    windows in the stride-2 involutions.  ``include_top=False`` ends at the global average pool (a bare
+    backbone); ``preprocessing`` is a layer applied to the input first (e.g. ImageNet normalisation).
+    """
     inp = keras.Input(input_shape)
     half = base // 2
-    x = layers.Conv2D(half, 3, strides=stem_stride, padding="same", use_bias=False, name="stem_conv1")(inp)
+    x = preprocessing(inp) if preprocessing is not None else inp
+    x = layers.ZeroPadding2D(1, name="stem_pad1")(x)
+    x = layers.Conv2D(half, 3, strides=stem_stride, use_bias=False, name="stem_conv1")(x)
     x = layers.ReLU()(_bn("stem_bn1")(x))
     x = _official_involution(half, 3, 1, "stem_inv", strategy)(x)
     x = layers.ReLU()(_bn("stem_bn2")(x))
     x = layers.Conv2D(base, 3, padding="same", use_bias=False, name="stem_conv2")(x)
     x = layers.ReLU()(_bn("stem_bn3")(x))
     if maxpool:
-        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = layers.ZeroPadding2D(1, name="pool_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
     for s, (depth, stride) in enumerate(zip(depths, stage_strides)):
         mid = base * 2**s
         for b in range(depth):
             x = _bottleneck(x, mid, stride if b == 0 else 1, f"s{s + 1}b{b + 1}", strategy)
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, layers.Dense(num_classes, name="fc")(x), name=name)
+    if include_top:
+        x = layers.Dense(num_classes, name="fc")(x)
+    return keras.Model(inp, x, name=name)
 
 
-def build_model(name, input_shape=None, num_classes=None, strategy="shift"):
+def build_model(name, input_shape=None, num_classes=None, strategy="shift", weights=None, input_range=None):
     """Builds a model by name: one of ``MODEL_NAMES``.
 
-    ``strategy`` picks the involution aggregation (``"shift"`` or ``"depthwise"``).
+    ``strategy`` picks the involution aggregation (``"shift"`` or ``"depthwise"``).  ``weights`` (RedNets
+    only) is an official checkpoint (``.pth``/``.pt``, ``.safetensors`` or ``.npz``; see
+    ``involution.pretrained``), as in ``keras.applications``: the classifier's size comes from it, and a
+    bare backbone builds without one.  ``input_range="0-255"`` folds the official ImageNet normalisation
+    into the model, so that it takes raw RGB pixels; the default takes normalised input.
     """
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if (weights is not None or input_range is not None) and name not in REDNET_DEPTHS:
+        raise ValueError(f"weights= and input_range= are for the ImageNet RedNets ({', '.join(REDNET_DEPTHS)}), not {name}")
     input_shape = tuple(input_shape or _DEFAULT_INPUT.get(name, (32, 32, 3)))
     if name == "seed-conv":
         return seed_conv(input_shape, num_classes or 10)
@@ -102,5 +124,17 @@ def build_model(name, input_shape=None, num_classes=None, strategy="shift"):
         # Small-input RedNet: stride-1 stem, no max-pool, three stages of one bottleneck each.
         return rednet((1, 1, 1), input_shape, num_classes or 10, base=32, stem_stride=1,
                       stage_strides=(1, 2, 2), maxpool=False, name="rednet_cifar", strategy=strategy)
-    return rednet(_DEPTHS[name], input_shape, num_classes or 1000, name=name.replace("-", "_"),
-                  strategy=strategy)
+    from involution import pretrained
+
+    preprocessing = pretrained.input_normalization(input_range)
+    if weights is None:
+        return rednet(REDNET_DEPTHS[name], input_shape, num_classes or 1000, name=name, strategy=strategy,
+                      preprocessing=preprocessing)
+    state, head = pretrained.read_official(weights, name)
+    classes = head["fc.weight"].shape[0] if head else None
+    if num_classes is not None and classes is not None and num_classes != classes:
+        raise ValueError(f"{weights}: its classifier has {classes} classes, not num_classes={num_classes}")
+    model = rednet(REDNET_DEPTHS[name], input_shape, classes or 1000, name=name, strategy=strategy,
+                   include_top=bool(head), preprocessing=preprocessing)
+    pretrained.load_official(model, state, head, source=weights)
+    return model

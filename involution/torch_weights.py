@@ -58,6 +58,7 @@ def from_torch_state(state, kernel_size, stride=1, strategy="shift", name=None, 
         group_layout="contiguous",
         padding="symmetric",
         bn_epsilon=1e-5,
+        reduce_bias=False,
         name=name,
     )
     layer.build(tuple(input_shape or (None, None, None, c)))
@@ -73,7 +74,7 @@ def set_torch_weights(layer, state):
     k, g = layer.kernel_size, layer.groups
     kk = k * k
     reduce_w = w["conv1.conv.weight"][:, :, 0, 0].T[None, None]  # [1, 1, C, C/r]
-    layer.reduce.set_weights([reduce_w, np.zeros(reduce_w.shape[-1], np.float32)])
+    layer.reduce.set_weights([reduce_w] + ([np.zeros(reduce_w.shape[-1], np.float32)] if layer.reduce_bias else []))
     layer.bn.set_weights(
         [w["conv1.bn.weight"], w["conv1.bn.bias"], w["conv1.bn.running_mean"], w["conv1.bn.running_var"]]
     )

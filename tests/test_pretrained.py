@@ -1,0 +1,203 @@
+"""Official RedNet checkpoints: read without torch, loaded into the Keras RedNet, checked against an independent
+numpy forward of the official architecture, and converted by invo-convert --arch."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import torch_pth
+from conftest import assert_one_line_error, require_gpu, run_cli
+from involution.checkpoint import CheckpointError, load_state_dict
+from involution.models import build_model
+from involution.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from numpy_rednet import DEPTHS, forward, official_state
+
+SIZE = 64
+
+
+def _numpy_logits(state, x_nhwc, name, head=True):
+    s = {k[len("backbone."):]: v.astype(np.float64) for k, v in state.items() if k.startswith("backbone.")}
+    if head:
+        s["fc.weight"], s["fc.bias"] = state["head.fc.weight"].astype(np.float64), state["head.fc.bias"].astype(np.float64)
+    return forward(s, x_nhwc.transpose(0, 3, 1, 2).astype(np.float64), DEPTHS[name], head=head)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for name in ("rednet26", "rednet50"):
+        state = official_state(DEPTHS[name], num_classes=10, seed=1)
+        out[name] = (state, torch_pth.save({"state_dict": dict(state), "meta": {"epoch": 130, "CLASSES": list("abcdefghij")}},
+                                           d / f"{name}.pth"))
+    return d, out
+
+
+def _x(n=2, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, SIZE, SIZE, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["rednet26", "rednet50"])
+def test_keras_rednet_gives_the_official_outputs(checkpoints, name):
+    """Official geometry (PyTorch padding, no reduce bias, BN eps 1e-5) against plain numpy code."""
+    _, ck = checkpoints
+    state, path = ck[name]
+    model = build_model(name, (SIZE, SIZE, 3), weights=str(path))
+    want = _numpy_logits(state, _x(), name)
+    got = model.predict(_x(), verbose=0)
+    assert np.abs(want).max() > 1.0  # the weights make a network whose outputs differ per input
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+def test_pth_safetensors_and_npz_load_identical_models(checkpoints, tmp_path):
+    from safetensors.numpy import save_file
+
+    _, ck = checkpoints
+    state, pth = ck["rednet26"]
+    save_file(dict(state), str(tmp_path / "r.safetensors"))
+    np.savez(tmp_path / "r.npz", **state)
+    ref = build_model("rednet26", (SIZE, SIZE, 3), weights=str(pth))
+    for f in ("r.safetensors", "r.npz"):
+        other = build_model("rednet26", (SIZE, SIZE, 3), weights=str(tmp_path / f))
+        for a, b in zip(ref.weights, other.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_bare_backbone_loads_without_classifier(checkpoints, tmp_path):
+    _, ck = checkpoints
+    state, _ = ck["rednet26"]
+    bare = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    path = torch_pth.save(bare, tmp_path / "backbone.pth")
+    model = build_model("rednet26", (SIZE, SIZE, 3), weights=str(path))
+    assert model.output.shape[-1] == 2048
+    want = _numpy_logits(state, _x(), "rednet26", head=False)
+    np.testing.assert_allclose(model.predict(_x(), verbose=0), want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+def test_pth_reader_rebuilds_strides_offsets_and_half_precisions(tmp_path):
+    storage = np.arange(24, dtype=np.float32)
+    base = torch_pth.Tensor(storage, 0, (4, 6), (6, 1))
+    transposed = torch_pth.Tensor(storage, 0, (6, 4), (1, 6))  # a .t() view of the same storage
+    offset = torch_pth.Tensor(storage, 7, (2, 3), (6, 2))  # rows from element 7, every other column
+    half = np.linspace(-2, 2, 10).astype(np.float16)
+    words = (np.linspace(-3, 3, 8).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+    bf16 = torch_pth.Tensor(words, 0, (8,), (1,), storage_type="BFloat16Storage")
+    path = torch_pth.save({"a": base, "t": transposed, "o": offset, "h": half, "b": bf16,
+                           "n": np.array(5, np.int64)}, tmp_path / "views.pth")
+    s = load_state_dict(str(path))
+    full = storage.reshape(4, 6)
+    np.testing.assert_array_equal(s["a"], full)
+    np.testing.assert_array_equal(s["t"], full.T)
+    np.testing.assert_array_equal(s["o"], storage[7:].reshape(-1)[: 6 * 2].reshape(2, 6)[:, ::2])
+    assert s["h"].dtype == np.float16 and np.array_equal(s["h"], half)
+    np.testing.assert_array_equal(s["b"], (words.astype(np.uint32) << 16).view(np.float32))
+    assert int(s["n"]) == 5
+
+
+def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    import pickle
+
+    path = tmp_path / "evil.pth"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"w": Evil()}, protocol=2))
+        z.writestr("archive/byteorder", "little")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_state_dict(str(path))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("depth", "the checkpoint is rednet50"),
+    ("missing", "missing: backbone"),
+    ("unexpected", "unexpected key"),
+    ("shape", "has shape (10, 2048), the model needs (10, 2048)"),
+    ("text", "not a pytorch checkpoint"),
+    ("suffix", "unknown checkpoint type"),
+])
+def test_wrong_checkpoints_get_one_clear_error(checkpoints, tmp_path, case, needle):
+    _, ck = checkpoints
+    state = dict(ck["rednet26"][0])
+    path = tmp_path / "bad.pth"
+    if case == "depth":
+        path = ck["rednet50"][1]
+    elif case == "missing":
+        del state["backbone.layer3.2.conv2.conv1.conv.weight"]
+        needle = "1 key(s) missing: layer3.2.conv2.conv1.conv.weight"
+        torch_pth.save(state, path)
+    elif case == "unexpected":
+        state["backbone.layer5.0.conv1.weight"] = np.zeros((1,), np.float32)
+        needle = "blocks per stage (1, 2, 4, 1, 1)"
+        torch_pth.save(state, path)
+    elif case == "shape":
+        state["backbone.layer2.0.conv3.weight"] = np.zeros((512, 64, 1, 1), np.float32)
+        needle = "layer2.0.conv3.weight has shape (512, 64, 1, 1), the model needs (512, 128, 1, 1)"
+        torch_pth.save(state, path)
+    elif case == "text":
+        path.write_text("not a checkpoint")
+    else:
+        path = tmp_path / "weights.h5"
+        path.write_text("x")
+    proc = run_cli("convert.cli", str(path), "--arch", "rednet26", "--input-size", str(SIZE), "-o",
+                   str(tmp_path / "out.tflite"), "--no-gpu-check")
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "out.tflite").exists()
+
+
+def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_path):
+    """The README's two commands for a user with rednet26.pth, at 64x64: float32 equals the official
+    forward, the 0-255 model folds the normalisation, int8 reports its top-1 agreement, the GPU path runs."""
+    from benchmarks.runtime import InterpreterRunner
+    from PIL import Image
+
+    require_gpu()
+    _, ck = checkpoints
+    state, pth = ck["rednet26"]
+    f32 = tmp_path / "rednet26.tflite"
+    proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(f32),
+                   "--report", str(tmp_path / "f32.json"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "f32.json").read_text())
+    assert r["gpu"]["ok"] and r["xnnpack"]["fully_delegated"] and "normalised" in r["input_expects"]
+    x = _x(1, seed=5)
+    want = _numpy_logits(state, x, "rednet26")
+    np.testing.assert_allclose(InterpreterRunner(str(f32))(x)[0], want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(12):  # gradients, not noise: natural-looking images for calibration
+            img = np.clip(np.linspace(0, 255, 96)[None, :, None] * rng.uniform(0.3, 1, 3) + rng.normal(0, 20, (80, 96, 3)), 0, 255)
+            Image.fromarray(img.astype(np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    raw = tmp_path / "rednet26_raw.tflite"
+    proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(raw),
+                   "--input-range", "0-255", "--no-gpu-check")
+    assert proc.returncode == 0 and "raw pixels 0-255" in proc.stdout, proc.stderr
+    pixels = rng.uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    normalised = (pixels - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
+    np.testing.assert_allclose(InterpreterRunner(str(raw))(pixels)[0], InterpreterRunner(str(f32))(normalised)[0],
+                               rtol=0, atol=1e-4 * np.abs(want).max())
+
+    i8 = tmp_path / "rednet26_int8.tflite"
+    proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(i8),
+                   "--quantize", "int8", "--calib", str(tmp_path / "imgs"), "--input-range", "0-255",
+                   "--report", str(tmp_path / "i8.json"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "i8.json").read_text())
+    assert r["quality_gate"]["passed"] and 0.0 <= r["verify"]["top1_agreement"] <= 1.0
+    assert r["xnnpack"]["fully_delegated"] and r["gpu"]["fully_accelerated"] and r["gpu"]["ok"], r["gpu"]
+
+
+@pytest.mark.parametrize("name,paper", [("rednet101", 25.65e6), ("rednet152", 33.99e6)])
+def test_deeper_rednets_have_the_papers_parameter_counts(name, paper):
+    model = build_model(name, (SIZE, SIZE, 3))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert abs(trainable - paper) / paper < 0.01, trainable
