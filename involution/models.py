@@ -52,7 +52,7 @@ def _bn(name):
     return layers.BatchNormalization(epsilon=1e-5, name=name)
 
 
-def _bottleneck(x, mid, stride, name, strategy):
+def _bottleneck(x, mid, stride, name, strategy, involution=_official_involution):
     """conv1x1 -> involution(mid, K=7, stride) -> conv1x1 (x4), with a projection shortcut when needed."""
     out_ch = mid * 4
     shortcut = x
@@ -61,7 +61,7 @@ def _bottleneck(x, mid, stride, name, strategy):
         shortcut = _bn(f"{name}_down_bn")(shortcut)
     y = layers.Conv2D(mid, 1, use_bias=False, name=f"{name}_conv1")(x)
     y = layers.ReLU()(_bn(f"{name}_bn1")(y))
-    y = _official_involution(mid, 7, stride, f"{name}_inv", strategy)(y)
+    y = involution(mid, 7, stride, f"{name}_inv", strategy)(y)
     y = layers.ReLU()(_bn(f"{name}_bn2")(y))
     y = layers.Conv2D(out_ch, 1, use_bias=False, name=f"{name}_conv3")(y)
     y = _bn(f"{name}_bn3")(y)
@@ -70,14 +70,16 @@ def _bottleneck(x, mid, stride, name, strategy):
 
 def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_stride=2,
            stage_strides=(1, 2, 2, 2), maxpool=True, name="rednet", strategy="shift", include_top=True,
-           preprocessing=None):
+           preprocessing=None, involution=_official_involution):
     """RedNet with the official network's geometry: the deep stem and ResNet bottlenecks whose 3x3 conv
     is a 7x7 involution.
 
     Padding is PyTorch's wherever the official model pads: one pixel on every side before the stride-2
     stem conv and the 3x3/2 max-pool (zeros are exact for the max-pool: it follows a ReLU), symmetric
     windows in the stride-2 involutions.  ``include_top=False`` ends at the global average pool (a bare
-    backbone); ``preprocessing`` is a layer applied to the input first (e.g. ImageNet normalisation).
+    backbone); ``preprocessing`` is a layer applied to the input first (e.g. ImageNet normalisation);
+    ``involution(channels, kernel_size, stride, name, strategy)`` makes each involution layer (benchmarks
+    swap it out to measure the network without it).
     """
     inp = keras.Input(input_shape)
     half = base // 2
@@ -85,7 +87,7 @@ def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_st
     x = layers.ZeroPadding2D(1, name="stem_pad1")(x)
     x = layers.Conv2D(half, 3, strides=stem_stride, use_bias=False, name="stem_conv1")(x)
     x = layers.ReLU()(_bn("stem_bn1")(x))
-    x = _official_involution(half, 3, 1, "stem_inv", strategy)(x)
+    x = involution(half, 3, 1, "stem_inv", strategy)(x)
     x = layers.ReLU()(_bn("stem_bn2")(x))
     x = layers.Conv2D(base, 3, padding="same", use_bias=False, name="stem_conv2")(x)
     x = layers.ReLU()(_bn("stem_bn3")(x))
@@ -95,7 +97,7 @@ def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_st
     for s, (depth, stride) in enumerate(zip(depths, stage_strides)):
         mid = base * 2**s
         for b in range(depth):
-            x = _bottleneck(x, mid, stride if b == 0 else 1, f"s{s + 1}b{b + 1}", strategy)
+            x = _bottleneck(x, mid, stride if b == 0 else 1, f"s{s + 1}b{b + 1}", strategy, involution)
     x = layers.GlobalAveragePooling2D()(x)
     if include_top:
         x = layers.Dense(num_classes, name="fc")(x)
