@@ -68,9 +68,21 @@ def native_logs_silenced():
 
 
 def import_tensorflow_quietly():
-    """Host tools: TensorFlow prints oneDNN/absl banners on import that tell a user nothing."""
-    with native_logs_silenced():
-        import tensorflow  # noqa: F401
+    """Host tools: TensorFlow, imported with its oneDNN/absl banners and C++ INFO lines hidden.
+
+    Called after a command line is parsed (so --help needs no TensorFlow); where TensorFlow is not
+    installed (a board), the error says what to install.
+    """
+    import logging
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        with native_logs_silenced():
+            import tensorflow  # noqa: F401
+    except ImportError:
+        raise RuntimeError("this command runs on the host and needs TensorFlow: pip install 'involution-tflite[host]' "
+                           "(a board needs only invo-bench)") from None
 
 
 class RuntimeUnavailable(RuntimeError):

@@ -13,7 +13,7 @@ from benchmarks.runtime import to_input_dtype
 from benchmarks.tflite_model import TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.export import IO_TYPES, QUANTIZE, ConversionError, to_tflite
-from convert.load import load_model
+from convert.load import load_model, model_kind
 from convert.rewrite import max_difference, rewrite_model
 from involution.layer import STRATEGIES
 
@@ -140,6 +140,12 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
         raise ConversionError(f"--calib-samples must be at least 1, got {calib_samples}")
     if quantize == "int8" and not calib:
         raise ConversionError("int8 needs calibration data (--calib digits|cifar10|FILE.npz|IMAGE_DIR): random data is not calibration")
+    # The input first: a missing or wrong input is the real cause, whatever the output path says.
+    if arch:
+        if not os.path.isfile(model_path):
+            raise ConversionError(f"{model_path}: no such checkpoint file")
+    else:
+        model_kind(model_path)
     output = output or os.path.splitext(model_path.rstrip("/"))[0] + ".tflite"
     _check_output(output, force)
     if report:

@@ -1,23 +1,12 @@
 """invo-convert: a Keras model with involution layers -> a builtin-only, verified .tflite."""
 
-import logging
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ INFO/WARNING lines are not for users
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-from benchmarks.runtime import import_tensorflow_quietly  # noqa: E402
-
-import_tensorflow_quietly()  # before keras: importing it prints oneDNN/absl banners
-
-import click  # noqa: E402
+import click
 
 from benchmarks.errors import cli_errors
+from benchmarks.runtime import import_tensorflow_quietly
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import IO_TYPES, QUANTIZE
-from involution.layer import STRATEGIES
-from involution.models import REDNET_DEPTHS
-from involution.pretrained import INPUT_RANGES
+from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES
 
 
 def format_audit(result):
@@ -99,6 +88,7 @@ def main(model, output, quantize, io, calib, calib_samples, data_dir, strategy, 
     A model that misses the quality gate against Keras on held-out samples (see --min-agreement and
     --max-rel-error) is an error (exit 1) and is left only as NAME.FAILED.tflite.
     """
+    import_tensorflow_quietly()
     from convert.api import convert_model
 
     say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))

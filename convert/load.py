@@ -38,7 +38,8 @@ def _custom_objects(patch_class):
     return objects
 
 
-def _kind(path):
+def model_kind(path):
+    """'savedmodel', 'h5' or 'keras' for a loadable path; ``ModelLoadError`` naming what is wrong otherwise."""
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "saved_model.pb")):
             return "savedmodel"
@@ -104,7 +105,7 @@ def load_model(path, custom_modules=()):
     """(model, kind): a Keras model, or for a SavedModel directory a ``SavedModelFunction``."""
     for module in custom_modules:
         import_custom_module(module)
-    kind = _kind(path)
+    kind = model_kind(path)
     if kind == "savedmodel":
         try:
             return SavedModelFunction(path), kind

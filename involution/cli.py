@@ -1,22 +1,12 @@
 """invo-train: train the seed's CIFAR models or RedNet on a dataset and save them for invo-convert."""
 
-import logging
-import os
+import json
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ INFO/WARNING lines are not for users
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-from benchmarks.runtime import import_tensorflow_quietly  # noqa: E402
-
-import_tensorflow_quietly()  # before keras: importing it prints oneDNN/absl banners
-
-import json  # noqa: E402
-
-import click  # noqa: E402
+import click
 
 from benchmarks.errors import cli_errors
-from involution.models import MODEL_NAMES
-from involution.train import DISTRIBUTE
+from benchmarks.runtime import import_tensorflow_quietly
+from involution.catalog import DISTRIBUTE, MODEL_NAMES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,6 +27,7 @@ from involution.train import DISTRIBUTE
 def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out, distribute, input_size,
          compare, force, quiet):
     """Train an involution (or convolution) classifier and save .h5/.keras, curves and kernel maps."""
+    import_tensorflow_quietly()
     from involution.train import train
 
     import warnings

@@ -28,7 +28,8 @@ import numpy as np
 import keras
 from keras import ops
 
-STRATEGIES = ("shift", "depthwise")
+from involution.catalog import STRATEGIES
+
 GROUP_LAYOUTS = ("interleaved", "contiguous")
 PADDINGS = ("same", "symmetric")
 

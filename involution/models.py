@@ -5,11 +5,7 @@ from keras import layers
 
 from involution.layer import Involution
 
-MODEL_NAMES = ("seed-conv", "seed-involution", "rednet26", "rednet38", "rednet50", "rednet101", "rednet152",
-               "rednet-cifar")
-# Blocks per stage of the official RedNets (d-li14/involution, mmcls RedNet.arch_settings).
-REDNET_DEPTHS = {"rednet26": (1, 2, 4, 1), "rednet38": (2, 3, 5, 2), "rednet50": (3, 4, 6, 3),
-                 "rednet101": (3, 4, 23, 3), "rednet152": (3, 8, 36, 3)}
+from involution.catalog import MODEL_NAMES, REDNET_DEPTHS  # noqa: E402 - re-exported
 _DEFAULT_INPUT = {name: (224, 224, 3) for name in REDNET_DEPTHS}
 
 

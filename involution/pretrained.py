@@ -19,11 +19,11 @@ import re
 
 import numpy as np
 
+from involution.catalog import INPUT_RANGES, REDNET_DEPTHS
 from involution.checkpoint import CheckpointError, load_state_dict
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-INPUT_RANGES = ("normalized", "0-255")
 _BN = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -68,8 +68,6 @@ def _depths(keys):
 
 def read_official(path, arch):
     """(backbone state without prefix, head state or {}) of an official checkpoint for ``arch``; checks depth."""
-    from involution.models import REDNET_DEPTHS
-
     state = load_state_dict(path)
     if any(k.startswith("backbone.") for k in state):
         backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}

@@ -5,22 +5,13 @@
     invo-quantize evaluate MODEL.h5 MODEL_int8.tflite --data digits
 """
 
-import logging
-import os
+import json
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ INFO/WARNING lines are not for users
-logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-from benchmarks.runtime import import_tensorflow_quietly  # noqa: E402
-
-import_tensorflow_quietly()  # before keras: importing it prints oneDNN/absl banners
-
-import json  # noqa: E402
-
-import click  # noqa: E402
+import click
 
 from benchmarks.errors import cli_errors
-from involution.layer import STRATEGIES
+from benchmarks.runtime import import_tensorflow_quietly
+from involution.catalog import STRATEGIES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +32,7 @@ def main():
 @cli_errors
 def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom_module, top, json_path):
     """Per-layer int8 error of MODEL, worst layers first."""
+    import_tensorflow_quietly()
     from benchmarks.files import write_atomic
     from quantize.debug import layer_errors
 
@@ -69,6 +61,7 @@ def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom
 @cli_errors
 def selective(model, output, calib, keep_node, keep_op, io, calib_samples, strategy, data_dir, custom_module, force):
     """int8 MODEL except the named layers or ops, which stay float."""
+    import_tensorflow_quietly()
     from quantize.debug import selective_quantize
 
     v = selective_quantize(model, output, calib, keep_node, keep_op, io, calib_samples, strategy, data_dir,
@@ -87,6 +80,7 @@ def selective(model, output, calib, keep_node, keep_op, io, calib_samples, strat
 @cli_errors
 def evaluate(keras_model, tflite_model, source, samples, data_dir, custom_module):
     """Top-1 accuracy of KERAS_MODEL (float) vs TFLITE_MODEL (e.g. int8) on held-out data, and their agreement."""
+    import_tensorflow_quietly()
     from quantize.evaluate import compare_accuracy
 
     r = compare_accuracy(keras_model, tflite_model, source, samples, data_dir, custom_module)

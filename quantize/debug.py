@@ -6,8 +6,10 @@ ranking metric is the one TF's guide uses: RMSE of the error divided by the
 tensor's quantization scale (about 0.29 for a perfectly uniform rounding error).
 """
 
+import contextlib
 import csv
 import io as _io
+import warnings
 
 import numpy as np
 
@@ -17,6 +19,14 @@ from convert.api import calibration_samples, verify
 from convert.export import compact, representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
+
+
+@contextlib.contextmanager
+def _debugger_quiet():
+    """The debugger runs TF's own tf.lite.Interpreter, which warns that it is deprecated: not the user's concern."""
+    with native_logs_silenced(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        yield
 
 
 def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules):
@@ -39,7 +49,7 @@ def layer_errors(model_path, calib, calib_samples=100, strategy="shift", data_di
     options = tf.lite.experimental.QuantizationDebugOptions(
         layer_debug_metrics={"mean_abs_error": lambda diff: float(np.mean(np.abs(diff)))})
     with tflite_converter(model, "int8", "float32", cal) as conv:
-        with native_logs_silenced():  # the converter's and TF interpreter's C++ lines
+        with _debugger_quiet():  # the converter's and TF interpreter's C++ lines, its deprecation warning
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=representative_dataset(cal[:debug_samples]), debug_options=options)
             debugger.run()
@@ -78,7 +88,7 @@ def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_nodes=list(keep_nodes) or None, denylisted_ops=[o.upper() for o in keep_ops] or None)
     with tflite_converter(model, "int8", io, cal) as conv:
-        with native_logs_silenced():
+        with _debugger_quiet():
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=representative_dataset(cal[:8]), debug_options=options)
             flat = compact(debugger.get_nondebug_quantized_model())

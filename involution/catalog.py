@@ -1,0 +1,11 @@
+"""The names the command lines offer, importable without Keras or TensorFlow (so that --help is instant)."""
+
+STRATEGIES = ("shift", "depthwise")
+MODEL_NAMES = ("seed-conv", "seed-involution", "rednet26", "rednet38", "rednet50", "rednet101", "rednet152",
+               "rednet-cifar")
+# Blocks per stage of the official RedNets (d-li14/involution, mmcls RedNet.arch_settings).
+REDNET_DEPTHS = {"rednet26": (1, 2, 4, 1), "rednet38": (2, 3, 5, 2), "rednet50": (3, 4, 6, 3),
+                 "rednet101": (3, 4, 23, 3), "rednet152": (3, 8, 36, 3)}
+DISTRIBUTE = ("default", "mirrored", "multi-worker")
+# What the input of a model built from an official checkpoint takes (involution.pretrained).
+INPUT_RANGES = ("normalized", "0-255")

@@ -1,0 +1,46 @@
+"""Every command line: --help without TensorFlow, inputs checked before outputs, host tools on a board."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import LEGACY_VENV, ROOT, assert_one_line_error, run_cli
+
+HOST_CLIS = ["convert.cli", "quantize.cli", "involution.cli"]
+
+
+@pytest.mark.parametrize("module", HOST_CLIS + ["benchmarks.cli"])
+def test_help_imports_no_tensorflow(module):
+    """TensorFlow takes seconds to import: --help must not need it (it is imported after parsing)."""
+    code = (f"import sys\nsys.argv = ['prog', '--help']\nimport {module} as m\n"
+            "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
+            "print('TF-IMPORTED' if 'tensorflow' in sys.modules or 'keras' in sys.modules else 'TF-FREE')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout and proc.stdout.strip().endswith("TF-FREE"), proc.stdout[-300:]
+
+
+@pytest.mark.parametrize("module,args", [("convert.cli", ["m.keras"]), ("quantize.cli", ["debug", "m.keras", "--calib", "digits"]),
+                                         ("involution.cli", ["--epochs", "1"])])
+def test_host_tools_on_a_board_say_what_to_install(tmp_path, module, args):
+    """The legacy venv (tflite-runtime, no TensorFlow): one Error line naming the host extras, no traceback."""
+    python = os.path.join(LEGACY_VENV, "bin", "python")
+    if not os.path.exists(python):
+        pytest.fail("the legacy venv is missing: run scripts/setup.sh")
+    (tmp_path / "m.keras").write_bytes(b"PK")
+    argv = [str(tmp_path / a) if a.endswith(".keras") else a for a in args]
+    proc = subprocess.run([python, "-m", module, *argv], capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert_one_line_error(proc, "needs TensorFlow", "pip install")
+
+
+def test_the_input_is_checked_before_the_output(tmp_path):
+    """A missing input is the cause even when the output directory is missing too; a .tflite input is named."""
+    proc = run_cli("convert.cli", str(tmp_path / "missing.keras"), "-o", str(tmp_path / "nodir" / "x.tflite"))
+    assert_one_line_error(proc, "missing.keras: no such file")
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 32)
+    proc = run_cli("convert.cli", str(tmp_path / "m.tflite"))  # the default output is the input itself
+    assert_one_line_error(proc, "already a TFLite model")
