@@ -14,11 +14,10 @@ import warnings
 
 import numpy as np
 
+from involution.catalog import DISTRIBUTE
 from involution.data import SPLIT_SEED, load_dataset
 from involution.layer import Involution
 from involution.models import MODEL_NAMES, build_model
-
-DISTRIBUTE = ("default", "mirrored", "multi-worker")
 
 
 class TrainError(ValueError):
@@ -35,6 +34,19 @@ def _distribute_strategy(name):
     if name == "multi-worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise TrainError(f"unknown --strategy {name!r}; choose one of: {', '.join(DISTRIBUTE)}")
+
+
+def is_chief():
+    """True unless TF_CONFIG names this process a worker other than the chief (worker 0 when none is named)."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        raise TrainError("TF_CONFIG is not valid JSON") from None
+    task = config.get("task") or {}
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind in (None, "chief"):
+        return True
+    return kind == "worker" and index == 0 and "chief" not in (config.get("cluster") or {})
 
 
 def _summary(model):
@@ -90,7 +102,9 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
     if not learning_rate > 0:
         raise TrainError(f"--learning-rate must be positive, got {learning_rate}")
     out = os.path.abspath(out)
-    if os.path.exists(out) and os.listdir(out) and not force:
+    # Multi-worker: every worker trains (and saves, as the strategy needs), only the chief keeps the outputs.
+    chief = distribute != "multi-worker" or is_chief()
+    if chief and os.path.exists(out) and os.listdir(out) and not force:
         raise TrainError(f"{out} exists and is not empty; pass --force to replace it")
 
     data = load_dataset(dataset, input_shape or (32, 32, 3), data_dir=data_dir)
@@ -100,8 +114,9 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
 
     names = ["seed-conv", model] if compare and model != "seed-conv" else [model]
     parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".train-", dir=parent)
+    if chief:
+        os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".train-", dir=parent if chief else None)
     try:
         results, histories = {}, {}
         for name in names:
@@ -138,6 +153,9 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
                        "split": {"rule": "involution.data.split_indices" if dataset != "cifar10" else "CIFAR-10 test batch",
                                  "split_seed": SPLIT_SEED, "train": len(data.x_train), "validation": len(data.x_val)}},
                       f, indent=2)
+        if not chief:
+            shutil.rmtree(tmp)
+            return results
         if os.path.exists(out):
             shutil.rmtree(out)
         os.replace(tmp, out)

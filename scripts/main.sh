@@ -7,7 +7,7 @@ bash scripts/setup.sh
 export VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-/usr/lib/chromium/vk_swiftshader_icd.json}
 OUT=${OUT:-runs/demo}
 mkdir -p "$OUT"
-invo-train --model seed-involution --compare --dataset digits --epochs "${EPOCHS:-30}" --out "$OUT/train" --force --quiet
+invo-train --model seed-involution --compare --dataset digits --epochs "${EPOCHS:-30}" --out "$OUT/train" --force
 for m in seed-involution seed-conv; do
   invo-convert "$OUT/train/$m/model.keras" -o "$OUT/$m-int8.tflite" --quantize int8 --calib digits \
     --report "$OUT/$m-int8.json" --force

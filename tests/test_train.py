@@ -69,3 +69,43 @@ def test_bad_data_files(tmp_path):
         proc = run_cli("involution.cli", "--dataset", str(tmp_path / name), "--out", str(tmp_path / "o"), "--epochs", "1")
         assert_one_line_error(proc, needle)
     assert not (tmp_path / "o").exists()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_training_runs_and_only_the_chief_writes(tmp_path):
+    """Two invo-train workers on localhost with TF_CONFIG: one epoch each, both finish, worker 0 (the chief)
+    alone writes its outputs, and the saved model converts."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from convert.api import convert_model
+
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+                   PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "involution.cli", "--model", "seed-involution", "--epochs", "1", "--batch-size", "64",
+             "--strategy", "multi-worker", "--out", str(tmp_path / f"worker{i}"), "--quiet"],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        outs = [p.communicate(timeout=420) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    assert (tmp_path / "worker0" / "model.keras").exists() and (tmp_path / "worker0" / "results.json").exists()
+    assert not (tmp_path / "worker1").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".train-")]
+    r = convert_model(str(tmp_path / "worker0" / "model.keras"), str(tmp_path / "w.tflite"), gpu=False)
+    assert r["verify"]["max_rel_error"] < 1e-4 and r["xnnpack"]["fully_delegated"]
