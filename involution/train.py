@@ -66,16 +66,61 @@ def fit(model_name, data, epochs, batch_size, learning_rate, seed, distribute="d
     import keras
 
     keras.utils.set_random_seed(seed)
-    with _distribute_strategy(distribute).scope():
+    strategy = _distribute_strategy(distribute)
+    with strategy.scope():
         model = build_model(model_name, input_shape=data.input_shape, num_classes=data.num_classes)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
+    if distribute == "multi-worker":
+        return model, _fit_multi_worker(model, strategy, data, epochs, batch_size, seed, verbose)
     hist = model.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs,
                      validation_data=(data.x_val, data.y_val), shuffle=True, verbose=verbose)
     return model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def _fit_multi_worker(model, strategy, data, epochs, batch_size, seed, verbose):
+    """The training loop for MultiWorkerMirroredStrategy, which Keras 3's ``fit`` does not run
+    (keras-team/keras#20585): each step on every worker's shard of the global batch, gradients
+    all-reduced by the strategy; validation on the whole validation part, as ``fit`` reports it."""
+    import tensorflow as tf
+
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
+    ds = ds.shuffle(len(data.x_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    batches = strategy.experimental_distribute_dataset(ds)
+    optimizer = model.optimizer
+
+    @tf.function
+    def step(x, y):
+        def replica(x, y):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                per_sample = loss_fn(y, logits)
+                loss = tf.nn.compute_average_loss(per_sample, global_batch_size=batch_size)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            hits = tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)), tf.float32)
+            return tf.reduce_sum(per_sample), tf.reduce_sum(hits), tf.cast(tf.size(y), tf.float32)
+
+        return [strategy.reduce("SUM", v, axis=None) for v in strategy.run(replica, args=(x, y))]
+
+    hist = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    for epoch in range(epochs):
+        total = np.zeros(3)
+        for x, y in batches:
+            total += [float(v) for v in step(x, y)]
+        logits = model.predict(data.x_val, verbose=0, batch_size=256)
+        val_loss = float(np.mean(loss_fn(data.y_val, logits)))
+        val_acc = float(np.mean(np.argmax(logits, -1) == data.y_val))
+        for key, value in zip(hist, (total[0] / total[2], total[1] / total[2], val_loss, val_acc)):
+            hist[key].append(float(value))
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs} - loss: {hist['loss'][-1]:.4f} - accuracy: {hist['accuracy'][-1]:.4f}"
+                  f" - val_loss: {val_loss:.4f} - val_accuracy: {val_acc:.4f}", flush=True)
+    return hist
 
 
 def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, learning_rate=1e-3,
