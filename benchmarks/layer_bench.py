@@ -9,6 +9,7 @@ the timing itself is ``benchmarks.bench`` on ai-edge-litert, as on a device.
 import argparse
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -115,7 +116,9 @@ def flex_facts(tmp):
 
     for name, make in (("tf.lite.Interpreter", tf.lite.Interpreter), ("ai_edge_litert Interpreter", Interpreter)):
         try:
-            it = make(model_path=path)
+            with warnings.catch_warnings():  # tf.lite.Interpreter is asked on purpose: it warns it is deprecated
+                warnings.simplefilter("ignore")
+                it = make(model_path=path)
             it.allocate_tensors()
             facts[name] = "ran (unexpected)"
         except Exception as exc:  # noqa: BLE001 - recorded

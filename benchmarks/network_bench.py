@@ -25,7 +25,9 @@ from benchmarks.bench import benchmark, machine_description, spread
 from benchmarks.files import write_atomic
 from benchmarks.tflite_model import TFLiteModel
 
-NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution")
+NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
+            "rednet50-without-involution")
+SKELETON = "-without-involution"
 # Published ImageNet top-1 (%), not measured here: RedNets from the official repository's table
 # (github.com/d-li14/involution, README), the Keras architectures from the Keras Applications table
 # (keras.io/api/applications) for the weights Keras ships.
@@ -59,15 +61,16 @@ def build_network(name, input_size=224, weights=None):
     from involution.models import build_model
 
     shape = (input_size, input_size, 3)
-    if name == "rednet26-without-involution":
-        # The floor under RedNet-26: its skeleton with every involution removed (identity, or a 2x2
+    if name.endswith(SKELETON):
+        # The floor under a RedNet: its skeleton with every involution removed (identity, or a 2x2
         # average pool where it strides), as in the issue that asked for this benchmark.
         from involution.models import REDNET_DEPTHS, rednet
 
         def no_involution(channels, kernel_size, stride, name, strategy):
             return keras.layers.AveragePooling2D(stride, name=name) if stride > 1 else keras.layers.Identity(name=name)
 
-        return rednet(REDNET_DEPTHS["rednet26"], shape, 1000, name="rednet26_skeleton", involution=no_involution)
+        base = name[: -len(SKELETON)]
+        return rednet(REDNET_DEPTHS[base], shape, 1000, name=f"{base}_skeleton", involution=no_involution)
     if name == "resnet50":
         return keras.applications.ResNet50(weights=None, input_shape=shape)
     if name == "mobilenetv2":
@@ -233,9 +236,10 @@ def ratio_lines(result):
                 if (name, dtype) in ms:
                     out.append(f"- {name} / resnet50, {dtype}: {ms[name, dtype] / base:.2f}x")
     for dtype in ("float32", "int8"):
-        base, floor = ms.get(("resnet50", dtype)), ms.get(("rednet26-without-involution", dtype))
-        if base and floor:
-            out.append(f"- floor: RedNet-26 without its involutions / resnet50, {dtype}: {floor / base:.2f}x")
+        for name in ("rednet26", "rednet50"):
+            base, floor = ms.get(("resnet50", dtype)), ms.get((name + SKELETON, dtype))
+            if base and floor:
+                out.append(f"- floor: {name} without its involutions / resnet50, {dtype}: {floor / base:.2f}x")
     for name in ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2"):
         if (name, "float32") in ms and (name, "int8") in ms:
             out.append(f"- {name} int8 speed-up over float32: {ms[name, 'float32'] / ms[name, 'int8']:.2f}x")
@@ -270,7 +274,8 @@ def plot(result, path):
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=dtype)
         for x, y, name in pts:
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.set_xlabel(f"latency, ms ({t} thread, {result['info']['runtime']})")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency, ms, log scale ({t} thread, {result['info']['runtime']})")
     ax.set_ylabel("published ImageNet top-1, % (not measured here)")
     ax.set_title(f"CPU latency vs published accuracy ({result['info']['input_size']}px)", fontsize=10)
     ax.legend()

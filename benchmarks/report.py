@@ -72,7 +72,8 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
     for name, keras_path in paths.items():
         for quant in ("none", "int8"):
             target = os.path.join(out, f"{name}_{'int8' if quant == 'int8' else 'float32'}.tflite")
-            conv = convert_model(keras_path, target, quantize=quant, calib="digits", force=True, gpu=False)
+            conv = convert_model(keras_path, target, quantize=quant, calib="digits", force=True, gpu=False,
+                                 verify_samples=100_000)  # every validation sample
             rows.append({"model": name, "dtype": "int8" if quant == "int8" else "float32", "file": target,
                          "file_kb": os.path.getsize(target) / 1024, "params": conv["audit"]["parameters"],
                          "top1": conv["verify"].get("top1_tflite"), "top1_keras": conv["verify"].get("top1_keras"),

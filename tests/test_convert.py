@@ -45,6 +45,8 @@ def test_seed_involution_to_int8_as_a_user_runs_it(trained_seed, tmp_path):
     v = r["verify"]
     assert v["samples"] > 100
     assert abs(v["top1_keras"] - v["top1_tflite"]) <= 0.01 + 1e-9, v
+    assert r["xnnpack"]["fully_delegated"] and r["quality_gate"]["passed"], r["xnnpack"]
+    assert "XNNPACK: all" in proc.stdout
     assert_gpu_ok(r)
 
 
@@ -56,6 +58,7 @@ def test_seed_conv_float_modes(trained_seed, tmp_path, quantize):
     assert r["audit"]["builtin_only"] and r["audit"]["inputs"][0]["dtype"] == "FLOAT32"
     tol = {"none": 1e-5, "float16": 1e-2, "dynamic": 5e-2}[quantize]
     assert r["verify"]["max_rel_error"] <= tol, r["verify"]
+    assert r["xnnpack"]["fully_delegated"], r["xnnpack"]
     assert_gpu_ok(r)
 
 

@@ -201,3 +201,17 @@ def test_deeper_rednets_have_the_papers_parameter_counts(name, paper):
     model = build_model(name, (SIZE, SIZE, 3))
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert abs(trainable - paper) / paper < 0.01, trainable
+
+
+def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
+    """python -m benchmarks.network_bench --weights rednet26=FILE builds the network from the checkpoint."""
+    _, ck = checkpoints
+    out = tmp_path / "nb"
+    proc = run_cli("benchmarks.network_bench", "--networks", "rednet26", "--weights", f"rednet26={ck['rednet26'][1]}",
+                   "--input-size", str(SIZE), "--dtypes", "float32", "--threads", "1", "--rounds", "1", "--num_runs", "2",
+                   "--no-layers", "--no-gpu-check", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((out / "network_bench.json").read_text())["networks"]
+    assert rows[0]["weights"] == str(ck["rednet26"][1]) and rows[0]["xnnpack"]["fully_delegated"]
+    assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and rows[0]["ms_1t"]["median"] > 0
+    assert "rednet26" in (out / "network_bench.md").read_text() and (out / "latency_vs_top1.png").exists()
