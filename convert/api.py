@@ -1,5 +1,6 @@
 """``convert_model``: Keras file -> verified, audited .tflite (the library behind invo-convert)."""
 
+import contextlib
 import json
 import os
 import time
@@ -190,7 +191,13 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
 
     say(f"converting ({quantize})")
     representative = None if cal_x is None else [s[None] for s in cal_x]
-    flat = to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress is not None)
+    lowering = contextlib.nullcontext()
+    if custom_modules:  # the user's own classes keep their code: their extract_patches is lowered to builtins
+        from convert.lowering import builtin_extract_patches
+
+        lowering = builtin_extract_patches()
+    with lowering:
+        flat = to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress is not None)
     info = TFLiteModel(flat, output)
     bad = [t.name or f"tensor {i}" for i, t in enumerate(info.main["tensors"]) if not np.isfinite(t.scale)]
     if bad:  # the runtimes abort the process on such a model
@@ -204,6 +211,9 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
     try:
         result["convert_seconds"] = time.perf_counter() - t0
         result["audit"] = info.summary()
+        if info.max_rank > 4:
+            result.setdefault("notes", []).append(
+                f"a tensor of rank {info.max_rank} remains (the model's own reshapes): the mobile GPU takes at most 4-D")
         failures = []
         if not info.flex_ops:
             result["xnnpack"] = xnnpack_coverage(staged)

@@ -17,6 +17,8 @@ def format_audit(result):
              f"{'builtin ops only' if a['builtin_only'] else 'NOT builtin-only'}"]
     if result.get("input_expects"):
         lines.append(f"  input: {result['input_expects']}")
+    for note in result.get("notes", []):
+        lines.append(f"  note: {note}")
     for r in result["rewritten"]:
         lines.append(f"  rewritten  {r}")
     lines.append(f"  {'op':<24}{'count':>6}")
