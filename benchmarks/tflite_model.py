@@ -1,81 +1,36 @@
-"""Reads a .tflite flatbuffer with the standard library alone: ops, tensors, sizes.
+"""Reads a .tflite flatbuffer with the maintained ``tflite`` package (pure Python, on ``flatbuffers``): ops,
+tensors, sizes.
 
-A board has no TensorFlow and the interpreter cannot even open a Flex model,
-so the op audit reads the file itself (schema: tensorflow/lite/schema/schema.fbs).
+A board has no TensorFlow and the interpreter cannot even open a Flex model, so the op audit reads the file
+itself; ``tflite`` is the schema's generated reader and runs wherever numpy does (tflite-runtime boards too).
 """
 
 import collections
 import os
 import struct
 
-from benchmarks._schema import BUILTIN_OPS, TENSOR_TYPES
+import tflite
 
-CUSTOM_OP = 32  # BuiltinOperator.CUSTOM
+CUSTOM_OP = tflite.BuiltinOperator.CUSTOM
+BUILTIN_OPS = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+TENSOR_TYPES = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
 
 
 class ModelFormatError(ValueError):
     """The file is not a readable TFLite model."""
 
 
-class _Table:
-    """A flatbuffer table at ``pos`` in ``buf``."""
-
-    def __init__(self, buf, pos):
-        self.buf, self.pos = buf, pos
-        vt = pos - struct.unpack_from("<i", buf, pos)[0]
-        self.vt_len = struct.unpack_from("<H", buf, vt)[0]
-        self.vt = vt
-
-    def _field(self, i):
-        off = 4 + 2 * i
-        if off >= self.vt_len:
-            return 0
-        return struct.unpack_from("<H", self.buf, self.vt + off)[0]
-
-    def scalar(self, i, fmt, default=0):
-        off = self._field(i)
-        return struct.unpack_from("<" + fmt, self.buf, self.pos + off)[0] if off else default
-
-    def _vector(self, i):
-        off = self._field(i)
-        if not off:
-            return None, 0
-        p = self.pos + off
-        p += struct.unpack_from("<I", self.buf, p)[0]
-        return p + 4, struct.unpack_from("<I", self.buf, p)[0]
-
-    def vector(self, i, fmt):
-        start, n = self._vector(i)
-        if start is None:
-            return []
-        size = struct.calcsize("<" + fmt)
-        if start + n * size > len(self.buf):
-            raise ModelFormatError("vector runs past the end of the file")
-        return list(struct.unpack_from(f"<{n}{fmt}", self.buf, start))
-
-    def vector_len(self, i):
-        return self._vector(i)[1]
-
-    def tables(self, i):
-        start, n = self._vector(i)
-        if start is None:
-            return []
-        return [_Table(self.buf, start + 4 * k + struct.unpack_from("<I", self.buf, start + 4 * k)[0]) for k in range(n)]
-
-    def string(self, i):
-        start, n = self._vector(i)
-        return None if start is None else bytes(self.buf[start : start + n]).decode("utf-8", "replace")
+def _ints(array_or_zero):
+    """The generated ``...AsNumpy()`` accessors return 0 for an absent vector."""
+    return [] if isinstance(array_or_zero, int) else [int(v) for v in array_or_zero]
 
 
 def _quantization(tensor):
     """(first scale, first zero point) of a tensor, or (0.0, 0) when it is not quantized."""
-    off = tensor._field(4)
-    if not off:
+    q = tensor.Quantization()
+    if q is None or not q.ScaleLength():
         return 0.0, 0
-    p = tensor.pos + off
-    q = _Table(tensor.buf, p + struct.unpack_from("<I", tensor.buf, p)[0])
-    scales, zeros = q.vector(2, "f"), q.vector(3, "q")
-    return (scales[0] if scales else 0.0), (zeros[0] if zeros else 0)
+    return float(q.Scale(0)), (int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0)
 
 
 Tensor = collections.namedtuple("Tensor", "name shape dtype constant_size scale zero_point")
@@ -90,8 +45,8 @@ class TFLiteModel:
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ModelFormatError(f"{path or 'buffer'}: not a TFLite model (no TFL3 identifier)")
         try:
-            self._parse(memoryview(data))
-        except (struct.error, IndexError) as exc:
+            self._parse(bytes(data))
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError, struct.error) as exc:
             raise ModelFormatError(f"{path or 'buffer'}: corrupt or truncated TFLite model ({exc})") from None
 
     @classmethod
@@ -102,26 +57,35 @@ class TFLiteModel:
             return cls(f.read(), path)
 
     def _parse(self, buf):
-        root = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
-        codes = []
-        for oc in root.tables(1):
-            code = max(oc.scalar(0, "b"), oc.scalar(3, "i"))
-            codes.append(oc.string(1) if code == CUSTOM_OP else BUILTIN_OPS.get(code, f"BUILTIN_{code}"))
-        self.custom_codes = {c for c, oc in zip(codes, root.tables(1)) if max(oc.scalar(0, "b"), oc.scalar(3, "i")) == CUSTOM_OP}
-        buffer_sizes = [b.vector_len(0) or b.scalar(2, "Q") for b in root.tables(4)]
+        root = tflite.Model.GetRootAsModel(buf, 0)
+        codes, self.custom_codes = [], set()
+        for i in range(root.OperatorCodesLength()):
+            oc = root.OperatorCodes(i)
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            if code == CUSTOM_OP:
+                name = (oc.CustomCode() or b"").decode("utf-8", "replace")
+                self.custom_codes.add(name)
+            else:
+                name = BUILTIN_OPS.get(code, f"BUILTIN_{code}")
+            codes.append(name)
+        buffers = [root.Buffers(b) for b in range(root.BuffersLength())]
+        buffer_sizes = [b.DataLength() or b.Size() for b in buffers]
         self.subgraphs = []
-        for sg in root.tables(2):
+        for s in range(root.SubgraphsLength()):
+            sg = root.Subgraphs(s)
             tensors = []
-            for t in sg.tables(0):
-                b = t.scalar(2, "I")
+            for i in range(sg.TensorsLength()):
+                t = sg.Tensors(i)
+                b = t.Buffer()
                 scale, zero = _quantization(t)
-                tensors.append(Tensor(t.string(3) or "", tuple(t.vector(0, "i")),
-                                      TENSOR_TYPES.get(t.scalar(1, "b"), "UNKNOWN"),
+                tensors.append(Tensor((t.Name() or b"").decode("utf-8", "replace"), tuple(_ints(t.ShapeAsNumpy())),
+                                      TENSOR_TYPES.get(t.Type(), "UNKNOWN"),
                                       buffer_sizes[b] if 0 < b < len(buffer_sizes) else 0, scale, zero))
-            operators = sg.tables(3)
-            self.subgraphs.append({"tensors": tensors, "inputs": sg.vector(1, "i"), "outputs": sg.vector(2, "i"),
-                                   "ops": [codes[op.scalar(0, "I")] for op in operators],
-                                   "op_io": [(op.vector(1, "i"), op.vector(2, "i")) for op in operators]})
+            operators = [sg.Operators(o) for o in range(sg.OperatorsLength())]
+            self.subgraphs.append({"tensors": tensors, "inputs": _ints(sg.InputsAsNumpy()),
+                                   "outputs": _ints(sg.OutputsAsNumpy()),
+                                   "ops": [codes[op.OpcodeIndex()] for op in operators],
+                                   "op_io": [(_ints(op.InputsAsNumpy()), _ints(op.OutputsAsNumpy())) for op in operators]})
         if not self.subgraphs:
             raise ModelFormatError(f"{self.path or 'buffer'}: the model has no subgraph")
 

@@ -17,10 +17,10 @@ fi
 "$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
 
 # A legacy board: tflite-runtime 2.14 with numpy<2, no TensorFlow, and this package's benchmarks.
-if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tflite_runtime, click, benchmarks" 2>/dev/null; then
+if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tflite_runtime, tflite, click, benchmarks" 2>/dev/null; then
   rm -rf .venv-legacy
   "$PY" -m venv .venv-legacy
-  .venv-legacy/bin/pip install -q --disable-pip-version-check "tflite-runtime==2.14.0" "numpy<2" "click>=8"
+  .venv-legacy/bin/pip install -q --disable-pip-version-check "tflite-runtime==2.14.0" "numpy<2" "click>=8" "tflite>=2.18"
 fi
 .venv-legacy/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall --no-build-isolation . 2>/dev/null \
   || .venv-legacy/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall .
