@@ -149,10 +149,10 @@ def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, 
     out = os.path.abspath(out)
     # Multi-worker: every worker trains (and saves, as the strategy needs), only the chief keeps the outputs.
     chief = distribute != "multi-worker" or is_chief()
+    data = load_dataset(dataset, input_shape or (32, 32, 3), data_dir=data_dir)  # the input before the output
     if chief and os.path.exists(out) and os.listdir(out) and not force:
         raise TrainError(f"{out} exists and is not empty; pass --force to replace it")
 
-    data = load_dataset(dataset, input_shape or (32, 32, 3), data_dir=data_dir)
     if data.y_train.max() >= data.num_classes or data.y_val.max() >= data.num_classes:
         raise TrainError(f"labels out of range for {data.num_classes} classes")
     tf.config.experimental.enable_op_determinism()

@@ -80,6 +80,9 @@ def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io
 
     import tensorflow as tf
 
+    from convert.load import model_kind
+
+    model_kind(model_path)  # the input first: a missing model is the cause, whatever the output path says
     if os.path.exists(output) and not force:
         raise ValueError(f"{output}: exists; pass --force to overwrite")
     if not keep_nodes and not keep_ops:

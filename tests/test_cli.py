@@ -44,3 +44,16 @@ def test_the_input_is_checked_before_the_output(tmp_path):
     (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 32)
     proc = run_cli("convert.cli", str(tmp_path / "m.tflite"))  # the default output is the input itself
     assert_one_line_error(proc, "already a TFLite model")
+
+
+def test_train_and_quantize_check_their_input_first(tmp_path):
+    """An existing output without --force is not the error when the input is missing."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "f").write_text("x")
+    proc = run_cli("involution.cli", "--dataset", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "out"),
+                   "--epochs", "1")
+    assert_one_line_error(proc, "missing.npz")
+    (tmp_path / "o.tflite").write_bytes(b"x")
+    proc = run_cli("quantize.cli", "selective", str(tmp_path / "missing.keras"), "-o", str(tmp_path / "o.tflite"),
+                   "--calib", "digits", "--keep-op", "MUL")
+    assert_one_line_error(proc, "missing.keras: no such file")
