@@ -4,6 +4,7 @@ import contextlib
 import os
 import re
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -126,7 +127,9 @@ def run_converter(conv):
     from benchmarks.runtime import native_logs_silenced
 
     try:
-        with native_logs_silenced():
+        with native_logs_silenced(), warnings.catch_warnings():
+            # Calibrating by signature, the converter itself opens tf.lite.Interpreter, which warns it is deprecated.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
             flat = conv.convert()
     except Exception as exc:  # the converter reports unsupported ops as ConverterError
         text = str(exc)
