@@ -16,14 +16,12 @@ stride-1 layer of the same input) next to a DepthwiseConv2D of the same shape an
 import argparse
 import json
 import os
-import statistics
 import time
 
 import numpy as np
 
 from benchmarks.bench import benchmark, machine_description, spread
 from benchmarks.files import write_atomic
-from benchmarks.tflite_model import TFLiteModel
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
@@ -211,7 +209,7 @@ def markdown(result):
                      + (f"{top1}% ({src})" if top1 else "-") + " |")
     lines += [""] + ratio_lines(result)
     if result["layers"]:
-        lines += ["", f"Involution layers of RedNet at 224x224, 1 thread, ms (median, min-max over rounds); the floor "
+        lines += ["", "Involution layers of RedNet at 224x224, 1 thread, ms (median, min-max over rounds); the floor "
                   "is the layer's K*K MULs and K*K-1 ADDs alone (no slices, no kernel generation):", "",
                   "| layer | dtype | involution | DepthwiseConv2D, same shape and stride | involution / depthwise "
                   "| MUL+ADD floor |", "|---|---|---|---|---|---|"]

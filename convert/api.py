@@ -156,9 +156,9 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
     t0 = time.perf_counter()
     image_rule = None
     if arch:
-        model, kind = _official_model(model_path, arch, input_size, input_range, strategy), "checkpoint"
         from involution import pretrained
 
+        model, kind = _official_model(model_path, arch, input_size, input_range, strategy), "checkpoint"
         image_rule = pretrained.image_rule(input_range)
     else:
         if input_range:
@@ -167,9 +167,7 @@ def convert_model(model_path, output=None, quantize="none", io="int8", calib=Non
     result = {"input": model_path, "output": output, "format": kind, "quantize": quantize,
               "io": io if quantize == "int8" else "float32", "strategy": strategy, "rewritten": []}
     if arch:
-        from involution.pretrained import describe_input
-
-        result["arch"], result["input_expects"] = arch, describe_input(input_range, input_size)
+        result["arch"], result["input_expects"] = arch, pretrained.describe_input(input_range, input_size)
     if kind == "savedmodel":
         keras_model, input_shape = model, model.input_shape
     else:
