@@ -159,6 +159,9 @@ def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3,
 
     layer_rows = []
     if layers:
+        from benchmarks.xnnpack_check import xnnpack_coverage
+        from convert.export import to_tflite
+
         layer_jobs = []
         for label, h, c, k, s in LAYER_CONFIGS:
             for kind in ("involution", "depthwise", "mul-add floor"):
@@ -167,15 +170,11 @@ def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3,
                     path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{kind.replace(' ', '_')}_{dtype}.tflite")
                     rng = np.random.default_rng(1)
                     rep = [rng.standard_normal((1, *model.inputs[0].shape[1:])).astype(np.float32) for _ in range(4)]
-                    from convert.export import to_tflite
-
                     write_atomic(path, to_tflite(model, "int8" if dtype == "int8" else "none", "int8",
                                                  rep if dtype == "int8" else None))
                     layer_jobs.append(((label, kind, dtype), path))
         ltimes = _time(layer_jobs, rounds, num_runs, threads[:1])
         for (label, kind, dtype), path in layer_jobs:
-            from benchmarks.xnnpack_check import xnnpack_coverage
-
             layer_rows.append({"layer": label, "kind": kind, "dtype": dtype,
                                "ms": spread(ltimes[(label, kind, dtype), threads[0]]),
                                "xnnpack_full": xnnpack_coverage(path)["fully_delegated"]})

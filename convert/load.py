@@ -12,6 +12,7 @@ import zipfile
 
 from involution.layer import Involution
 from involution.reference import InvolutionReference, KerasIoInvolution, NotebookInvolution
+from involution.reference import _PatchInvolution as _PatchLike
 
 
 class ModelLoadError(ValueError):
@@ -256,9 +257,6 @@ def _set_by_role(layer, groups):
         bias = arrays[1] if len(arrays) == 2 else np.zeros(arrays[0].shape[-1], np.float32)
         conv.set_weights([arrays[0], bias])
     bn.set_weights(roles["bn"])
-
-
-from involution.reference import _PatchInvolution as _PatchLike  # noqa: E402
 
 
 __all__ = ["Involution", "ModelLoadError", "SavedModelFunction", "load_model", "import_custom_module"]
