@@ -50,8 +50,12 @@ def _model(kind, h, c, k, g, r):
         layer = keras.layers.DepthwiseConv2D(k, padding="same")
     else:
         layer = Involution(channel=c, group_number=g, kernel_size=k, reduction_ratio=r, strategy=kind)
-    model = keras.Model(inp, layer(inp))
-    rng = np.random.default_rng(0)
+    return random_weights(keras.Model(inp, layer(inp)))
+
+
+def random_weights(model, seed=0):
+    """Non-trivial weights (BatchNorm variances near 1): timing does not depend on them, the int8 scales do."""
+    rng = np.random.default_rng(seed)
     for w in model.weights:
         w.assign((rng.standard_normal(w.shape) * 0.3 + ("variance" in w.path)).astype(np.float32))
     return model

@@ -22,6 +22,7 @@ import numpy as np
 
 from benchmarks.bench import benchmark, machine_description, spread
 from benchmarks.files import write_atomic
+from benchmarks.layer_bench import _floor_model, random_weights
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
@@ -84,8 +85,6 @@ def _layer_model(h, c, k, stride, kind):
     from involution import Involution
 
     if kind == "mul-add floor":  # the aggregation's K*K MULs and K*K-1 ADDs alone, at the output size
-        from benchmarks.layer_bench import _floor_model
-
         return _floor_model(-(-h // stride), c, k, c // 16)
     inp = keras.Input((h, h, c))
     if kind == "involution":
@@ -93,11 +92,7 @@ def _layer_model(h, c, k, stride, kind):
                            group_layout="contiguous", padding="symmetric", bn_epsilon=1e-5)
     else:
         layer = keras.layers.DepthwiseConv2D(k, strides=stride, padding="same")
-    model = keras.Model(inp, layer(inp))
-    rng = np.random.default_rng(0)
-    for w in model.weights:
-        w.assign((rng.standard_normal(w.shape) * 0.3 + ("variance" in w.path)).astype(np.float32))
-    return model
+    return random_weights(keras.Model(inp, layer(inp)))
 
 
 def _convert(model, path, quantize, calib, gpu, verify_samples):
