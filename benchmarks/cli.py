@@ -1,7 +1,6 @@
 """invo-bench: size and latency of .tflite models on this device's CPU and GPU (no TensorFlow needed).
 
     invo-bench model.tflite [more.tflite ...] [--num_threads 2] [--use_gpu] [--json out.json]
-    invo-bench report [...]      # the deployment report (host side; needs the host extras)
 """
 
 import csv
@@ -11,8 +10,8 @@ import sys
 
 import click
 
-from benchmarks.errors import cli_errors
-from benchmarks.files import write_atomic
+from benchmarks.plumbing import cli_errors
+from benchmarks.plumbing import write_atomic
 from benchmarks.runtime import RUNTIMES
 
 COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator", "accel", "{}"),
@@ -30,7 +29,8 @@ def format_table(results):
         rows.append([fmt.format(os.path.basename(r[k]) if k == "model" else r[k]) if r.get(k) is not None else "-"
                      for k, _, fmt in COLUMNS])
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(cell.rjust(width) if col else cell.ljust(width)  # the model name left-aligned, figures right
+                       for col, (cell, width) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -68,7 +68,8 @@ def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_sec
           use_xnnpack, delegate, require_full_delegation, input_file, json_path, csv_path, quiet):
     """Benchmark one or more .tflite MODELS in the vocabulary of TFLite's benchmark_model.
 
-    'invo-bench report --help' describes the deployment report (conv vs involution, float32 vs int8, CPU vs GPU).
+    Runs where TensorFlow is absent (ai-edge-litert or tflite-runtime, and numpy); the host-side reports
+    that also build and convert models are 'invo-report'.
     """
     from benchmarks.bench import benchmark
 
@@ -86,12 +87,7 @@ def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_sec
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "report":
-        from benchmarks.report import main as report_main
-
-        return report_main(argv[1:], prog_name="invo-bench report")
-    return bench(argv, prog_name="invo-bench")
+    return bench(sys.argv[1:] if argv is None else argv, prog_name="invo-bench")
 
 
 if __name__ == "__main__":

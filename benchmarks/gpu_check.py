@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 
+from benchmarks.plumbing import one_line
 from benchmarks.runtime import SWIFTSHADER_ICD
 
 INT_TOLERANCE = 0.03  # of the output range, for integer (quantized) outputs
@@ -79,7 +80,7 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
             result["allowed_abs_error"] = tol
             result.update(max_abs_error=abs_err, max_rel_error=abs_err / scale, ok=bool(abs_err <= tol and result["fully_accelerated"]))
     except Exception as exc:  # noqa: BLE001 - reported, never raised, by design
-        result["error"] = " ".join(str(exc).split())[:300]
+        result["error"] = one_line(exc, 300)
     return result
 
 
@@ -215,7 +216,7 @@ def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300, int_steps=0.0):
         try:
             result["ops_on_cpu"] = ops_kept_off_gpu(path)
         except Exception as exc:  # noqa: BLE001 - the probe is extra information, never a failure
-            result["ops_on_cpu_error"] = str(exc)[:200]
+            result["ops_on_cpu_error"] = one_line(exc, 200)
     if not result.get("available"):
         result.setdefault("error", "no GPU or Vulkan adapter found")
     return result

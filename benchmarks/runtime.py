@@ -6,83 +6,19 @@ Runtimes, best first:
   * ``tflite-runtime``: the legacy ``tflite_runtime.interpreter`` (2.14), external delegates.
 """
 
-import atexit
-import contextlib
 import gc
 import importlib
 import os
-import sys
 
 import numpy as np
 
+from benchmarks.plumbing import native_logs_silenced, one_line
 from benchmarks.tflite_model import TFLiteModel
 
 RUNTIMES = ("litert", "litert-compiled", "tflite-runtime")
 _MODULES = {"litert": "ai_edge_litert.interpreter", "litert-compiled": "ai_edge_litert.compiled_model",
             "tflite-runtime": "tflite_runtime.interpreter"}
 SWIFTSHADER_ICD = "/usr/lib/chromium/vk_swiftshader_icd.json"
-
-
-_exit_hook = False
-
-
-def _silence_fd2():
-    sys.stderr.flush()
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-
-
-def _flush_c_stdio():
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def native_logs_silenced():
-    """Hides the runtimes' C++ INFO/WARNING chatter on fds 1 and 2 (INVO_DEBUG=1 shows it)."""
-    if os.environ.get("INVO_DEBUG"):
-        yield
-        return
-    global _exit_hook
-    if not _exit_hook:  # the runtimes also log when their objects die at interpreter exit
-        _exit_hook = True
-        atexit.register(_silence_fd2)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        _flush_c_stdio()  # C code's buffered printf output belongs to the silenced fds
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-
-
-def import_tensorflow_quietly():
-    """Host tools: TensorFlow, imported with its oneDNN/absl banners and C++ INFO lines hidden.
-
-    Called after a command line is parsed (so --help needs no TensorFlow); where TensorFlow is not
-    installed (a board), the error says what to install.
-    """
-    import logging
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    try:
-        with native_logs_silenced():
-            import tensorflow  # noqa: F401
-    except ImportError:
-        raise RuntimeError("this command runs on the host and needs TensorFlow: pip install 'involution-tflite[host]' "
-                           "(a board needs only invo-bench)") from None
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -255,7 +191,7 @@ class CompiledRunner(Runner):
             try:
                 self.cm = cm.CompiledModel.from_file(path, options=options)
             except RuntimeError as exc:
-                failure = " ".join(str(exc).split())[:200]
+                failure = one_line(exc, 200)
             gc.collect()  # a failed load frees its environment here, where its logs are hidden
         if failure is not None:
             if accelerator == "gpu":

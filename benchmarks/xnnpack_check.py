@@ -16,7 +16,8 @@ import collections
 import json
 import sys
 
-from benchmarks.runtime import _import, native_logs_silenced
+from benchmarks.plumbing import native_logs_silenced, one_line
+from benchmarks.runtime import _import
 
 
 def _partitions(ops):
@@ -49,7 +50,7 @@ def xnnpack_coverage(path, runtime="litert", num_threads=1):
             interp = mod.Interpreter(model_path=path, num_threads=num_threads)
             interp.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
-        return {"available": False, "error": f"{runtime} with XNNPACK cannot load the model ({' '.join(str(exc).split())[:200]})"}
+        return {"available": False, "error": f"{runtime} with XNNPACK cannot load the model ({one_line(exc, 200)})"}
     ops = interp._get_ops_details()  # noqa: SLF001 - the runtime's only view of its execution plan
     parts = _partitions(ops)
     inside = set().union(*(m for _, m in parts)) if parts else set()

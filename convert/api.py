@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from benchmarks.files import write_atomic
+from benchmarks.plumbing import write_atomic
 from benchmarks.gpu_check import check_gpu
 from benchmarks.runtime import load as load_runner
 from benchmarks.runtime import to_input_dtype

@@ -124,7 +124,7 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
 
 def run_converter(conv):
     """``conv.convert()`` with its errors turned into one-line ``ConversionError``s."""
-    from benchmarks.runtime import native_logs_silenced
+    from benchmarks.plumbing import native_logs_silenced
 
     try:
         with native_logs_silenced(), warnings.catch_warnings():

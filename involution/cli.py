@@ -4,8 +4,8 @@ import json
 
 import click
 
-from benchmarks.errors import cli_errors
-from benchmarks.runtime import import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors
+from benchmarks.plumbing import import_tensorflow_quietly
 from involution.catalog import DISTRIBUTE, MODEL_NAMES
 
 

@@ -9,8 +9,8 @@ import json
 
 import click
 
-from benchmarks.errors import cli_errors
-from benchmarks.runtime import import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors
+from benchmarks.plumbing import import_tensorflow_quietly
 from involution.catalog import STRATEGIES
 
 
@@ -33,7 +33,7 @@ def main():
 def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom_module, top, json_path):
     """Per-layer int8 error of MODEL, worst layers first."""
     import_tensorflow_quietly()
-    from benchmarks.files import write_atomic
+    from benchmarks.plumbing import write_atomic
     from quantize.debug import layer_errors
 
     rows = layer_errors(model, calib, calib_samples, strategy, data_dir, custom_module, debug_samples)

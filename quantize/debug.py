@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 
-from benchmarks.runtime import native_logs_silenced
-from benchmarks.files import write_atomic
+from benchmarks.plumbing import native_logs_silenced
+from benchmarks.plumbing import write_atomic
 from convert.api import calibration_samples, verify
 from convert.export import compact, representative_dataset, tflite_converter
 from convert.load import load_model

@@ -14,5 +14,5 @@ for m in seed-involution seed-conv; do
 done
 invo-bench "$OUT/seed-involution-int8.tflite" "$OUT/seed-conv-int8.tflite" --num_threads 1 --num_runs 200 \
   --json "$OUT/bench.json"
-invo-bench report --train-dir "$OUT/train" --out "$OUT/report"
+invo-report deployment --train-dir "$OUT/train" --out "$OUT/report"
 echo "main job done: everything is in $OUT"

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import LEGACY_VENV, ROOT, assert_one_line_error, run_cli
 
-HOST_CLIS = ["convert.cli", "quantize.cli", "involution.cli"]
+HOST_CLIS = ["convert.cli", "quantize.cli", "involution.cli", "benchmarks.host.cli"]
 
 
 @pytest.mark.parametrize("module", HOST_CLIS + ["benchmarks.cli"])
@@ -24,7 +24,8 @@ def test_help_imports_no_tensorflow(module):
 
 
 @pytest.mark.parametrize("module,args", [("convert.cli", ["m.keras"]), ("quantize.cli", ["debug", "m.keras", "--calib", "digits"]),
-                                         ("involution.cli", ["--epochs", "1"])])
+                                         ("involution.cli", ["--epochs", "1"]),
+                                         ("benchmarks.host.cli", ["networks", "--rounds", "1"])])
 def test_host_tools_on_a_board_say_what_to_install(tmp_path, module, args):
     """The legacy venv (tflite-runtime, no TensorFlow): one Error line naming the host extras, no traceback."""
     python = os.path.join(LEGACY_VENV, "bin", "python")

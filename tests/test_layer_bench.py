@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 
-from benchmarks import layer_bench
+from benchmarks.host import layer_bench
 from benchmarks.tflite_model import TFLiteModel
 
 
 def test_floor_model_is_the_shift_arithmetic():
     h, c, k, g = 4, 6, 3, 2
     z = np.random.default_rng(0).standard_normal((1, c // g + k * k, g, h * h)).astype(np.float32)
-    out = np.asarray(layer_bench._floor_model(h, c, k, g)(z))
+    out = np.asarray(layer_bench.floor_model(h, c, k, g)(z))
     x, kern = z[:, : c // g], z[:, c // g :]
     np.testing.assert_allclose(out, sum(x * kern[:, n : n + 1] for n in range(k * k)), rtol=1e-5, atol=1e-5)
 

@@ -204,10 +204,10 @@ def test_deeper_rednets_have_the_papers_parameter_counts(name, paper):
 
 
 def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
-    """python -m benchmarks.network_bench --weights rednet26=FILE builds the network from the checkpoint."""
+    """invo-report networks --weights rednet26=FILE builds the network from the checkpoint."""
     _, ck = checkpoints
     out = tmp_path / "nb"
-    proc = run_cli("benchmarks.network_bench", "--networks", "rednet26", "--weights", f"rednet26={ck['rednet26'][1]}",
+    proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26", "--weights", f"rednet26={ck['rednet26'][1]}",
                    "--input-size", str(SIZE), "--dtypes", "float32", "--threads", "1", "--rounds", "1", "--num_runs", "2",
                    "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,7 +1,6 @@
 """The deployment report: seed conv vs involution CIFAR models, float32 vs int8, CPU threads vs GPU.
 
-    invo-bench report [--train-dir runs/compare] [--out runs/report]
-    python -m benchmarks.report ...
+    invo-report deployment [--train-dir runs/compare] [--out runs/report]
 
 Host side: it converts (TensorFlow, imported inside) and then times the .tflite
 files with the same code invo-bench runs on a device.  A GPU reached through a
@@ -16,23 +15,20 @@ import subprocess
 import sys
 import time
 
-import click
-
 from benchmarks.bench import benchmark, machine_description, spread
-from benchmarks.errors import cli_errors
-from benchmarks.files import write_atomic
+from benchmarks.plumbing import one_line, write_atomic
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
 
 MODELS = ("seed-conv", "seed-involution")
 
 
-def _train(train_dir, epochs, out):
+def _model_files(train_dir, epochs, out):
     """Model files: from an ``invo-train --compare`` directory, or trained here on the offline digits."""
     if train_dir:
         paths = {m: os.path.join(train_dir, m, "model.keras") for m in MODELS}
         missing = [p for p in paths.values() if not os.path.exists(p)]
         if missing:
-            raise click.ClickException(f"{missing[0]}: not found; --train-dir takes an 'invo-train --compare' output")
+            raise ValueError(f"{missing[0]}: not found; --train-dir takes an 'invo-train --compare' output")
         return paths
     from involution.train import train
 
@@ -67,7 +63,7 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
     from convert.api import convert_model
 
     os.makedirs(out, exist_ok=True)
-    paths = _train(train_dir, epochs, out)
+    paths = _model_files(train_dir, epochs, out)
     rows = []
     for name, keras_path in paths.items():
         for quant in ("none", "int8"):
@@ -97,10 +93,11 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
                 row["gpu_ms"] = r["median_ms"]
                 row["gpu"] = ("emulated" if gpu_is_emulated() else "GPU") + ("" if r["fully_delegated"] else ", partial")
             except RuntimeUnavailable as exc:
-                row["gpu"] = f"no GPU ({str(exc)[:60]}...)"
+                row["gpu"] = f"no GPU ({one_line(exc, 60)})"
     int8 = [r["file"] for r in rows if r["dtype"] == "int8"]
     trust = [trust_check(f, num_runs, rounds=rounds) for f in int8]
-    report = {"rows": rows, "trust": trust, "gpu_emulated": gpu_is_emulated(), "machine": machine_description(),
+    samples = sorted({r["validation_samples"] for r in rows})  # one split, so one count
+    report = {"rows": rows, "trust": trust, "validation_samples": " / ".join(map(str, samples)), "gpu_emulated": gpu_is_emulated(), "machine": machine_description(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "num_runs": num_runs}
     write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2))
     write_atomic(os.path.join(out, "report.md"), markdown(report, threads))
@@ -118,7 +115,7 @@ def markdown(report, threads=(1, 2)):
     gpu_head = "GPU ms (emulated, not speed)" if emulated else "GPU ms"
     lines = [f"Measured on {report['machine']}, {report['date']}; ai-edge-litert, XNNPACK; CPU times are the median "
              f"of {report['rounds']} interleaved rounds of {report['num_runs']} runs (min-max over rounds); top-1 on "
-             f"the {rows[0]['validation_samples']} validation samples, which no model was trained on.", "",
+             f"the {report['validation_samples']} validation samples, which no model was trained on.", "",
              "| model | dtype | params | file KB | top-1 | " + " | ".join(f"CPU {t} thr ms" for t in threads)
              + f" | {gpu_head} |", "|" + "---|" * (6 + len(threads))]
     for r in rows:
@@ -184,30 +181,3 @@ def charts(rows, threads, out):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "size.png"), dpi=100)
     plt.close(fig)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--train-dir", type=click.Path(), help="An 'invo-train --compare' output; default: train here on digits.")
-@click.option("--epochs", default=15, show_default=True, type=int, help="Epochs when training here.")
-@click.option("--out", default="runs/report", show_default=True, type=click.Path())
-@click.option("--num_runs", default=200, show_default=True, type=int)
-@click.option("--rounds", default=3, show_default=True, type=int, help="Interleaved timing rounds (spread = min-max).")
-@click.option("--no-gpu", is_flag=True, help="Skip the GPU column.")
-@cli_errors
-def main(train_dir, epochs, out, num_runs, rounds, no_gpu):
-    """Write report.md, report.json, latency.png and size.png into --out."""
-    import logging
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    from benchmarks.runtime import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    if num_runs < 1 or rounds < 1:
-        raise click.ClickException(f"--num_runs and --rounds must be at least 1, got {num_runs} and {rounds}")
-    build_report(train_dir, out, epochs, num_runs, gpu=not no_gpu, rounds=rounds)
-    click.echo(open(os.path.join(out, "report.md")).read())
-
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,11 @@
 """Single-layer benchmark: each involution strategy vs a plain DepthwiseConv2D, float32 and int8.
 
-    python -m benchmarks.layer_bench [--num_runs 100] [--out runs/layer_bench]
+    invo-report layers [--num_runs 100] [--out runs/layer_bench]
 
 A host script (it builds and converts models, so it imports TensorFlow inside);
 the timing itself is ``benchmarks.bench`` on ai-edge-litert, as on a device.
 """
 
-import argparse
 import json
 import os
 import warnings
@@ -14,7 +13,7 @@ import warnings
 import numpy as np
 
 from benchmarks.bench import benchmark
-from benchmarks.files import write_atomic
+from benchmarks.plumbing import one_line, write_atomic
 from benchmarks.tflite_model import TFLiteModel
 
 LAYER_NAMES = {
@@ -42,7 +41,7 @@ def _model(kind, h, c, k, g, r):
     from involution import Involution
 
     if kind == "mul-add floor":
-        return _floor_model(h, c, k, g)
+        return floor_model(h, c, k, g)
     if kind == "batch-matmul":
         return _batch_matmul_model(h, c, k, g)
     inp = keras.Input((h, h, c))
@@ -61,7 +60,7 @@ def random_weights(model, seed=0):
     return model
 
 
-def _floor_model(h, c, k, g):
+def floor_model(h, c, k, g):
     """Only the shift strategy's arithmetic: K*K MULs and K*K-1 ADDs of the exported layer's shapes.
 
     Its input holds the channel planes [1, C/G, G, H*W] and K*K kernel planes [1, 1, G, H*W]; there is no
@@ -108,7 +107,7 @@ def flex_facts(tmp):
         conv.convert()
         facts["builtins_only"] = "converted (unexpected)"
     except Exception as exc:  # noqa: BLE001 - recorded
-        facts["builtins_only"] = " ".join(str(exc).split())[:160]
+        facts["builtins_only"] = one_line(exc, 160)
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
     path = os.path.join(tmp, "flex.tflite")
@@ -126,7 +125,7 @@ def flex_facts(tmp):
             it.allocate_tensors()
             facts[name] = "ran (unexpected)"
         except Exception as exc:  # noqa: BLE001 - recorded
-            facts[name] = " ".join(str(exc).split())[:120]
+            facts[name] = one_line(exc, 120)
     return facts
 
 
@@ -193,18 +192,3 @@ def ratios(rows, t=1):
                   f"(shift is {f[shift, 'int8'] / f[floor, 'int8']:.2f}x the floor); the contraction as one "
                   f"BATCH_MATMUL takes {f[bmm, 'int8']:.3f} ms int8 by itself"]
     return lines
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--num_runs", type=int, default=100)
-    p.add_argument("--out", default="runs/layer_bench")
-    a = p.parse_args(argv)
-    if a.num_runs < 1:
-        p.error("--num_runs must be at least 1")
-    run(a.num_runs, a.out)
-    print(open(os.path.join(a.out, "layer_bench.md")).read())
-
-
-if __name__ == "__main__":
-    main()

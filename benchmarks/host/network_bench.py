@@ -1,6 +1,6 @@
 """Whole networks on the CPU fast path: RedNet against ResNet-50 and MobileNetV2, and RedNet's involution layers.
 
-    python -m benchmarks.network_bench [--rounds 3] [--num_runs 20] [--out runs/network_bench]
+    invo-report networks [--rounds 3] [--num_runs 20] [--out runs/network_bench]
 
 A host script: it builds the networks, converts each with ``convert.api.convert_model`` (what
 ``invo-convert`` runs: float32, and int8 calibrated on the --calib data), then times every file through
@@ -13,7 +13,6 @@ It also times every involution configuration of RedNet at 224x224 (each stride-2
 stride-1 layer of the same input) next to a DepthwiseConv2D of the same shape and stride.
 """
 
-import argparse
 import json
 import os
 import time
@@ -21,8 +20,8 @@ import time
 import numpy as np
 
 from benchmarks.bench import benchmark, machine_description, spread
-from benchmarks.files import write_atomic
-from benchmarks.layer_bench import _floor_model, random_weights
+from benchmarks.plumbing import write_atomic
+from benchmarks.host.layer_bench import floor_model, random_weights
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
@@ -85,7 +84,7 @@ def _layer_model(h, c, k, stride, kind):
     from involution import Involution
 
     if kind == "mul-add floor":  # the aggregation's K*K MULs and K*K-1 ADDs alone, at the output size
-        return _floor_model(-(-h // stride), c, k, c // 16)
+        return floor_model(-(-h // stride), c, k, c // 16)
     inp = keras.Input((h, h, c))
     if kind == "involution":
         layer = Involution(channel=c, group_channels=16, kernel_size=k, stride=stride, reduction_ratio=4,
@@ -281,38 +280,3 @@ def plot(result, path):
     fig.savefig(buf, dpi=120)
     plt.close(fig)
     write_atomic(path, buf.getvalue())
-
-
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from benchmarks.runtime import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--networks", default=",".join(NETWORKS), help="Comma-separated: " + ", ".join(NETWORKS))
-    p.add_argument("--dtypes", default="float32,int8")
-    p.add_argument("--threads", default="1,2")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--num_runs", type=int, default=20)
-    p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--calib", help="int8 calibration data (FILE.npz or an image folder); default standard-normal images")
-    p.add_argument("--weights", action="append", default=[], metavar="NAME=FILE",
-                   help="Official checkpoint for a RedNet, e.g. rednet26=rednet26.pth (repeatable).")
-    p.add_argument("--no-layers", action="store_true", help="Skip the per-layer table.")
-    p.add_argument("--no-gpu-check", action="store_true", help="Skip the GPU-path check of each RedNet.")
-    p.add_argument("--out", default="runs/network_bench")
-    a = p.parse_args(argv)
-    networks = [n for n in a.networks.split(",") if n]
-    unknown = [n for n in networks if n not in NETWORKS]
-    if unknown:
-        p.error(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(NETWORKS)}")
-    if a.rounds < 1 or a.num_runs < 1:
-        p.error("--rounds and --num_runs must be at least 1")
-    weights = dict(w.split("=", 1) for w in a.weights if "=" in w)
-    _, md = run(networks, tuple(a.dtypes.split(",")), tuple(int(t) for t in a.threads.split(",")), a.rounds,
-                a.num_runs, a.input_size, a.out, a.calib, weights, not a.no_layers, not a.no_gpu_check)
-    print(md)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,113 @@
+"""invo-report: the host-side benchmark programs (they build and convert models; TensorFlow needed).
+
+    invo-report deployment [--train-dir runs/demo/train] [--out runs/report]   # seed conv vs involution
+    invo-report networks [--networks rednet26,resnet50] [--out runs/network_bench]
+    invo-report layers [--out runs/layer_bench]
+"""
+
+import os
+
+import click
+
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
+
+
+def _positive(**values):
+    bad = [f"--{name} must be at least 1, got {v}" for name, v in values.items() if v < 1]
+    if bad:
+        raise click.UsageError("; ".join(bad))
+
+
+def _int_list(name, text):
+    try:
+        values = tuple(int(t) for t in text.split(",") if t)
+    except ValueError:
+        raise click.UsageError(f"--{name} takes comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise click.UsageError(f"--{name} takes comma-separated integers of at least 1, got {text!r}")
+    return values
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Host-side benchmarks: each converts models with invo-convert's library, then times the .tflite
+    files with invo-bench's (ai-edge-litert, XNNPACK), in interleaved rounds."""
+
+
+@main.command()
+@click.option("--train-dir", type=click.Path(), help="An 'invo-train --compare' output; default: train here on digits.")
+@click.option("--epochs", default=15, show_default=True, type=int, help="Epochs when training here.")
+@click.option("--out", default="runs/report", show_default=True, type=click.Path())
+@click.option("--num_runs", default=200, show_default=True, type=int)
+@click.option("--rounds", default=3, show_default=True, type=int, help="Interleaved timing rounds (spread = min-max).")
+@click.option("--no-gpu", is_flag=True, help="Skip the GPU column.")
+@cli_errors
+def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
+    """The seed conv vs involution models, float32 vs int8, CPU threads vs GPU: report.md, report.json,
+    latency.png and size.png in --out."""
+    _positive(num_runs=num_runs, rounds=rounds, epochs=epochs)
+    import_tensorflow_quietly()
+    from benchmarks.host.report import build_report
+
+    build_report(train_dir, out, epochs, num_runs, gpu=not no_gpu, rounds=rounds)
+    with open(os.path.join(out, "report.md")) as f:
+        click.echo(f.read())
+
+
+@main.command()
+@click.option("--networks", default=None, help="Comma-separated; default all of: rednet26, rednet38, rednet50, "
+              "resnet50, mobilenetv2, rednet26-without-involution, rednet50-without-involution.")
+@click.option("--dtypes", default="float32,int8", show_default=True)
+@click.option("--threads", default="1,2", show_default=True)
+@click.option("--rounds", type=int, default=3, show_default=True)
+@click.option("--num_runs", type=int, default=20, show_default=True)
+@click.option("--input-size", type=int, default=224, show_default=True)
+@click.option("--calib", help="int8 calibration data (FILE.npz or an image folder); default standard-normal images.")
+@click.option("--weights", multiple=True, metavar="NAME=FILE",
+              help="Official checkpoint for a RedNet, e.g. rednet26=rednet26.pth (repeatable).")
+@click.option("--no-layers", is_flag=True, help="Skip the per-layer table.")
+@click.option("--no-gpu-check", is_flag=True, help="Skip the GPU-path check of each RedNet.")
+@click.option("--out", default="runs/network_bench", show_default=True, type=click.Path())
+@cli_errors
+def networks(networks, dtypes, threads, rounds, num_runs, input_size, calib, weights, no_layers, no_gpu_check, out):
+    """RedNet-26/38/50 against ResNet-50 and MobileNetV2 on the CPU fast path, and RedNet's involution layers
+    next to a DepthwiseConv2D of the same shape: network_bench.md/.json and latency_vs_top1.png in --out."""
+    from benchmarks.host import network_bench as nb
+
+    chosen = [n for n in (networks or ",".join(nb.NETWORKS)).split(",") if n]
+    unknown = [n for n in chosen if n not in nb.NETWORKS]
+    if unknown:
+        raise click.UsageError(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(nb.NETWORKS)}")
+    kinds = [d for d in dtypes.split(",") if d]
+    if not kinds or set(kinds) - {"float32", "int8"}:
+        raise click.UsageError(f"--dtypes takes float32 and/or int8, got {dtypes!r}")
+    malformed = [w for w in weights if "=" not in w]
+    if malformed:
+        raise click.UsageError(f"--weights takes NAME=FILE, got {malformed[0]!r}")
+    _positive(rounds=rounds, num_runs=num_runs)
+    import_tensorflow_quietly()
+    _, md = nb.run(chosen, tuple(kinds), _int_list("threads", threads), rounds=rounds, num_runs=num_runs,
+                   input_size=input_size, out=out, calib=calib, weights=dict(w.split("=", 1) for w in weights),
+                   layers=not no_layers, gpu=not no_gpu_check)
+    click.echo(md)
+
+
+@main.command()
+@click.option("--num_runs", type=int, default=100, show_default=True)
+@click.option("--threads", default="1,2", show_default=True)
+@click.option("--out", default="runs/layer_bench", show_default=True, type=click.Path())
+@cli_errors
+def layers(num_runs, threads, out):
+    """One involution layer per strategy against a DepthwiseConv2D and the MUL+ADD floor, float32 and int8:
+    layer_bench.md/.json in --out."""
+    _positive(num_runs=num_runs)
+    import_tensorflow_quietly()
+    from benchmarks.host.layer_bench import run
+
+    run(num_runs, out, threads=_int_list("threads", threads))
+    with open(os.path.join(out, "layer_bench.md")) as f:
+        click.echo(f.read())
+
+
+if __name__ == "__main__":
+    main()
