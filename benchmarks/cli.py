@@ -10,8 +10,7 @@ import sys
 
 import click
 
-from benchmarks.plumbing import cli_errors
-from benchmarks.plumbing import write_atomic
+from benchmarks.plumbing import cli_errors, write_atomic
 from benchmarks.runtime import RUNTIMES
 
 COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator", "accel", "{}"),

@@ -87,70 +87,25 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
 def single_op_models(path, directory):
     """{op name: path} of one-op models cut from ``path``, the first instance of each op type.
 
-    Non-constant inputs become the model's inputs; constants and the op's options stay.
-    Needs ai-edge-litert's schema module (no TensorFlow).
+    Control flow (WHILE, IF) is skipped: it cannot stand alone.  Needs ai-edge-litert's schema
+    module (no TensorFlow).
     """
-    import copy
-
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
+    from benchmarks import tflite_edit
     from benchmarks.tflite_model import TFLiteModel
 
     with open(path, "rb") as f:
         data = f.read()
     names = TFLiteModel(data, path).main["ops"]
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
-    sg = model.subgraphs[0]
+    model = tflite_edit.unpack(data)
     out = {}
-    for index, (name, op) in enumerate(zip(names, sg.operators)):
-        if name in out or op.builtinOptionsType in (schema.BuiltinOptions.WhileOptions, schema.BuiltinOptions.IfOptions):
+    for index, name in enumerate(names):
+        if name in out or name in ("WHILE", "IF"):
             continue
-        used = [int(i) for i in op.inputs if i >= 0]
-        outs = [int(i) for i in op.outputs]
-        buffers = [schema.BufferT()]
-        tensors, remap, inputs = [], {}, []
-        for i in dict.fromkeys(used + outs):
-            t = copy.deepcopy(sg.tensors[i])
-            data_ = model.buffers[t.buffer].data if t.buffer else None
-            if data_ is not None and len(data_) and i not in outs:
-                b = schema.BufferT()
-                b.data = data_
-                buffers.append(b)
-                t.buffer = len(buffers) - 1
-            else:
-                t.buffer = 0
-                if i not in outs:
-                    inputs.append(len(tensors))
-            t.name = f"t{len(tensors)}"
-            remap[i] = len(tensors)
-            tensors.append(t)
-        one = copy.deepcopy(op)
-        one.inputs = [remap[int(i)] if i >= 0 else -1 for i in op.inputs]
-        one.outputs = [remap[i] for i in outs]
-        graph = schema.SubGraphT()
-        graph.tensors, graph.operators = tensors, [one]
-        graph.inputs, graph.outputs = inputs, [remap[i] for i in outs]
-        sig = schema.SignatureDefT()
-        sig.signatureKey, sig.subgraphIndex = "serving_default", 0
-        sig.inputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.inputs]
-        sig.outputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.outputs]
-        small = schema.ModelT()
-        small.version, small.operatorCodes, small.subgraphs = model.version, model.operatorCodes, [graph]
-        small.buffers, small.signatureDefs, small.description = buffers, [sig], "single op"
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(small.Pack(builder), file_identifier=b"TFL3")
         target = os.path.join(directory, f"op{index}_{name}.tflite")
         with open(target, "wb") as f:
-            f.write(builder.Output())
+            f.write(tflite_edit.single_op_model(model, index))
         out[name] = target
     return out
-
-
-def _tensor_map(schema, name, index):
-    m = schema.TensorMapT()
-    m.name, m.tensorIndex = name, index
-    return m
 
 
 def ops_kept_off_gpu(path, timeout=120):

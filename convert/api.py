@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from benchmarks.plumbing import write_atomic
 from benchmarks.gpu_check import check_gpu
+from benchmarks.plumbing import write_atomic
 from benchmarks.runtime import load as load_runner
 from benchmarks.runtime import to_input_dtype
 from benchmarks.tflite_model import TFLiteModel

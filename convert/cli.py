@@ -2,8 +2,7 @@
 
 import click
 
-from benchmarks.plumbing import cli_errors
-from benchmarks.plumbing import import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import IO_TYPES, QUANTIZE
 from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES

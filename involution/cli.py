@@ -4,8 +4,7 @@ import json
 
 import click
 
-from benchmarks.plumbing import cli_errors
-from benchmarks.plumbing import import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
 from involution.catalog import DISTRIBUTE, MODEL_NAMES
 
 
@@ -28,9 +27,9 @@ def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out,
          compare, force, quiet):
     """Train an involution (or convolution) classifier and save .h5/.keras, curves and kernel maps."""
     import_tensorflow_quietly()
-    from involution.train import train
-
     import warnings
+
+    from involution.train import train
 
     warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
     shape = (input_size, input_size, 3) if input_size else None

@@ -24,8 +24,8 @@ Two aggregation strategies, both builtin-only and at most 4-D:
   prefer few large ops.
 """
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 from involution.catalog import STRATEGIES

@@ -3,9 +3,9 @@
 import keras
 from keras import layers
 
+from involution.catalog import MODEL_NAMES, REDNET_DEPTHS  # noqa: F401 - MODEL_NAMES re-exported
 from involution.layer import Involution
 
-from involution.catalog import MODEL_NAMES, REDNET_DEPTHS  # noqa: E402 - re-exported
 _DEFAULT_INPUT = {name: (224, 224, 3) for name in REDNET_DEPTHS}
 
 

@@ -9,8 +9,7 @@ import json
 
 import click
 
-from benchmarks.plumbing import cli_errors
-from benchmarks.plumbing import import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
 from involution.catalog import STRATEGIES
 
 

@@ -13,10 +13,10 @@ import warnings
 
 import numpy as np
 
-from benchmarks.plumbing import native_logs_silenced
-from benchmarks.plumbing import write_atomic
+from benchmarks.plumbing import native_logs_silenced, write_atomic
+from benchmarks.tflite_edit import compact
 from convert.api import calibration_samples, verify
-from convert.export import compact, representative_dataset, tflite_converter
+from convert.export import representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
 

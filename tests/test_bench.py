@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import LEGACY_VENV, ROOT, assert_one_line_error, require_gpu, run_cli
+
 from convert.api import convert_model
 
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import LEGACY_VENV, ROOT, assert_one_line_error, run_cli
 
 HOST_CLIS = ["convert.cli", "quantize.cli", "involution.cli", "benchmarks.host.cli"]

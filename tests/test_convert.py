@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import ROOT, assert_one_line_error, gpu_available, randomize, require_gpu, run_cli
 
 from benchmarks.runtime import InterpreterRunner
-from conftest import ROOT, assert_one_line_error, gpu_available, randomize, require_gpu, run_cli
 from convert.api import convert_model
 from convert.cli import main as convert_cli
 from involution.reference import InvolutionReference

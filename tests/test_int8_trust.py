@@ -6,10 +6,10 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT, assert_one_line_error, randomize, run_cli
 
 from benchmarks.runtime import InterpreterRunner
 from benchmarks.xnnpack_check import xnnpack_coverage
-from conftest import ROOT, assert_one_line_error, randomize, run_cli
 from convert.api import convert_model, failed_name, quality_gate, verify
 from convert.export import to_tflite
 from involution import Involution

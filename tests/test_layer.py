@@ -3,14 +3,14 @@
 import keras
 import numpy as np
 import pytest
+from conftest import randomize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numpy_involution import involution_nhwc, involution_official, involution_seed
 
 from involution import Involution
 from involution.reference import InvolutionReference, builtin_from_reference
 from involution.torch_weights import from_torch_state
-from numpy_involution import involution_nhwc, involution_official, involution_seed
-from conftest import randomize
 
 
 def _weights(layer):

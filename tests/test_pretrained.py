@@ -7,13 +7,13 @@ import zipfile
 
 import numpy as np
 import pytest
-
 import torch_pth
 from conftest import assert_one_line_error, require_gpu, run_cli
+from numpy_rednet import DEPTHS, forward, official_state
+
 from involution.checkpoint import CheckpointError, load_state_dict
 from involution.models import build_model
 from involution.pretrained import IMAGENET_MEAN, IMAGENET_STD
-from numpy_rednet import DEPTHS, forward, official_state
 
 SIZE = 64
 
@@ -155,8 +155,9 @@ def test_wrong_checkpoints_get_one_clear_error(checkpoints, tmp_path, case, need
 def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_path):
     """The README's two commands for a user with rednet26.pth, at 64x64: float32 equals the official
     forward, the 0-255 model folds the normalisation, int8 reports its top-1 agreement, the GPU path runs."""
-    from benchmarks.runtime import InterpreterRunner
     from PIL import Image
+
+    from benchmarks.runtime import InterpreterRunner
 
     require_gpu()
     _, ck = checkpoints

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
+from conftest import randomize, require_gpu
 
 from benchmarks.runtime import CompiledRunner, InterpreterRunner
 from benchmarks.tflite_model import TFLiteModel
-from conftest import randomize, require_gpu
 from convert.export import to_tflite
 from involution import Involution
 from involution.reference import InvolutionReference

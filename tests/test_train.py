@@ -6,9 +6,9 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
 from involution import Involution
 from involution.data import load_digits
 from involution.train import fit
@@ -86,6 +86,7 @@ def test_multi_worker_training_runs_and_only_the_chief_writes(tmp_path):
     import sys
 
     from conftest import ROOT
+
     from convert.api import convert_model
 
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}

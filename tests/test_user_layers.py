@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, assert_one_line_error, run_cli
 
 from benchmarks.runtime import InterpreterRunner
-from conftest import ROOT, assert_one_line_error, run_cli
 from convert.api import convert_model
 
 USER = os.path.join(ROOT, "tests", "user_layers")

@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from benchmarks.bench import benchmark, machine_description, spread
-from benchmarks.plumbing import write_atomic
 from benchmarks.host.layer_bench import floor_model, random_weights
+from benchmarks.plumbing import write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")

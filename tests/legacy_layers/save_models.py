@@ -4,7 +4,6 @@ import sys
 
 import keras
 import numpy as np
-
 from keras_io_involution import Involution
 
 out = sys.argv[1]

@@ -4,7 +4,6 @@ import sys
 
 import keras
 import numpy as np
-
 import user_involutions
 
 out, which = sys.argv[1], sys.argv[2]

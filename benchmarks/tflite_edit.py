@@ -1,0 +1,245 @@
+"""Editing .tflite flatbuffers (no TensorFlow): compaction after conversion, one-op models for the GPU audit.
+
+The one place that unpacks a model into the schema's object API and packs it back; ``convert`` compacts
+what the converter wrote, ``benchmarks.gpu_check`` cuts one-op models to name what a GPU refuses.
+Needs ai-edge-litert's generated schema module and ``flatbuffers`` (reading alone needs neither:
+``benchmarks.tflite_model``).
+"""
+
+import numpy as np
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema
+
+
+def unpack(flat):
+    """The model as the schema's mutable object tree (``ModelT``)."""
+    schema = _schema()
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
+
+
+def pack(model, size_hint=1024):
+    """``ModelT`` -> .tflite bytes."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size_hint)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+# The converter widens a calibrated range of exactly zero (min = max = 0: a dead ReLU) to [-1e-6, 1e-6],
+# which it stores as this scale with zero point 0.  A small but real range gets its own scale and is
+# never touched.
+ZERO_RANGE_SCALE = np.float32(2e-6) / np.float32(255)  # computed in float32, as the converter does
+
+
+def share_constants(model):
+    """Makes ops that read identical constants (type, shape, bytes, quantization) read one tensor.
+
+    The converter gives each of the K*K strided slices of an involution layer its
+    own begin/end/strides tensors; most are equal.  Unread tensors are dropped and
+    the rest renumbered (operators, subgraph inputs/outputs, signatures).
+    """
+    as_list = lambda v: [] if v is None else [int(i) for i in v]  # noqa: E731
+    for si, sg in enumerate(model.subgraphs):
+        io = set(as_list(sg.inputs)) | set(as_list(sg.outputs))
+        canon, remap = {}, {}
+        for i, t in enumerate(sg.tensors):
+            data = model.buffers[t.buffer].data if t.buffer else None
+            if data is None or not len(data) or i in io or t.isVariable:
+                continue
+            q = t.quantization
+            qkey = None if q is None else tuple(
+                np.asarray(v).tobytes() for v in (q.scale, q.zeroPoint, q.min, q.max) if v is not None
+            ) + (q.quantizedDimension,)
+            key = (t.type, tuple(as_list(t.shape)), np.asarray(data, np.uint8).tobytes(), qkey)
+            remap[i] = canon.setdefault(key, i)
+        if all(k == v for k, v in remap.items()):
+            continue
+        for op in sg.operators:
+            op.inputs = [remap.get(i, i) for i in as_list(op.inputs)]
+        used = io | {i for i, t in enumerate(sg.tensors) if t.isVariable}
+        for op in sg.operators:
+            used |= {i for i in as_list(op.inputs) + as_list(op.outputs) + as_list(op.intermediates) if i >= 0}
+        new = {old: n for n, old in enumerate(sorted(used))}
+        sg.tensors = [sg.tensors[i] for i in sorted(used)]
+        for op in sg.operators:
+            op.inputs = [new[i] if i >= 0 else i for i in as_list(op.inputs)]
+            op.outputs = [new[i] for i in as_list(op.outputs)]
+            if op.intermediates is not None:
+                op.intermediates = [new[i] for i in as_list(op.intermediates)]
+        sg.inputs = [new[i] for i in as_list(sg.inputs)]
+        sg.outputs = [new[i] for i in as_list(sg.outputs)]
+        for sig in model.signatureDefs or []:
+            if sig.subgraphIndex == si:
+                for ref in (sig.inputs or []) + (sig.outputs or []):
+                    ref.tensorIndex = new[ref.tensorIndex]
+    read = {t.buffer for sg in model.subgraphs for t in sg.tensors}
+    for b, buf in enumerate(model.buffers):
+        if b not in read:
+            buf.data = None
+
+
+class _SharedTable:
+    """A table packed once however many tensors point at it (FlatBuffers allows shared offsets)."""
+
+    def __init__(self, table, cache, key):
+        self.table, self.cache, self.key = table, cache, key
+
+    def Pack(self, builder):  # noqa: N802 - the generated object API's name
+        if self.key not in self.cache:
+            self.cache[self.key] = self.table.Pack(builder)
+        return self.cache[self.key]
+
+
+def share_quantization(model):
+    """Slices, reshapes and transposes keep their input's scale: many tensors carry equal tables."""
+    cache = {}
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            q = t.quantization
+            if q is None or isinstance(q, _SharedTable):
+                continue
+            key = tuple(None if v is None else np.asarray(v).tobytes()
+                        for v in (q.scale, q.zeroPoint, q.min, q.max)) + (q.quantizedDimension, q.detailsType)
+            if q.details is None:
+                t.quantization = _SharedTable(q, cache, key)
+
+
+def drop_static_signatures(model):
+    """An absent shape_signature means 'equal to shape' (schema.fbs): store it only for dynamic shapes."""
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            sig = t.shapeSignature
+            if sig is not None and t.shape is not None and list(sig) == list(t.shape) and min(sig, default=0) >= 0:
+                t.shapeSignature = None
+
+
+def _zero_range(q):
+    """True for the converter's quantization of a calibrated range of exactly zero."""
+    return (q is not None and q.scale is not None and len(q.scale) == 1 and q.zeroPoint is not None
+            and len(q.zeroPoint) == 1 and int(q.zeroPoint[0]) == 0
+            and abs(float(q.scale[0]) / float(ZERO_RANGE_SCALE) - 1) < 1e-6)
+
+
+def repair_zero_ranges(model):
+    """Gives each int8 activation whose calibrated range was exactly zero a scale XNNPACK accepts.
+
+    Such a tensor holds only zeros, so any scale is exact; what matters is the scale ratios of the
+    ops around it, which XNNPACK bounds.  Walking the ops in order, a MUL's product gets the scale of
+    the largest product its inputs can make (128 * s_a * s_b); any other op's output the largest
+    scale of its activation inputs (a sum of zeros is as fine as its inputs); an op without such
+    inputs 2^-8.  A window that reads only padding (2x2 maps with K=7) is such a product.
+    """
+    schema = _schema()
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    for sg in model.subgraphs:
+
+        def constant(t):
+            return bool(t.buffer) and model.buffers[t.buffer].data is not None
+
+        def activation_scale(i):
+            t = sg.tensors[i]
+            q = t.quantization
+            if constant(t) or q is None or q.scale is None or len(q.scale) != 1:
+                return None
+            return float(q.scale[0])
+
+        for op in sg.operators:
+            for o in (int(i) for i in op.outputs):
+                t = sg.tensors[o]
+                if constant(t) or t.type != schema.TensorType.INT8 or not _zero_range(t.quantization):
+                    continue
+                scales = [s for s in (activation_scale(int(i)) for i in op.inputs if i >= 0) if s is not None]
+                if codes[op.opcodeIndex] == schema.BuiltinOperator.MUL and len(scales) == 2:
+                    scale = 128.0 * scales[0] * scales[1]
+                else:
+                    scale = max(scales, default=2.0**-8)
+                t.quantization.scale = np.array([scale], np.float32)
+
+
+def drop_tensor_names(model):
+    """Names only for the model's inputs and outputs: the converter's TF graph paths are dead weight."""
+    for sg in model.subgraphs:
+        keep = {int(i) for i in sg.inputs} | {int(i) for i in sg.outputs}
+        for i, t in enumerate(sg.tensors):
+            if i not in keep:
+                t.name = None
+
+
+def compact(flat):
+    """Shares equal constants and quantization tables, drops intermediate tensor names and static shape
+    signatures, and repairs degenerate int8 activation scales.
+
+    The converter names every tensor after its TF graph path and gives every small
+    op its own constants; with the ~100 small ops of an involution layer that
+    metadata outweighs the int8 weights.
+
+    An activation that was all zeros during calibration (a dead ReLU) gets the
+    converter's zero-range scale (``ZERO_RANGE_SCALE``, zero point 0); XNNPACK then
+    refuses the MUL/ADD that read it (their scale ratios leave its supported range)
+    and the whole model fails to load.  Such a tensor holds only its zero point, so
+    any scale represents it exactly (``repair_zero_ranges`` picks one XNNPACK accepts).
+    Only that exact fingerprint is repaired: a tensor with a small non-zero range keeps
+    its scale.
+    """
+    model = unpack(flat)
+    share_constants(model)
+    drop_tensor_names(model)
+    repair_zero_ranges(model)
+    drop_static_signatures(model)
+    share_quantization(model)
+    return pack(model, len(flat))
+
+
+def single_op_model(model, index):
+    """.tflite bytes of operator ``index`` of ``model``'s main subgraph alone.
+
+    Its non-constant inputs become the model's inputs; its constants and options stay.
+    """
+    import copy
+
+    schema = _schema()
+    sg = model.subgraphs[0]
+    op = sg.operators[index]
+    outs = [int(i) for i in op.outputs]
+    buffers = [schema.BufferT()]
+    tensors, remap, inputs = [], {}, []
+    for i in dict.fromkeys([int(i) for i in op.inputs if i >= 0] + outs):
+        t = copy.deepcopy(sg.tensors[i])
+        data = model.buffers[t.buffer].data if t.buffer else None
+        if data is not None and len(data) and i not in outs:
+            b = schema.BufferT()
+            b.data = data
+            buffers.append(b)
+            t.buffer = len(buffers) - 1
+        else:
+            t.buffer = 0
+            if i not in outs:
+                inputs.append(len(tensors))
+        t.name = f"t{len(tensors)}"
+        remap[i] = len(tensors)
+        tensors.append(t)
+    one = copy.deepcopy(op)
+    one.inputs = [remap[int(i)] if i >= 0 else -1 for i in op.inputs]
+    one.outputs = [remap[i] for i in outs]
+    graph = schema.SubGraphT()
+    graph.tensors, graph.operators = tensors, [one]
+    graph.inputs, graph.outputs = inputs, [remap[i] for i in outs]
+    sig = schema.SignatureDefT()
+    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
+    sig.inputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.inputs]
+    sig.outputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.outputs]
+    small = schema.ModelT()
+    small.version, small.operatorCodes, small.subgraphs = model.version, model.operatorCodes, [graph]
+    small.buffers, small.signatureDefs, small.description = buffers, [sig], "single op"
+    return pack(small)
+
+
+def _tensor_map(schema, name, index):
+    m = schema.TensorMapT()
+    m.name, m.tensorIndex = name, index
+    return m
