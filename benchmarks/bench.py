@@ -61,7 +61,11 @@ class Progress:
 
 
 def load_input_file(path, runner):
-    """Inputs from ``.npy`` (one input) or ``.npz`` (``arr_0``... or input names), checked against the model."""
+    """Inputs from ``.npy`` (one input) or ``.npz``, checked against the model.
+
+    An ``.npz`` names each input by its tensor name or its signature name (``input_0``...), or by position
+    (``arr_0``..., what ``np.savez(f, a, b)`` writes; position i is the model's i-th input).
+    """
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such input file")
     try:
@@ -71,8 +75,8 @@ def load_input_file(path, runner):
     if isinstance(data, np.ndarray):
         arrays = [data]
     else:
-        names = [d["name"] for d in runner.inputs]
-        keys = [n if n in data.files else f"arr_{i}" for i, n in enumerate(names)]
+        keys = [next((n for n in (d["name"], d.get("signature_name")) if n in data.files), f"arr_{i}")
+                for i, d in enumerate(runner.inputs)]
         missing = [k for k in keys if k not in data.files]
         if missing:
             raise ValueError(f"{path}: missing input array(s) {missing}; found {data.files}")
@@ -92,7 +96,7 @@ def _preflight_gpu(path):
                                     "'invo-convert --report' names the ops it cannot take")
 
 
-def benchmark(path, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, num_runs=50, min_secs=1.0,
+def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, num_runs=50, min_secs=1.0,
               max_secs=150.0, use_xnnpack=True, delegate=None, input_file=None, require_full_delegation=False,
               gpu_fallback=False, progress=True):
     """Benchmarks one model the way TFLite's benchmark_model does; returns a dict of figures (ms, KB)."""
@@ -109,7 +113,8 @@ def benchmark(path, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, n
         _preflight_gpu(path)
     rss0 = _rss_kb()
     t0 = time.perf_counter()
-    runner = rt.load(path, runtime, use_gpu, num_threads, use_xnnpack, delegate, gpu_fallback)
+    runner = rt.load(path, runtime, use_gpu=use_gpu, num_threads=num_threads, use_xnnpack=use_xnnpack,
+                     delegate=delegate, gpu_fallback=gpu_fallback)
     init_ms = (time.perf_counter() - t0) * 1000
     if require_full_delegation and not runner.fully_delegated:
         raise rt.RuntimeUnavailable(f"{path}: not fully delegated to {runner.accelerator} (--require_full_delegation)")

@@ -72,8 +72,10 @@ def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_sec
     """
     from benchmarks.bench import benchmark
 
-    results = [benchmark(m, runtime, use_gpu, num_threads, warmup_runs, num_runs, min_secs, max_secs, use_xnnpack,
-                         delegate, input_file, require_full_delegation, gpu_fallback, progress=not quiet)
+    results = [benchmark(m, runtime=runtime, use_gpu=use_gpu, num_threads=num_threads, warmup_runs=warmup_runs,
+                         num_runs=num_runs, min_secs=min_secs, max_secs=max_secs, use_xnnpack=use_xnnpack,
+                         delegate=delegate, input_file=input_file, require_full_delegation=require_full_delegation,
+                         gpu_fallback=gpu_fallback, progress=not quiet)
                for m in models]
     if json_path:
         write_atomic(json_path, json.dumps(results, indent=2))

@@ -27,14 +27,14 @@ def _has_int8_weights(model):
 
 
 def compile_on_gpu(path, allow_cpu_fallback=False):
-    """In this process: {available, fully_accelerated} of a GPU compile."""
+    """In this process: {available, fully_delegated} of a GPU compile."""
     from benchmarks.runtime import CompiledRunner, RuntimeUnavailable
 
     try:
         runner = CompiledRunner(path, "gpu", allow_cpu_fallback=allow_cpu_fallback)
-        return {"available": True, "fully_accelerated": bool(runner.fully_delegated)}
+        return {"available": True, "fully_delegated": bool(runner.fully_delegated)}
     except RuntimeUnavailable as exc:
-        return {"available": False, "fully_accelerated": False, "error": str(exc)}
+        return {"available": False, "fully_delegated": False, "error": str(exc)}
 
 
 def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
@@ -46,7 +46,7 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
     """
     from benchmarks.runtime import CompiledRunner, RuntimeUnavailable, gpu_is_emulated, random_inputs
 
-    result = {"available": False, "emulated": gpu_is_emulated(), "fully_accelerated": False,
+    result = {"available": False, "emulated": gpu_is_emulated(), "fully_delegated": False,
               "max_abs_error": None, "max_rel_error": None, "tolerance": tolerance, "ok": False}
     try:
         cpu = CompiledRunner(path, "cpu")
@@ -59,10 +59,10 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
             result["error"] = str(exc)
             mixed = compile_on_gpu(path, allow_cpu_fallback=True)  # a GPU exists but refuses part of the model?
             if mixed["available"]:
-                result.update(available=True, fully_accelerated=mixed["fully_accelerated"],
+                result.update(available=True, fully_delegated=mixed["fully_delegated"],
                               error="the GPU accelerator did not take the whole model (CPU fallback needed)")
         if gpu is not None:
-            result.update(available=True, fully_accelerated=bool(gpu.fully_delegated))
+            result.update(available=True, fully_delegated=bool(gpu.fully_delegated))
             out = gpu(*arrays)
             abs_err = max(float(np.max(np.abs(o.astype(np.float64) - r.astype(np.float64)))) for o, r in zip(out, ref))
             scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
@@ -78,7 +78,7 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
             else:
                 tol = tolerance * max(1.0, scale)
             result["allowed_abs_error"] = tol
-            result.update(max_abs_error=abs_err, max_rel_error=abs_err / scale, ok=bool(abs_err <= tol and result["fully_accelerated"]))
+            result.update(max_abs_error=abs_err, max_rel_error=abs_err / scale, ok=bool(abs_err <= tol and result["fully_delegated"]))
     except Exception as exc:  # noqa: BLE001 - reported, never raised, by design
         result["error"] = one_line(exc, 300)
     return result
@@ -116,7 +116,7 @@ def ops_kept_off_gpu(path, timeout=120):
     with tempfile.TemporaryDirectory() as tmp:
         for name, single in single_op_models(path, tmp).items():
             r = _run_child([single, "--compile-only"], None, timeout)
-            if not (r.get("available") and r.get("fully_accelerated")):
+            if not (r.get("available") and r.get("fully_delegated")):
                 refused.append(name + (" (crashed the accelerator)" if r.get("crashed") else ""))
     return refused
 
@@ -143,7 +143,7 @@ def _run_child(args, inputs_npz, timeout):
                 if lines:
                     result = json.loads(lines[-1])
                 else:
-                    result = {"available": True, "crashed": True, "ok": False, "fully_accelerated": False,
+                    result = {"available": True, "crashed": True, "ok": False, "fully_delegated": False,
                               "error": f"the GPU accelerator crashed the process (exit {proc.returncode})"}
             except subprocess.TimeoutExpired:
                 result = {"available": False, "ok": False, "error": f"GPU check timed out after {timeout} s"}
@@ -167,7 +167,7 @@ def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300, int_steps=0.0):
             np.savez(npz, *inputs)
         result = _run_child([os.path.abspath(path), "--tolerance", str(tolerance), "--int-steps", str(int_steps)],
                             npz, timeout)
-    if result.get("available") and not result.get("fully_accelerated"):
+    if result.get("available") and not result.get("fully_delegated"):
         try:
             result["ops_on_cpu"] = ops_kept_off_gpu(path)
         except Exception as exc:  # noqa: BLE001 - the probe is extra information, never a failure

@@ -159,11 +159,11 @@ class InterpreterRunner(Runner):
         self.inputs = [self._details(d) for d in self.interp.get_input_details()]
         self._outs = self.interp.get_output_details()
 
-    @staticmethod
-    def _details(d):
+    def _details(self, d):
         scale, zero = d.get("quantization", (0.0, 0))
         return {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                "index": d["index"], "scale": scale, "zero_point": zero}
+                "index": d["index"], "scale": scale, "zero_point": zero,
+                "signature_name": self.model.signature_names.get(int(d["index"]))}
 
     def set_inputs(self, arrays):
         for a, d in zip(arrays, self.inputs):
@@ -243,7 +243,7 @@ class CompiledRunner(Runner):
             gc.collect()
 
 
-def load(path, runtime=None, use_gpu=False, num_threads=1, use_xnnpack=True, delegate=None, gpu_fallback=False):
+def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, delegate=None, gpu_fallback=False):
     """A ``Runner`` for ``path`` on ``runtime`` (chosen automatically when None)."""
     runtime = runtime or pick_runtime(use_gpu, delegate)
     if runtime not in RUNTIMES:

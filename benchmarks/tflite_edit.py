@@ -170,9 +170,34 @@ def drop_tensor_names(model):
                 t.name = None
 
 
+def _natural(name):
+    """Sort key in which input_2 comes before input_10."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name or "")]
+
+
+def io_in_signature_order(model):
+    """Orders each signed subgraph's inputs and outputs by their signature names, naturally sorted.
+
+    The converter lists a subgraph's inputs in no particular order (a Keras model's input_0 and
+    input_1 came out as [input_1, input_0]), and runtimes number inputs by that list; after this,
+    position i is the signature's i-th name (``input_i`` for ``convert.export``'s models), so ``arr_i``
+    of an .npz and the i-th Keras input mean the same tensor.
+    """
+    for sig in model.signatureDefs or []:
+        sg = model.subgraphs[sig.subgraphIndex]
+        for side in ("inputs", "outputs"):
+            refs = sorted(getattr(sig, side) or [], key=lambda r: _natural(r.name.decode() if isinstance(r.name, bytes) else r.name))
+            tensors = [r.tensorIndex for r in refs]
+            if sorted(tensors) == sorted(int(i) for i in getattr(sg, side)):  # the same tensors, reordered only
+                setattr(sig, side, refs)
+                setattr(sg, side, tensors)
+
+
 def compact(flat):
     """Shares equal constants and quantization tables, drops intermediate tensor names and static shape
-    signatures, and repairs degenerate int8 activation scales.
+    signatures, repairs degenerate int8 activation scales, and numbers inputs in signature order.
 
     The converter names every tensor after its TF graph path and gives every small
     op its own constants; with the ~100 small ops of an involution layer that
@@ -187,6 +212,7 @@ def compact(flat):
     its scale.
     """
     model = unpack(flat)
+    io_in_signature_order(model)
     share_constants(model)
     drop_tensor_names(model)
     repair_zero_ranges(model)

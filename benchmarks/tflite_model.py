@@ -88,6 +88,14 @@ class TFLiteModel:
                                    "op_io": [(_ints(op.InputsAsNumpy()), _ints(op.OutputsAsNumpy())) for op in operators]})
         if not self.subgraphs:
             raise ModelFormatError(f"{self.path or 'buffer'}: the model has no subgraph")
+        # {tensor index: signature name} of the main subgraph's inputs and outputs ("input_0", ...).
+        self.signature_names = {}
+        for d in range(root.SignatureDefsLength()):
+            sig = root.SignatureDefs(d)
+            if sig.SubgraphIndex() == 0:
+                for ref in [sig.Inputs(i) for i in range(sig.InputsLength())] + \
+                           [sig.Outputs(i) for i in range(sig.OutputsLength())]:
+                    self.signature_names[ref.TensorIndex()] = (ref.Name() or b"").decode("utf-8", "replace")
 
     @property
     def main(self):

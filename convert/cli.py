@@ -43,7 +43,7 @@ def format_audit(result):
         else:
             kind = "emulated GPU (SwiftShader)" if g.get("emulated") else "GPU"
             err = g.get("max_abs_error")
-            lines.append(f"  {kind}: {'fully accelerated' if g['fully_accelerated'] else 'NOT fully accelerated'}"
+            lines.append(f"  {kind}: {'fully accelerated' if g['fully_delegated'] else 'NOT fully accelerated'}"
                          + (f", max abs err vs CPU {err:.3g} (allowed {g.get('allowed_abs_error', 0):.3g})" if err is not None else "")
                          + (" (ok)" if g.get("ok") else f" (FAILED{': ' + g['error'] if g.get('error') else ''})"))
             if g.get("ops_on_cpu"):

@@ -22,6 +22,14 @@ class ConversionError(ValueError):
     """A conversion that cannot be done as asked; one line for the user."""
 
 
+def check_quantization(quantize, io):
+    """--quantize and --io values, checked where the library is entered (the CLIs' choices do it too)."""
+    if quantize not in QUANTIZE:
+        raise ConversionError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
+    if io not in IO_TYPES:
+        raise ConversionError(f"--io must be one of {', '.join(IO_TYPES)}; got {io!r}")
+
+
 def _tf_dtype(io):
     import tensorflow as tf
 
@@ -71,10 +79,7 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
     """
     import tensorflow as tf
 
-    if quantize not in QUANTIZE:
-        raise ConversionError(f"--quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
-    if io not in IO_TYPES:
-        raise ConversionError(f"--io must be one of {', '.join(IO_TYPES)}; got {io!r}")
+    check_quantization(quantize, io)
     with tempfile.TemporaryDirectory() as tmp:
         conv = tf.lite.TFLiteConverter.from_saved_model(export_saved_model(model, tmp), signature_keys=["serve"])
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

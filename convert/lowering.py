@@ -10,25 +10,22 @@ the patches afterwards (often a 6-D reshape) stays as it is, and the audit repor
 import contextlib
 
 
-def _same_padding(size, k, s):
-    out = -(-size // s)
-    total = max((out - 1) * s + k - size, 0)
-    return out, (total // 2, total - total // 2)
-
-
 def extract_patches_builtin(images, sizes, strides, rates, padding, name=None):
     """What ``tf.image.extract_patches`` returns, for unit rates, from PAD, STRIDED_SLICE and CONCATENATION."""
     import tensorflow as tf
+
+    from involution.layer import ceil_div, same_padding
 
     _, kh, kw, _ = sizes
     _, sh, sw, _ = strides
     h, w = images.shape[1], images.shape[2]
     if str(padding).upper() == "SAME":
-        ho, ph = _same_padding(h, kh, sh)
-        wo, pw = _same_padding(w, kw, sw)
+        ho, wo = ceil_div(h, sh), ceil_div(w, sw)
+        ph, pw = same_padding(h, kh, sh, "same"), same_padding(w, kw, sw, "same")
         images = tf.pad(images, [[0, 0], list(ph), list(pw), [0, 0]])
     else:
         ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    # Offset (i, j) reads rows i, i + sh, ..., i + (ho - 1) * sh: the end bound is the last one plus 1.
     pieces = [images[:, i : i + (ho - 1) * sh + 1 : sh, j : j + (wo - 1) * sw + 1 : sw, :]
               for i in range(kh) for j in range(kw)]
     return tf.concat(pieces, axis=-1, name=name)

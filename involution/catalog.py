@@ -1,6 +1,9 @@
 """The names the command lines offer, importable without Keras or TensorFlow (so that --help is instant)."""
 
 STRATEGIES = ("shift", "depthwise")
+# Channels per kernel group when neither group_number nor group_channels is given: the paper's and the
+# official RedNets' choice.
+DEFAULT_GROUP_CHANNELS = 16
 MODEL_NAMES = ("seed-conv", "seed-involution", "rednet26", "rednet38", "rednet50", "rednet101", "rednet152",
                "rednet-cifar")
 # Blocks per stage of the official RedNets (d-li14/involution, mmcls RedNet.arch_settings).

@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from involution.catalog import STRATEGIES
+from involution.catalog import DEFAULT_GROUP_CHANNELS, STRATEGIES
 
 GROUP_LAYOUTS = ("interleaved", "contiguous")
 PADDINGS = ("same", "symmetric")
@@ -39,6 +39,11 @@ def _check_choice(name, value, allowed):
         raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
 
 
+def ceil_div(a, b):
+    """ceil(a / b) for positive integers: the output size of a stride-b window over a SAME-padded axis."""
+    return -(-a // b)
+
+
 def same_padding(size, kernel_size, stride, padding):
     """(before, after) zero padding of one spatial axis; output size is ceil(size / stride).
 
@@ -46,7 +51,7 @@ def same_padding(size, kernel_size, stride, padding):
     is PyTorch's ``padding=K//2`` used by the official implementation.  They agree
     for stride 1 and odd K.
     """
-    out = -(-size // stride)
+    out = ceil_div(size, stride)
     total = max((out - 1) * stride + kernel_size - size, 0)
     before = total // 2 if padding == "same" else kernel_size // 2
     return before, max(total - before, 0)
@@ -55,7 +60,7 @@ def same_padding(size, kernel_size, stride, padding):
 def output_shape(input_shape, stride):
     """NHWC output shape: spatial sizes ceil(size / stride), channels unchanged."""
     b, h, w, c = input_shape
-    return (b, None if h is None else -(-h // stride), None if w is None else -(-w // stride), c)
+    return (b, None if h is None else ceil_div(h, stride), None if w is None else ceil_div(w, stride), c)
 
 
 @keras.saving.register_keras_serializable(package="involution")
@@ -69,7 +74,7 @@ class Involution(keras.layers.Layer):
         stride: 1 or 2 (any positive integer works).
         reduction_ratio: r of the C -> C/r bottleneck of kernel generation.
         group_channels: channels per group, the official form (G = C / group_channels);
-            used when ``group_number`` is None.  Default 16, as in the paper.
+            used when ``group_number`` is None.  Default ``DEFAULT_GROUP_CHANNELS`` (16), as in the paper.
         strategy: ``"shift"`` or ``"depthwise"`` aggregation (see module docstring).
         group_layout: ``"interleaved"``: channel c belongs to group ``c % G`` (the
             extract_patches formulation); ``"contiguous"``: group ``c // (C/G)`` (the
@@ -134,7 +139,7 @@ class Involution(keras.layers.Layer):
                     f"allowed group_number values: {[g for g in range(1, channel + 1) if channel % g == 0]}"
                 )
         else:
-            gc = self.group_channels or 16
+            gc = self._group_channels
             if channel % gc:
                 raise ValueError(
                     f"channel ({channel}) must be divisible by group_channels ({gc}); "
@@ -147,10 +152,15 @@ class Involution(keras.layers.Layer):
             )
 
     @property
+    def _group_channels(self):
+        return self.group_channels or DEFAULT_GROUP_CHANNELS
+
+    @property
     def groups(self):
+        """G: ``group_number``, or the channels over ``group_channels``."""
         if self.group_number is not None:
             return self.group_number
-        return self.channel // (self.group_channels or 16)
+        return self.channel // self._group_channels
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -209,19 +219,22 @@ class Involution(keras.layers.Layer):
         g = self.groups
         if self.strategy == "shift" and x.shape[0] == 1:
             return self._aggregate_planar(x, kernel, h, w, c, g)
+        # With G = 1 (one group of all channels) or G = C (a group per channel) the two group layouts
+        # assign every channel the same group, so only 1 < G < C needs the channels permuted.
         if self.strategy == "shift":
             # Computed with contiguous groups: the kernel then broadcasts over the innermost axis.
             permute = self.group_layout == "interleaved" and 1 < g < c
-            if permute:  # channel t*G+g -> g*(C/G)+t
+            if permute:  # channel t*G + g -> g*(C/G) + t: interleaved to contiguous
                 x = self._swap_channel_blocks(x, c // g, g)
             out = self._aggregate_shift(x, kernel, h, w, c, g)
+            # (C/G, G) then (G, C/G): the second swap undoes the first.
             return self._swap_channel_blocks(out, g, c // g) if permute else out
         # The one-hot gather computes interleaved groups.
         permute = self.group_layout == "contiguous" and 1 < g < c
-        if permute:
+        if permute:  # channel g*(C/G) + t -> t*G + g: contiguous to interleaved
             x = self._swap_channel_blocks(x, g, c // g)
         out = self._aggregate_depthwise(x, kernel, h, w, c, g)
-        return self._swap_channel_blocks(out, c // g, g) if permute else out
+        return self._swap_channel_blocks(out, c // g, g) if permute else out  # back: undoes (G, C/G)
 
     def _aggregate_planar(self, x, kernel, h, w, c, g):
         """Batch 1 (export): shift-and-multiply on channel planes, every slice with unit strides.
@@ -237,7 +250,7 @@ class Involution(keras.layers.Layer):
         run on TFLite's reference kernels and split the graph around it.
         """
         k, s = self.kernel_size, self.stride
-        ho, wo = -(-h // s), -(-w // s)
+        ho, wo = ceil_div(h, s), ceil_div(w, s)
         xp = self._padded(x, h, w, multiple=s)
         hq, wq = xp.shape[1] // s, xp.shape[2] // s
         # [1, Hq*s, Wq*s, C] is, in memory, [Hq, s(row phase), Wq, s(column phase) * C]; one transpose
@@ -265,6 +278,11 @@ class Involution(keras.layers.Layer):
 
     @staticmethod
     def _swap_channel_blocks(x, a, b):
+        """Channel ``i*b + j`` moves to ``j*a + i``: the channel axis read as an [a, b] matrix, transposed.
+
+        ``_swap_channel_blocks(_swap_channel_blocks(x, a, b), b, a)`` is ``x``.  The reshape folds the
+        batch into H so that the tensors stay 4-D (the mobile GPU takes at most 4-D).
+        """
         # [B, H, W, a*b] viewed as [B*H, W, a, b] -> transpose last two -> [B, H, W, b*a]
         h, w = x.shape[1], x.shape[2]
         y = ops.reshape(x, (-1, w, a, b))
@@ -285,7 +303,7 @@ class Involution(keras.layers.Layer):
     def _aggregate_shift(self, x, kernel, h, w, c, g):
         """Any batch (training): sum over the K*K offsets of shifted input times kernel slice (groups contiguous)."""
         k, s = self.kernel_size, self.stride
-        ho, wo = -(-h // s), -(-w // s)
+        ho, wo = ceil_div(h, s), ceil_div(w, s)
         xp = self._padded(x, h, w)
         grouped = 1 < g < c
         if grouped:
@@ -294,6 +312,8 @@ class Involution(keras.layers.Layer):
         for i in range(k):
             for j in range(k):
                 n = i * k + j
+                # Output row r reads padded row i + r*s; the last is i + (ho-1)*s, so the end bound is that
+                # plus 1: exactly ho rows, and never past the padded input.
                 patch = xp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :]  # [B, Ho, Wo, C]
                 if grouped:
                     patch = ops.reshape(patch, (-1, ho * wo, g, c // g))
@@ -306,12 +326,12 @@ class Involution(keras.layers.Layer):
 
     def _aggregate_depthwise(self, x, kernel, h, w, c, g):
         k, s = self.kernel_size, self.stride
-        kk2 = k * k
-        ho, wo = -(-h // s), -(-w // s)
+        taps = k * k  # window positions
+        ho, wo = ceil_div(h, s), ceil_div(w, s)
         xp = self._padded(x, h, w)
         patches = ops.depthwise_conv(xp, self._onehot, strides=s, padding="valid")  # [B, Ho, Wo, C*K*K]
-        patches = ops.reshape(patches, (-1, ho * wo, c, kk2))
-        kern = ops.reshape(kernel, (-1, ho * wo, kk2, g))
+        patches = ops.reshape(patches, (-1, ho * wo, c, taps))
+        kern = ops.reshape(kernel, (-1, ho * wo, taps, g))
         kern = ops.transpose(kern, (0, 1, 3, 2))  # [B, HoWo, G, K*K]
         if g < c:
             kern = ops.tile(kern, (1, 1, c // g, 1))  # row t*G + g

@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from involution.catalog import MODEL_NAMES, REDNET_DEPTHS  # noqa: F401 - MODEL_NAMES re-exported
+from involution.catalog import DEFAULT_GROUP_CHANNELS, MODEL_NAMES, REDNET_DEPTHS  # noqa: F401 - MODEL_NAMES re-exported
 from involution.layer import Involution
 
 _DEFAULT_INPUT = {name: (224, 224, 3) for name in REDNET_DEPTHS}
@@ -38,8 +38,10 @@ def seed_involution(input_shape=(32, 32, 3), num_classes=10, strategy="shift"):
     return keras.Model(inp, layers.Dense(num_classes)(x), name="seed_involution")
 
 
-def _official_involution(channels, kernel_size, stride, name, strategy):
-    return Involution(channel=channels, group_channels=16, kernel_size=kernel_size, stride=stride,
+def official_involution(channels, kernel_size, stride, name, strategy="shift"):
+    """The involution of the official RedNets (d-li14/involution): contiguous groups of 16 channels,
+    PyTorch's symmetric padding, reduction 4, no bias before BatchNorm, eps 1e-5."""
+    return Involution(channel=channels, group_channels=DEFAULT_GROUP_CHANNELS, kernel_size=kernel_size, stride=stride,
                       reduction_ratio=4, strategy=strategy, group_layout="contiguous",
                       padding="symmetric", bn_epsilon=1e-5, reduce_bias=False, name=name)
 
@@ -48,7 +50,7 @@ def _bn(name):
     return layers.BatchNormalization(epsilon=1e-5, name=name)
 
 
-def _bottleneck(x, mid, stride, name, strategy, involution=_official_involution):
+def _bottleneck(x, mid, stride, name, strategy, involution=official_involution):
     """conv1x1 -> involution(mid, K=7, stride) -> conv1x1 (x4), with a projection shortcut when needed."""
     out_ch = mid * 4
     shortcut = x
@@ -66,7 +68,7 @@ def _bottleneck(x, mid, stride, name, strategy, involution=_official_involution)
 
 def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_stride=2,
            stage_strides=(1, 2, 2, 2), maxpool=True, name="rednet", strategy="shift", include_top=True,
-           preprocessing=None, involution=_official_involution):
+           preprocessing=None, involution=official_involution):
     """RedNet with the official network's geometry: the deep stem and ResNet bottlenecks whose 3x3 conv
     is a 7x7 involution.
 

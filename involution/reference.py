@@ -14,7 +14,7 @@ group ``c % G`` ("interleaved"), and the kernel channel ``k*G + g`` holds offset
 import keras
 import tensorflow as tf
 
-from involution.layer import Involution, output_shape
+from involution.layer import Involution, ceil_div, output_shape
 
 
 class _PatchInvolution(keras.layers.Layer):
@@ -55,7 +55,7 @@ class _PatchInvolution(keras.layers.Layer):
         """Returns (output [B, Ho, Wo, C], kernel [B, Ho, Wo, K*K, 1, G])."""
         k, g, s = self.kernel_size, self.group_number, self.stride
         c = x.shape[-1]
-        ho, wo = -(-x.shape[1] // s), -(-x.shape[2] // s)
+        ho, wo = ceil_div(x.shape[1], s), ceil_div(x.shape[2], s)
         kernel = self.kernel_gen(self.pool(x) if self.pool is not None else x)  # B, Ho, Wo, K*K*G
         kernel = tf.reshape(kernel, (-1, ho, wo, k * k, 1, g))
         patches = tf.image.extract_patches(

@@ -15,10 +15,10 @@ import numpy as np
 
 from benchmarks.plumbing import native_logs_silenced, write_atomic
 from benchmarks.tflite_edit import compact
-from convert.api import calibration_samples, verify
 from convert.export import representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
+from convert.verification import calibration_samples, verify
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """Accuracy of a float Keras model against its .tflite (int8) conversion on held-out data."""
 
 from benchmarks.tflite_model import TFLiteModel
-from convert.api import calibration_samples, verify
 from convert.load import load_model
+from convert.verification import calibration_samples, verify
 
 
 def compare_accuracy(keras_path, tflite_path, source, samples=500, data_dir=None, custom_modules=()):

@@ -10,8 +10,9 @@ from conftest import ROOT, assert_one_line_error, randomize, run_cli
 
 from benchmarks.runtime import InterpreterRunner
 from benchmarks.xnnpack_check import xnnpack_coverage
-from convert.api import convert_model, failed_name, quality_gate, verify
+from convert.api import convert_model
 from convert.export import to_tflite
+from convert.verification import failed_name, quality_gate, verify
 from involution import Involution
 
 

@@ -23,7 +23,8 @@ def test_layer_bench_runs_every_layer_and_reports_the_ratios(tmp_path):
     names = {(r["layer"], r["dtype"]) for r in rows}
     layers = list(layer_bench.LAYER_NAMES.values()) + [layer_bench.LAYER_NAMES["depthwise-conv"] + layer_bench.NO_XNNPACK]
     assert names == {(layer, dtype) for layer in layers for dtype in ("float32", "int8")}
-    assert all(r["median_ms_1t"] > 0 and r["file_bytes"] > 0 for r in rows)
+    files = {p.name: p.stat().st_size for p in tmp_path.glob("*.tflite")}
+    assert sorted({r["file_bytes"] for r in rows}) == sorted(set(files.values()))  # each row's size is its file's
     by = {(r["layer"], r["dtype"]): r for r in rows}
     floor = by[layer_bench.LAYER_NAMES["mul-add floor"], "int8"]["ops"]
     assert floor.get("MUL") == 9 and floor.get("ADD") == 8 and "STRIDED_SLICE" in floor
@@ -37,3 +38,10 @@ def test_layer_bench_runs_every_layer_and_reports_the_ratios(tmp_path):
     assert len(saved["rows"]) == len(rows)
     text = (tmp_path / "layer_bench.md").read_text()
     assert "Ratios, 1 thread, this run:" in text and "x int8" in text and "floor" in text
+    # The ratios are the rows' own medians: shift vs one-hot gather, in float32.
+    ms = {(r["layer"], r["dtype"]): r["median_ms_1t"] for r in rows}
+    names = layer_bench.LAYER_NAMES
+    expected = ms[names["depthwise"], "float32"] / ms[names["shift"], "float32"]
+    assert f"shift vs one-hot {expected:.1f}x float32" in text, text
+    for r in rows:
+        assert f"| {r['median_ms_1t']:.3f} |" in text

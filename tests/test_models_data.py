@@ -137,7 +137,7 @@ def _rows(a):
 
 def test_one_split_per_dataset_disjoint_reproducible_and_independent_of_training(tmp_path):
     """Training, calibration and held-out evaluation all use involution.data.split_indices."""
-    from convert.api import calibration_samples
+    from convert.verification import calibration_samples
     from involution.data import SPLIT_SEED, split_indices
 
     train, val = split_indices(100)

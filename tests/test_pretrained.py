@@ -10,6 +10,7 @@ import pytest
 import torch_pth
 from conftest import assert_one_line_error, require_gpu, run_cli
 from numpy_rednet import DEPTHS, forward, official_state
+from PIL import Image
 
 from involution.checkpoint import CheckpointError, load_state_dict
 from involution.models import build_model
@@ -155,8 +156,6 @@ def test_wrong_checkpoints_get_one_clear_error(checkpoints, tmp_path, case, need
 def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_path):
     """The README's two commands for a user with rednet26.pth, at 64x64: float32 equals the official
     forward, the 0-255 model folds the normalisation, int8 reports its top-1 agreement, the GPU path runs."""
-    from PIL import Image
-
     from benchmarks.runtime import InterpreterRunner
 
     require_gpu()
@@ -194,7 +193,7 @@ def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_p
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "i8.json").read_text())
     assert r["quality_gate"]["passed"] and 0.0 <= r["verify"]["top1_agreement"] <= 1.0
-    assert r["xnnpack"]["fully_delegated"] and r["gpu"]["fully_accelerated"] and r["gpu"]["ok"], r["gpu"]
+    assert r["xnnpack"]["fully_delegated"] and r["gpu"]["fully_delegated"] and r["gpu"]["ok"], r["gpu"]
 
 
 @pytest.mark.parametrize("name,paper", [("rednet101", 25.65e6), ("rednet152", 33.99e6)])
@@ -214,5 +213,8 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
     assert rows[0]["weights"] == str(ck["rednet26"][1]) and rows[0]["xnnpack"]["fully_delegated"]
-    assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and rows[0]["ms_1t"]["median"] > 0
-    assert "rednet26" in (out / "network_bench.md").read_text() and (out / "latency_vs_top1.png").exists()
+    ms = rows[0]["ms_1t"]
+    assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and ms["min"] == ms["median"] == ms["max"]  # one round
+    assert f"| rednet26 | float32 | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) |" in (out / "network_bench.md").read_text()
+    with Image.open(out / "latency_vs_top1.png") as img:
+        img.verify()

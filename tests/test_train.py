@@ -15,14 +15,30 @@ from involution.train import fit
 
 
 def test_training_writes_everything_and_learns(trained_seed):
+    """Trained with --seed 1: the validation part is still the one fixed split, and the saved models are
+    the trained ones (their accuracy on it is the reported one)."""
+    from involution.data import load_dataset
+
     out, results = trained_seed
+    data = load_dataset("digits", (32, 32, 3))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["seed"] == 1 and saved["split"]["split_seed"] == 0
+    assert (saved["split"]["train"], saved["split"]["validation"]) == (len(data.x_train), len(data.x_val))
     for name in ("seed-conv", "seed-involution"):
         d = out / name
-        for f in ("model.h5", "model.keras", "history.json", "summary.txt", "loss.png", "accuracy.png"):
-            assert (d / f).stat().st_size > 0, f
         hist = json.loads((d / "history.json").read_text())
-        assert hist["loss"][-1] < 0.8 * hist["loss"][0], hist["loss"]
-        assert results[name]["val_accuracy"] > 0.3
+        assert len(hist["loss"]) == 12 and hist["loss"][-1] < 0.8 * hist["loss"][0], hist["loss"]
+        model = keras.models.load_model(d / "model.keras")
+        accuracy = float(np.mean(model.predict(data.x_val, verbose=0).argmax(1) == data.y_val))
+        assert accuracy == pytest.approx(results[name]["val_accuracy"], abs=1e-6) and accuracy > 0.3
+        assert accuracy == pytest.approx(hist["val_accuracy"][-1], abs=1e-6)
+        h5 = keras.models.load_model(d / "model.h5", custom_objects={"Involution": Involution}, compile=False)
+        np.testing.assert_allclose(h5.predict(data.x_val[:8], verbose=0), model.predict(data.x_val[:8], verbose=0),
+                                   rtol=1e-5, atol=1e-5)
+        assert f"{results[name]['params']:,}" in (d / "summary.txt").read_text()
+        for png in ("loss.png", "accuracy.png"):
+            with Image.open(d / png) as img:
+                img.verify()
     assert results["seed-involution"]["params"] == 13_080 and results["seed-conv"]["params"] == 319_178
     for png in ("loss.png", "accuracy.png", "seed-involution/kernels.png"):
         with Image.open(out / png) as img:

@@ -148,7 +148,7 @@ def run(num_runs=100, out="runs/layer_bench", threads=(1, 2), configs=CONFIGS, f
                            "dtype": "int8" if quant == "int8" else "float32", "file_bytes": info.file_size,
                            "ops": info.op_histogram(), "op_count": len(info.ops)}
                     for t in threads:
-                        r = benchmark(path, "litert", num_threads=t, warmup_runs=5, num_runs=num_runs, min_secs=0,
+                        r = benchmark(path, runtime="litert", num_threads=t, warmup_runs=5, num_runs=num_runs, min_secs=0,
                                       use_xnnpack=use_xnnpack, progress=False)
                         row[f"median_ms_{t}t"] = r["median_ms"]
                     rows.append(row)

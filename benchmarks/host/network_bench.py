@@ -81,14 +81,15 @@ def build_network(name, input_size=224, weights=None):
 def _layer_model(h, c, k, stride, kind):
     import keras
 
-    from involution import Involution
+    from involution.catalog import DEFAULT_GROUP_CHANNELS
+    from involution.layer import ceil_div
+    from involution.models import official_involution
 
     if kind == "mul-add floor":  # the aggregation's K*K MULs and K*K-1 ADDs alone, at the output size
-        return floor_model(-(-h // stride), c, k, c // 16)
+        return floor_model(ceil_div(h, stride), c, k, c // DEFAULT_GROUP_CHANNELS)
     inp = keras.Input((h, h, c))
     if kind == "involution":
-        layer = Involution(channel=c, group_channels=16, kernel_size=k, stride=stride, reduction_ratio=4,
-                           group_layout="contiguous", padding="symmetric", bn_epsilon=1e-5)
+        layer = official_involution(c, k, stride, name="involution")
     else:
         layer = keras.layers.DepthwiseConv2D(k, strides=stride, padding="same")
     return random_weights(keras.Model(inp, layer(inp)))
@@ -111,7 +112,7 @@ def _time(jobs, rounds, num_runs, threads):
     for _ in range(rounds):
         for key, path in jobs:
             for t in threads:
-                r = benchmark(path, "litert", num_threads=t, warmup_runs=2, num_runs=num_runs, min_secs=0,
+                r = benchmark(path, runtime="litert", num_threads=t, warmup_runs=2, num_runs=num_runs, min_secs=0,
                               progress=False)
                 times.setdefault((key, t), []).append(r["median_ms"])
     return times
@@ -142,7 +143,7 @@ def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3,
                          "ops": r["audit"]["ops"], "parameters": r["audit"]["parameters"],
                          "weights": weights.get(name) or "random",
                          "xnnpack": r["xnnpack"], "gpu_ok": g.get("ok") if g else None,
-                         "gpu_fully_accelerated": g.get("fully_accelerated") if g else None,
+                         "gpu_fully_delegated": g.get("fully_delegated") if g else None,
                          "max_rel_error_vs_keras": r["verify"]["max_rel_error"]})
             jobs.append(((name, dtype), path))
     print(f"timing {len(jobs)} networks x {len(threads)} thread settings, {rounds} interleaved rounds", flush=True)

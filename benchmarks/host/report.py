@@ -51,7 +51,7 @@ def trust_check(path, num_runs=200, num_threads=1, rounds=3):
         if not found:
             return {"model": os.path.basename(path), "error": f"benchmark_litert_model gave no median (exit {proc.returncode})"}
         theirs.append(float(found.group(1)))
-        ours.append(benchmark(path, "litert-compiled", num_threads=num_threads, warmup_runs=20, num_runs=num_runs,
+        ours.append(benchmark(path, runtime="litert-compiled", num_threads=num_threads, warmup_runs=20, num_runs=num_runs,
                               min_secs=0, progress=False)["median_ms"])
     return {"model": os.path.basename(path), "invo_bench_ms": spread(ours), "benchmark_litert_model_ms": spread(theirs),
             "ratio": spread([a / b for a, b in zip(ours, theirs)]),
@@ -78,7 +78,7 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
     for _ in range(rounds):
         for row in rows:
             for t in threads:
-                r = benchmark(row["file"], "litert", num_threads=t, warmup_runs=10, num_runs=num_runs, min_secs=0,
+                r = benchmark(row["file"], runtime="litert", num_threads=t, warmup_runs=10, num_runs=num_runs, min_secs=0,
                               progress=False)
                 per_round.setdefault((row["file"], t), []).append(r["median_ms"])
     for row in rows:
@@ -88,7 +88,7 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
         row["gpu_ms"], row["gpu"] = None, "no GPU"
         if gpu:
             try:
-                r = benchmark(row["file"], "litert-compiled", use_gpu=True, warmup_runs=10, num_runs=max(20, num_runs // 5),
+                r = benchmark(row["file"], runtime="litert-compiled", use_gpu=True, warmup_runs=10, num_runs=max(20, num_runs // 5),
                               min_secs=0, progress=False)
                 row["gpu_ms"] = r["median_ms"]
                 row["gpu"] = ("emulated" if gpu_is_emulated() else "GPU") + ("" if r["fully_delegated"] else ", partial")

@@ -1,0 +1,103 @@
+"""Is the .tflite model right?  Its outputs against Keras on held-out data, and the quality gate's bounds.
+
+Also the data both sides of that check come from: calibration samples from the training part of a
+source's one split (``involution.data.split_indices``), held-out samples from its validation part.
+``convert`` gates every model with it; ``quantize`` reports with it.
+"""
+
+import os
+
+import numpy as np
+
+from benchmarks.runtime import RuntimeUnavailable, load, to_input_dtype
+
+# The quality gate's default bounds against Keras on the held-out samples, by --quantize.  Classifiers
+# (one output row of several classes) are held to top-1 agreement; every model to the largest error
+# relative to the output's largest magnitude.
+MIN_AGREEMENT = {"none": 0.99, "float16": 0.99, "dynamic": 0.98, "int8": 0.97}
+MAX_REL_ERROR = {"none": 1e-3, "float16": 0.02, "dynamic": 0.1, "int8": 0.25}
+
+
+def calibration_samples(source, input_shape, count=200, data_dir=None, image_rule=None):
+    """(calibration x, held-out x, held-out y or None) from a --calib source.
+
+    Calibration draws only from the training part of the source's one split; verification and
+    accuracy use its validation part.  ``image_rule`` maps image-folder pixels to the model's input
+    (see ``involution.data.load_dataset``).
+    """
+    from involution.data import load_dataset
+
+    ds = load_dataset(source, input_shape, data_dir=data_dir, labels=False, image_rule=image_rule)
+    return ds.x_train[:count], ds.x_val, ds.y_val
+
+
+def _cpu_runner(path, warnings=None):
+    """XNNPACK first, as on a device; TFLite's builtin kernels when XNNPACK refuses the model."""
+    try:
+        return load(path, "litert")
+    except RuntimeUnavailable as exc:
+        runner = load(path, "litert", use_xnnpack=False)
+        if warnings is not None:
+            warnings.append(f"XNNPACK refused the model, which runs on TFLite's builtin kernels only: {exc} "
+                            "(int8: look for layers whose activations are all zero)")
+        return runner
+
+
+def tflite_outputs(path, x, warnings=None):
+    """Runs every sample of ``x`` (float, [N, ...]) through the .tflite model; dequantized float outputs."""
+    runner = _cpu_runner(path, warnings)
+    inp = runner.inputs[0]
+    out_det = runner.interp.get_output_details()[0]
+    o_scale, o_zero = out_det.get("quantization", (0.0, 0))
+    outs = []
+    for sample in x:
+        y = runner(to_input_dtype(sample[None], inp))[0]
+        if y.dtype.kind in "iu" and o_scale:
+            y = (y.astype(np.float32) - o_zero) * o_scale
+        outs.append(y[0])
+    return np.stack(outs)
+
+
+def verify(keras_model, path, x, y=None):
+    """Float: max abs/rel error vs Keras.  Quantized: relative error, and top-1 float vs tflite with labels."""
+    ref = keras_model.predict(x, verbose=0, batch_size=32)
+    ref = ref[0] if isinstance(ref, (list, tuple)) else ref
+    warnings = []
+    got = tflite_outputs(path, x, warnings)
+    abs_err = float(np.max(np.abs(got - ref)))
+    scale = float(np.max(np.abs(ref))) or 1.0
+    result = {"samples": int(len(x)), "max_abs_error": abs_err, "max_rel_error": abs_err / scale,
+              "mean_abs_error": float(np.mean(np.abs(got - ref))),
+              "mean_rel_error": float(np.mean(np.abs(got - ref))) / scale, "output_scale": scale, "warnings": warnings}
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        top_f, top_q = ref.argmax(1), got.argmax(1)
+        result["top1_agreement"] = float(np.mean(top_f == top_q))
+        if y is not None:
+            result["top1_keras"] = float(np.mean(top_f == y))
+            result["top1_tflite"] = float(np.mean(top_q == y))
+    return result
+
+
+def gate_bounds(quantize, min_agreement=None, max_rel_error=None):
+    """(least top-1 agreement, largest relative error): the user's, or the defaults for ``quantize``."""
+    return (MIN_AGREEMENT[quantize] if min_agreement is None else min_agreement,
+            MAX_REL_ERROR[quantize] if max_rel_error is None else max_rel_error)
+
+
+def quality_gate(verify_result, quantize, min_agreement=None, max_rel_error=None):
+    """The failures of a ``verify`` result against the bounds (defaults by ``quantize``); [] when it passes."""
+    min_agreement, max_rel_error = gate_bounds(quantize, min_agreement, max_rel_error)
+    failures = []
+    agreement = verify_result.get("top1_agreement")
+    if agreement is not None and agreement < min_agreement:
+        failures.append(f"top-1 agreement with Keras {agreement:.3f} < {min_agreement:g} (--min-agreement)")
+    rel = verify_result["max_rel_error"]
+    if not rel <= max_rel_error:  # NaN fails too
+        failures.append(f"max error {rel:.3g} of the output scale > {max_rel_error:g} (--max-rel-error)")
+    return failures
+
+
+def failed_name(output):
+    """Where a model that fails the quality gate is left, for inspection: ``x.tflite`` -> ``x.FAILED.tflite``."""
+    root, ext = os.path.splitext(output)
+    return f"{root}.FAILED{ext or '.tflite'}"

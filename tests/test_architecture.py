@@ -1,0 +1,151 @@
+"""The architecture as an import graph: the device side reaches no host code, and packages form no cycle.
+
+Imports are read from the source (every ``import`` statement, at module level or inside a function, since
+a function-level import runs on the device too), so the check needs nothing installed.
+"""
+
+import ast
+import os
+
+import pytest
+from conftest import ROOT
+
+PACKAGES = ("involution", "convert", "quantize", "benchmarks")
+HOST_ONLY = ("tensorflow", "keras", "involution", "convert", "quantize", "benchmarks.host")
+# The one host import the device side holds: the shared CLI plumbing's helper that the host CLIs call to
+# import TensorFlow quietly.  No device-side module may call it (test_device_side_never_imports_tensorflow).
+SANCTIONED = {("benchmarks.plumbing", "import_tensorflow_quietly")}
+
+
+def project_modules(root, packages=PACKAGES):
+    """{module name: file path} of every module of ``packages`` under ``root``."""
+    out = {}
+    for pkg in packages:
+        for directory, _, files in os.walk(os.path.join(root, pkg)):
+            for f in files:
+                if f.endswith(".py"):
+                    rel = os.path.relpath(os.path.join(directory, f), root)[:-3].replace(os.sep, ".")
+                    out[rel[: -len(".__init__")] if rel.endswith(".__init__") else rel] = os.path.join(directory, f)
+    return out
+
+
+def imports_of(path, modules, module=None):
+    """Modules named by every import statement of a file (``from a import b`` is ``a.b`` when that is a module)."""
+    with open(path) as f:
+        tree = ast.parse(f.read(), path)
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and (module, node.name) in SANCTIONED:
+            skip.update(id(n) for n in ast.walk(node))
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules)
+    return found
+
+
+def import_graph(root, packages=PACKAGES):
+    modules = project_modules(root, packages)
+    return {m: imports_of(p, modules, m) for m, p in modules.items()}
+
+
+def _within(name, prefixes):
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def device_side(graph):
+    return [m for m in graph if _within(m, ("benchmarks",)) and not _within(m, ("benchmarks.host",))]
+
+
+def host_reached(graph, start):
+    """{host-only module: the import chain that reaches it} from the device-side module ``start``."""
+    chains, stack, seen = {}, [(start, [start])], {start}
+    while stack:
+        module, chain = stack.pop()
+        for name in graph.get(module, ()):
+            if _within(name, HOST_ONLY):
+                chains.setdefault(name, chain + [name])
+            elif name in graph and name not in seen:
+                seen.add(name)
+                stack.append((name, chain + [name]))
+    return chains
+
+
+def package_of(module):
+    return "benchmarks.host" if _within(module, ("benchmarks.host",)) else module.split(".")[0]
+
+
+def package_cycles(graph):
+    """Cycles among the packages (benchmarks.host counted apart from the device side), as lists."""
+    edges = {}
+    for module, names in graph.items():
+        for name in names:
+            if name.split(".")[0] in PACKAGES and package_of(name) != package_of(module):
+                edges.setdefault(package_of(module), set()).add(package_of(name))
+    cycles = []
+
+    def visit(node, path):
+        for nxt in sorted(edges.get(node, ())):
+            if nxt in path:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif len(path) < 8:
+                visit(nxt, path + [nxt])
+
+    for node in sorted(edges):
+        visit(node, [node])
+    return cycles
+
+
+def test_device_side_reaches_no_host_code():
+    graph = import_graph(ROOT)
+    device = device_side(graph)
+    assert {"benchmarks.cli", "benchmarks.bench", "benchmarks.runtime", "benchmarks.plumbing"} <= set(device)
+    leaks = {m: host_reached(graph, m) for m in device}
+    leaks = {m: chains for m, chains in leaks.items() if chains}
+    assert not leaks, "\n".join(" -> ".join(chain) for chains in leaks.values() for chain in chains.values())
+
+
+def test_device_side_never_imports_tensorflow():
+    """The sanctioned helper is for host CLIs: no device-side module names it."""
+    graph = import_graph(ROOT)
+    modules = project_modules(ROOT)
+    for module in device_side(graph):
+        if module == "benchmarks.plumbing":
+            continue
+        with open(modules[module]) as f:
+            assert "import_tensorflow_quietly" not in f.read(), module
+
+
+def test_packages_form_no_cycle():
+    assert package_cycles(import_graph(ROOT)) == []
+
+
+def write_package(root, files):
+    for rel, text in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+
+
+@pytest.mark.parametrize("leak", ["import tensorflow", "from convert.api import convert_model",
+                                  "from benchmarks.host import report"])
+def test_the_checks_catch_a_leak_and_a_cycle(tmp_path, leak):
+    """A device module that reaches host code through another module's function-level import, and a cycle."""
+    write_package(str(tmp_path), {
+        "benchmarks/__init__.py": "", "benchmarks/host/__init__.py": "", "benchmarks/host/report.py": "",
+        "benchmarks/cli.py": "from benchmarks import bench\n",
+        "benchmarks/bench.py": f"def f():\n    {leak}\n",
+        "convert/__init__.py": "", "convert/api.py": "from benchmarks.bench import f\n",
+        "involution/__init__.py": "", "quantize/__init__.py": "",
+    })
+    graph = import_graph(str(tmp_path))
+    reached = host_reached(graph, "benchmarks.cli")
+    assert reached and all(chain[:2] == ["benchmarks.cli", "benchmarks.bench"] for chain in reached.values()), reached
+    cycles = package_cycles(graph)
+    assert bool(cycles) == (leak.startswith("from convert")), cycles

@@ -1,0 +1,43 @@
+"""invo-report deployment, run for real on the briefly trained seed models (few runs, one round)."""
+
+import json
+import os
+
+from conftest import assert_one_line_error, run_cli
+
+
+def test_deployment_report_from_a_training_directory(trained_seed, tmp_path):
+    out, results = trained_seed
+    report_dir = tmp_path / "report"
+    proc = run_cli("benchmarks.host.cli", "deployment", "--train-dir", str(out), "--out", str(report_dir),
+                   "--num_runs", "5", "--rounds", "1", "--no-gpu")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((report_dir / "report.json").read_text())
+    rows = {(r["model"], r["dtype"]): r for r in report["rows"]}
+    assert set(rows) == {(m, d) for m in ("seed-conv", "seed-involution") for d in ("float32", "int8")}
+    for (model, dtype), r in rows.items():
+        assert r["file_kb"] * 1024 == os.path.getsize(r["file"])
+        # Every validation sample of the fixed split, and Keras's top-1 there is the one training reported.
+        assert r["validation_samples"] == 359 and abs(r["top1_keras"] - results[model]["val_accuracy"]) < 1e-6
+        if dtype == "float32":
+            assert r["top1"] == r["top1_keras"]
+        t1 = r["cpu_1t"]
+        assert t1["min"] == t1["median"] == t1["max"] == r["cpu_1t_ms"]  # one round
+        assert r["gpu"] == "no GPU" and r["gpu_ms"] is None
+    text = (report_dir / "report.md").read_text()
+    assert proc.stdout.strip() == text.strip()
+    conv, inv = rows["seed-conv", "float32"], rows["seed-involution", "float32"]
+    assert f"{inv['file_kb'] / conv['file_kb']:.3f}x float32" in text
+    assert f"{inv['cpu_1t']['median'] / conv['cpu_1t']['median']:.2f}x" in text
+    for trust in report["trust"]:
+        assert "error" not in trust, trust
+        assert trust["ratio_of_medians"] == trust["invo_bench_ms"]["median"] / trust["benchmark_litert_model_ms"]["median"]
+    for png in ("latency.png", "size.png"):
+        assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_deployment_report_names_a_wrong_training_directory(tmp_path):
+    proc = run_cli("benchmarks.host.cli", "deployment", "--train-dir", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert_one_line_error(proc, "seed-conv", "invo-train --compare")
+    proc = run_cli("benchmarks.host.cli", "deployment", "--num_runs", "0")
+    assert proc.returncode == 2 and "--num_runs must be at least 1" in proc.stderr
