@@ -33,8 +33,9 @@ def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out,
 
     warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
     shape = (input_size, input_size, 3) if input_size else None
-    results = train(model, dataset, epochs, batch_size, learning_rate, seed, out, distribute, data_dir,
-                    compare, force, shape, quiet)
+    results = train(model, dataset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                    out=out, distribute=distribute, data_dir=data_dir, compare=compare, force=force,
+                    input_shape=shape, quiet=quiet)
     for name, r in results.items():
         click.echo(f"{name}: {r['params']:,} params, val_accuracy {r['val_accuracy']:.4f}, "
                    f"val_loss {r['val_loss']:.4f} -> {r['dir']}")

@@ -123,7 +123,7 @@ def _fit_multi_worker(model, strategy, data, epochs, batch_size, seed, verbose):
     return hist
 
 
-def train(model="seed-involution", dataset="digits", epochs=10, batch_size=256, learning_rate=1e-3,
+def train(model="seed-involution", dataset="digits", *, epochs=10, batch_size=256, learning_rate=1e-3,
           seed=1, out="runs/train", distribute="default", data_dir=None, compare=False, force=False,
           input_shape=None, quiet=False):
     """Trains one model (or, with ``compare``, seed-conv and ``model`` on the same data).

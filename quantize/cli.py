@@ -35,7 +35,8 @@ def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom
     from benchmarks.plumbing import write_atomic
     from quantize.debug import layer_errors
 
-    rows = layer_errors(model, calib, calib_samples, strategy, data_dir, custom_module, debug_samples)
+    rows = layer_errors(model, calib, calib_samples=calib_samples, strategy=strategy, data_dir=data_dir,
+                        custom_modules=custom_module, debug_samples=debug_samples)
     if json_path:
         write_atomic(json_path, json.dumps(rows, indent=2))
     click.echo(f"{'op':<18}{'rmse/scale':>11}{'mean abs':>11}{'max abs':>11}  tensor")
@@ -63,8 +64,9 @@ def selective(model, output, calib, keep_node, keep_op, io, calib_samples, strat
     import_tensorflow_quietly()
     from quantize.debug import selective_quantize
 
-    v = selective_quantize(model, output, calib, keep_node, keep_op, io, calib_samples, strategy, data_dir,
-                           custom_module, force)
+    v = selective_quantize(model, output, calib, keep_nodes=keep_node, keep_ops=keep_op, io=io,
+                           calib_samples=calib_samples, strategy=strategy, data_dir=data_dir,
+                           custom_modules=custom_module, force=force)
     click.echo(f"{output}: max rel error vs Keras {v['max_rel_error']:.3g}"
                + (f", top-1 Keras {v['top1_keras']:.4f} vs TFLite {v['top1_tflite']:.4f}" if "top1_keras" in v else ""))
 
@@ -82,7 +84,8 @@ def evaluate(keras_model, tflite_model, source, samples, data_dir, custom_module
     import_tensorflow_quietly()
     from quantize.evaluate import compare_accuracy
 
-    r = compare_accuracy(keras_model, tflite_model, source, samples, data_dir, custom_module)
+    r = compare_accuracy(keras_model, tflite_model, source, samples=samples, data_dir=data_dir,
+                         custom_modules=custom_module)
     click.echo(json.dumps(r, indent=2))
 
 

@@ -18,7 +18,7 @@ from benchmarks.tflite_edit import compact
 from convert.export import representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
-from convert.verification import calibration_samples, verify
+from convert.verification import calibration_samples, failed_name, quality_gate, verify
 
 
 @contextlib.contextmanager
@@ -40,7 +40,7 @@ def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_module
     return model, [s[None] for s in cal_x], held_x, held_y
 
 
-def layer_errors(model_path, calib, calib_samples=100, strategy="shift", data_dir=None, custom_modules=(),
+def layer_errors(model_path, calib, *, calib_samples=100, strategy="shift", data_dir=None, custom_modules=(),
                  debug_samples=32):
     """Rows {op, tensor, scale, rmse_over_scale, mean_abs_error, max_abs_error}, worst first."""
     import tensorflow as tf
@@ -70,11 +70,13 @@ def layer_errors(model_path, calib, calib_samples=100, strategy="shift", data_di
     return rows
 
 
-def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io="float32", calib_samples=200,
+def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(), io="float32", calib_samples=200,
                        strategy="shift", data_dir=None, custom_modules=(), force=False):
     """int8 everywhere except the named tensors (``keep_nodes``) or op types (``keep_ops``), which stay float.
 
-    Returns the verification of the result against Keras (top-1 when labels exist).
+    Returns the verification of the result against Keras on the held-out samples (top-1 when labels exist).
+    Held to invo-convert's int8 quality gate: a model that misses it raises and is left only as
+    ``NAME.FAILED.tflite``.
     """
     import os
 
@@ -95,5 +97,17 @@ def selective_quantize(model_path, output, calib, keep_nodes=(), keep_ops=(), io
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=representative_dataset(cal[:8]), debug_options=options)
             flat = compact(debugger.get_nondebug_quantized_model())
-    write_atomic(output, flat)
-    return verify(model, output, held_x, held_y)
+    # Checked under a temporary name: the output path gets the model only once it has passed.
+    staged = os.path.join(os.path.dirname(os.path.abspath(output)), f".invo-{os.getpid()}-{os.path.basename(output)}")
+    write_atomic(staged, flat)
+    try:
+        result = verify(model, staged, held_x, held_y)
+        failures = quality_gate(result, "int8")
+        os.replace(staged, failed_name(output) if failures else output)
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
+    if failures:
+        raise ValueError(f"the selectively quantized model fails the int8 check against Keras on {result['samples']} "
+                         f"held-out samples: {'; '.join(failures)}; left as {failed_name(output)}, not as {output}")
+    return result

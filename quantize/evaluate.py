@@ -5,7 +5,7 @@ from convert.load import load_model
 from convert.verification import calibration_samples, verify
 
 
-def compare_accuracy(keras_path, tflite_path, source, samples=500, data_dir=None, custom_modules=()):
+def compare_accuracy(keras_path, tflite_path, source, *, samples=500, data_dir=None, custom_modules=()):
     """{samples, top1_keras, top1_tflite, top1_agreement, max_rel_error, ...}; labels are required."""
     model, kind = load_model(keras_path, custom_modules)
     TFLiteModel.from_file(tflite_path)  # a clear error for a missing or corrupt .tflite

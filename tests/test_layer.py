@@ -29,7 +29,7 @@ def layer_cases(draw):
         c=c,
         g=draw(st.sampled_from(divisors)),
         k=draw(st.sampled_from([1, 3, 5, 7])),
-        s=draw(st.sampled_from([1, 2])),
+        s=draw(st.sampled_from([1, 2, 3])),
         h=draw(st.integers(3, 9)),
         w=draw(st.integers(3, 9)),
         n=draw(st.integers(1, 3)),

@@ -1,9 +1,11 @@
 """int8 post-training quantization: per-layer error report, selective quantization, float vs int8 accuracy."""
 
 import json
+import os
 
 import numpy as np
 from click.testing import CliRunner
+from conftest import assert_one_line_error, run_cli
 
 from benchmarks.tflite_model import TFLiteModel
 from convert.api import convert_model
@@ -32,6 +34,24 @@ def test_selective_quantization_keeps_named_ops_in_float(trained_seed, tmp_path)
     assert set(info.op_output_types("MUL")) == {"FLOAT32"}
     assert set(info.op_output_types("CONV_2D")) == {"INT8"}
     assert v["top1_agreement"] > 0.9
+
+
+def test_selective_quantization_that_misses_the_gate_fails(trained_seed, tmp_path):
+    """Calibrated on samples 100x smaller than the held-out ones, int8 saturates: exit 1, no output file."""
+    from involution.data import split_indices
+
+    out, _ = trained_seed
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 32, 32, 3), dtype=np.float32)
+    train, _ = split_indices(len(x))
+    x[train] *= 0.01
+    np.savez(tmp_path / "skewed.npz", x=x, y=np.arange(60) % 10)
+    target = tmp_path / "sel.tflite"
+    proc = run_cli("quantize.cli", "selective", str(out / "seed-involution" / "model.h5"), "-o", str(target),
+                   "--calib", str(tmp_path / "skewed.npz"), "--keep-op", "MUL")
+    assert_one_line_error(proc, "fails the int8 check", "sel.FAILED.tflite")
+    assert not target.exists() and (tmp_path / "sel.FAILED.tflite").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".invo-")]
 
 
 def test_evaluate_float_against_int8(trained_seed, tmp_path):
