@@ -214,7 +214,13 @@ class Involution(keras.layers.Layer):
         return ops.depthwise_conv(x, ops.full((s, s, c, 1), 1.0 / (s * s)), strides=s, padding="valid")
 
     def call(self, x, training=None):
-        kernel = self.generate_kernel(x, training=training)
+        return self.aggregate(x, self.generate_kernel(x, training=training))
+
+    def aggregate(self, x, kernel):
+        """The output from the input [B, H, W, C] and a generated kernel [B, Ho, Wo, K*K*G] (channel k*G + g).
+
+        ``call`` is ``generate_kernel`` then this; apart, they let a benchmark time the two halves.
+        """
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
         g = self.groups
         if self.strategy == "shift" and x.shape[0] == 1:

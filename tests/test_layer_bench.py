@@ -45,3 +45,26 @@ def test_layer_bench_runs_every_layer_and_reports_the_ratios(tmp_path):
     assert f"shift vs one-hot {expected:.1f}x float32" in text, text
     for r in rows:
         assert f"| {r['median_ms_1t']:.3f} |" in text
+
+
+def test_network_bench_times_the_layer_its_aggregation_and_its_floor(tmp_path):
+    """The per-layer table's 'aggregation' is the exported layer given its kernel: same output, fewer ops."""
+    from benchmarks.host import network_bench as nb
+    from benchmarks.runtime import load
+    from convert.export import to_tflite
+
+    h, c, k, s = 14, 32, 3, 2
+    full = nb._layer_model(h, c, k, s, "involution")
+    agg = nb._layer_model(h, c, k, s, "aggregation")
+    x = np.random.default_rng(0).standard_normal((1, h, h, c)).astype(np.float32)
+    kernel = np.asarray(full.layers[1].generate_kernel(x))
+    want = np.asarray(full(x))
+    (tmp_path / "agg.tflite").write_bytes(to_tflite(agg))
+    runner = load(str(tmp_path / "agg.tflite"), "litert")
+    got = runner(x, kernel)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    full_ops = TFLiteModel(to_tflite(full)).op_histogram()
+    agg_ops = TFLiteModel(to_tflite(agg)).op_histogram()
+    assert "CONV_2D" in full_ops and "CONV_2D" not in agg_ops  # no kernel generation
+    assert agg_ops["MUL"] == full_ops["MUL"] == k * k and agg_ops["STRIDED_SLICE"] == full_ops["STRIDED_SLICE"]
+
