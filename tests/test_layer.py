@@ -66,6 +66,7 @@ def export_cases(draw):
         w=draw(st.integers(3, 11)),
         padding=draw(st.sampled_from(["same", "symmetric"])),
         layout=draw(st.sampled_from(["interleaved", "contiguous"])),
+        path=draw(st.sampled_from(["planes", "channels-last"])),
         seed=draw(st.integers(0, 2**16)),
     )
 
@@ -73,9 +74,11 @@ def export_cases(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(export_cases())
 def test_batch_one_export_path_matches_numpy(case):
-    """Batch 1 is the exported graph (channel planes, stride phases, the pool as a depthwise conv):
-    against the independent numpy formulas for strides 1-3, both paddings, both group layouts, odd and
-    even sizes."""
+    """Batch 1 is the exported graph (channel planes on large maps, channels-last on small ones, stride
+    phases, the pool as a depthwise conv): both paths against the independent numpy formulas for strides
+    1-3, both paddings, both group layouts, odd and even sizes."""
+    import involution.layer as layer_module
+
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((1, case["h"], case["w"], case["c"])).astype(np.float32)
     layer = Involution(channel=case["c"], group_number=case["g"], kernel_size=case["k"], stride=case["s"],
@@ -83,7 +86,12 @@ def test_batch_one_export_path_matches_numpy(case):
                        padding=case["padding"])
     layer.build(x.shape)
     randomize(layer, case["seed"])
-    got = np.asarray(layer(x, training=False))
+    saved = layer_module.CHANNELS_LAST_MAX_PIXELS
+    layer_module.CHANNELS_LAST_MAX_PIXELS = 0 if case["path"] == "planes" else 10**9
+    try:
+        got = np.asarray(layer(x, training=False))
+    finally:
+        layer_module.CHANNELS_LAST_MAX_PIXELS = saved
     want = involution_nhwc(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer),
                            padding=case["padding"], layout=case["layout"])
     assert got.shape == want.shape
