@@ -167,6 +167,7 @@ def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3,
     for row in rows:
         for t in threads:
             row[f"ms_{t}t"] = spread(times[(row["network"], row["dtype"]), t])
+            row[f"rounds_{t}t"] = times[(row["network"], row["dtype"]), t]  # per-round medians, in order
 
     layer_rows = []
     if layers:
@@ -237,14 +238,20 @@ def markdown(result):
 
 def ratio_lines(result):
     """The issue's network ratios, from this run."""
-    ms = {(r["network"], r["dtype"]): r[f"ms_{t}t"]["median"] for r in result["networks"] for t in result["threads"][:1]}
-    out = [f"Ratios ({result['threads'][0]} thread, medians of this run):"]
+    t = result["threads"][0]
+    ms = {(r["network"], r["dtype"]): r[f"ms_{t}t"]["median"] for r in result["networks"]}
+    rounds = {(r["network"], r["dtype"]): r.get(f"rounds_{t}t") for r in result["networks"]}
+    out = [f"Ratios ({t} thread, medians of this run; in brackets the ratio within each round, min-max):"]
     for dtype in ("float32", "int8"):
         base = ms.get(("resnet50", dtype))
         if base:
             for name in ("rednet26", "rednet38", "rednet50", "mobilenetv2"):
                 if (name, dtype) in ms:
-                    out.append(f"- {name} / resnet50, {dtype}: {ms[name, dtype] / base:.2f}x")
+                    per_round = ""
+                    if rounds[name, dtype] and rounds["resnet50", dtype]:
+                        r = [a / b for a, b in zip(rounds[name, dtype], rounds["resnet50", dtype])]
+                        per_round = f" ({min(r):.2f}-{max(r):.2f})"
+                    out.append(f"- {name} / resnet50, {dtype}: {ms[name, dtype] / base:.2f}x{per_round}")
     for dtype in ("float32", "int8"):
         for name in ("rednet26", "rednet50"):
             base, floor = ms.get(("resnet50", dtype)), ms.get((name + SKELETON, dtype))
