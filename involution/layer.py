@@ -31,11 +31,14 @@ from keras import ops
 from involution.catalog import DEFAULT_GROUP_CHANNELS, STRATEGIES
 
 GROUP_LAYOUTS = ("interleaved", "contiguous")
-# Batch 1: output maps of at most this many pixels are aggregated channels-last, larger ones on channel
-# planes.  Measured with XNNPACK (K=7, 1 thread): channels-last 0.79 vs 1.24 ms at 7x7x512 and 1.46 vs
-# 1.57 ms at 14x14x256 (float32), 0.65 vs 1.17 and 1.33 vs 1.56 ms (int8); planes 2.66 vs 2.87 ms at
-# 28x28x128.  On small maps a plane's rows are a few floats, and its slices copy thousands of them.
+# Batch 1: output maps of at most this many pixels, with at least this many channels, are aggregated
+# channels-last; the rest on channel planes.  Measured with XNNPACK (1 thread, float32 / int8):
+# channels-last 0.79 / 0.65 vs 1.24 / 1.17 ms at 7x7x512 (K=7), 1.46 / 1.33 vs 1.57 / 1.56 ms at 14x14x256,
+# 0.007 / 0.010 vs 0.008 / 0.012 ms at 8x8x16 (K=3); planes 2.66 vs 2.87 ms at 28x28x128, and 0.032 / 0.078
+# vs 0.037 / 0.081 ms for the seed model, whose 3-channel rows are shorter channels-last.  On small maps a
+# plane's rows are a few floats, and its slices copy thousands of them.
 CHANNELS_LAST_MAX_PIXELS = 196
+CHANNELS_LAST_MIN_CHANNELS = 16
 PADDINGS = ("same", "symmetric")
 
 
@@ -228,7 +231,8 @@ class Involution(keras.layers.Layer):
         """
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
         g = self.groups
-        small = ceil_div(h, self.stride) * ceil_div(w, self.stride) <= CHANNELS_LAST_MAX_PIXELS
+        small = (ceil_div(h, self.stride) * ceil_div(w, self.stride) <= CHANNELS_LAST_MAX_PIXELS
+                 and c >= CHANNELS_LAST_MIN_CHANNELS)
         if self.strategy == "shift" and x.shape[0] == 1 and not small:
             return self._aggregate_planar(x, kernel, h, w, c, g)
         # With G = 1 (one group of all channels) or G = C (a group per channel) the two group layouts

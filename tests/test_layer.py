@@ -86,12 +86,15 @@ def test_batch_one_export_path_matches_numpy(case):
                        padding=case["padding"])
     layer.build(x.shape)
     randomize(layer, case["seed"])
-    saved = layer_module.CHANNELS_LAST_MAX_PIXELS
-    layer_module.CHANNELS_LAST_MAX_PIXELS = 0 if case["path"] == "planes" else 10**9
+    saved = layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS
+    if case["path"] == "planes":
+        layer_module.CHANNELS_LAST_MAX_PIXELS = 0
+    else:
+        layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS = 10**9, 1
     try:
         got = np.asarray(layer(x, training=False))
     finally:
-        layer_module.CHANNELS_LAST_MAX_PIXELS = saved
+        layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS = saved
     want = involution_nhwc(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer),
                            padding=case["padding"], layout=case["layout"])
     assert got.shape == want.shape
