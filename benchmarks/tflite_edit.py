@@ -6,6 +6,8 @@ Needs ai-edge-litert's generated schema module and ``flatbuffers`` (reading alon
 ``benchmarks.tflite_model``).
 """
 
+import re
+
 import numpy as np
 
 
@@ -172,8 +174,6 @@ def drop_tensor_names(model):
 
 def _natural(name):
     """Sort key in which input_2 comes before input_10."""
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name or "")]
 
 

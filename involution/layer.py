@@ -325,19 +325,15 @@ class Involution(keras.layers.Layer):
         """
         k, s = self.kernel_size, self.stride
         ho, wo = ceil_div(h, s), ceil_div(w, s)
+        window = self._phase_windows(x, h, w, c) if s > 1 and x.shape[0] == 1 else self._strided_windows(x, h, w)
         grouped = 1 < g < c
-        if s > 1 and x.shape[0] == 1:
-            return self._aggregate_shift_phases(x, kernel, h, w, c, g)
-        xp = self._padded(x, h, w)
         if grouped:
             kernel = ops.reshape(kernel, (-1, ho * wo, k * k * g, 1))  # [B, HoWo, K*K*G, 1]
         out = None
         for i in range(k):
             for j in range(k):
                 n = i * k + j
-                # Output row r reads padded row i + r*s; the last is i + (ho-1)*s, so the end bound is that
-                # plus 1: exactly ho rows, and never past the padded input.
-                patch = xp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :]  # [B, Ho, Wo, C]
+                patch = window(i, j)  # [B, Ho, Wo, C]
                 if grouped:
                     patch = ops.reshape(patch, (-1, ho * wo, g, c // g))
                     piece = kernel[:, :, n * g : (n + 1) * g, :]  # [B, HoWo, G, 1]
@@ -347,32 +343,26 @@ class Involution(keras.layers.Layer):
                 out = term if out is None else out + term
         return ops.reshape(out, (-1, ho, wo, c)) if grouped else out
 
-    def _aggregate_shift_phases(self, x, kernel, h, w, c, g):
-        """Batch 1, stride s > 1, channels-last: offset (i, j) reads phase (i % s, j % s) at a unit-stride window."""
-        k, s = self.kernel_size, self.stride
+    def _strided_windows(self, x, h, w):
+        """(i, j) -> the input under offset (i, j) of every window, [B, Ho, Wo, C], by strided slices."""
+        s = self.stride
+        ho, wo = ceil_div(h, s), ceil_div(w, s)
+        xp = self._padded(x, h, w)
+        # Output row r reads padded row i + r*s; the last is i + (ho-1)*s, so the end bound is that plus 1:
+        # exactly ho rows, and never past the padded input.
+        return lambda i, j: xp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :]
+
+    def _phase_windows(self, x, h, w, c):
+        """The same at batch 1 by unit-stride slices: offset (i, j) reads phase (i % s, j % s) from (i // s, j // s)."""
+        s = self.stride
         ho, wo = ceil_div(h, s), ceil_div(w, s)
         xp = self._padded(x, h, w, multiple=s)
         hq, wq = xp.shape[1] // s, xp.shape[2] // s
         # [1, Hq*s, Wq*s, C] is, in memory, [Hq, s(row phase), Wq, s(column phase) * C]; one transpose makes it
         # [s(row phase), Hq, Wq, s(column phase) * C]: row phase outermost, column phase beside the channels.
         phases = ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
-        grouped = 1 < g < c
-        if grouped:
-            kernel = ops.reshape(kernel, (1, ho * wo, k * k * g, 1))  # [1, HoWo, K*K*G, 1]
-        out = None
-        for i in range(k):
-            for j in range(k):
-                n = i * k + j
-                ri, cj = i % s, (j % s) * c  # the phase; the window starts at (i // s, j // s) within it
-                patch = phases[ri : ri + 1, i // s : i // s + ho, j // s : j // s + wo, cj : cj + c]  # [1, Ho, Wo, C]
-                if grouped:
-                    patch = ops.reshape(patch, (1, ho * wo, g, c // g))
-                    piece = kernel[:, :, n * g : (n + 1) * g, :]  # [1, HoWo, G, 1]
-                else:
-                    piece = kernel[:, :, :, n * g : (n + 1) * g]  # [1, Ho, Wo, G], G in {1, C}
-                term = patch * piece
-                out = term if out is None else out + term
-        return ops.reshape(out, (1, ho, wo, c)) if grouped else out
+        return lambda i, j: phases[i % s : i % s + 1, i // s : i // s + ho, j // s : j // s + wo,
+                                   (j % s) * c : (j % s + 1) * c]
 
     def _aggregate_depthwise(self, x, kernel, h, w, c, g):
         k, s = self.kernel_size, self.stride
