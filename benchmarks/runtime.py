@@ -208,9 +208,11 @@ class CompiledRunner(Runner):
         names = signatures[sig]
         in_det = self.cm.get_input_tensor_details(sig)
         out_det = self.cm.get_output_tensor_details(sig)
-        # Quantization is not in the compiled model's details; take it from the file.
-        file_in = {t.name: t for t in self.model.io("inputs")}
+        # Quantization is not in the compiled model's details; take it from the file: by signature name
+        # (the compiled model's names when the file has a signature), by tensor name, else by position.
         file_in_list = self.model.io("inputs")
+        file_in = {t.name: t for t in file_in_list}
+        file_in.update({name: self.model.main["tensors"][i] for i, name in self.model.signature_names.items()})
         self.inputs = []
         for i, name in enumerate(names["inputs"]):
             d = in_det[name]
