@@ -68,3 +68,61 @@ def test_network_bench_times_the_layer_its_aggregation_and_its_floor(tmp_path):
     assert "CONV_2D" in full_ops and "CONV_2D" not in agg_ops  # no kernel generation
     assert agg_ops["MUL"] == full_ops["MUL"] == k * k and agg_ops["STRIDED_SLICE"] == full_ops["STRIDED_SLICE"]
 
+
+
+def test_slice_floor_model_is_the_shift_arithmetic_on_shifted_windows():
+    h, c, k, g = 4, 6, 3, 2
+    hp = h + k - 1
+    rng = np.random.default_rng(0)
+    xp = rng.standard_normal((hp, hp, c)).astype(np.float32)  # the padded input, channels-last
+    kern = rng.standard_normal((h, h, k * k, g)).astype(np.float32)  # position-major kernel
+    # Groups contiguous on both layouts' own channel order: channels-last a*(C/G) + t in group a, planes a*G + b in b.
+    last = sum(xp[i : i + h, j : j + h].reshape(h, h, g, c // g) * kern[:, :, i * k + j, :, None]
+               for i in range(k) for j in range(k)).reshape(h, h, c)
+    got = np.asarray(layer_bench.slice_floor_model(h, c, k, g, "channels-last")([xp[None], kern.reshape(1, h, h, -1)]))
+    np.testing.assert_allclose(got[0], last, rtol=1e-5, atol=1e-5)
+    planes_x, planes_k = xp.transpose(2, 0, 1), kern.transpose(2, 3, 0, 1)  # [C, Hp, Wp], [K*K, G, h, h]
+    planes = sum(planes_x.reshape(c // g, g, hp, hp)[:, :, i : i + h, j : j + h] * planes_k[i * k + j]
+                 for i in range(k) for j in range(k)).reshape(c, h, h)
+    got = np.asarray(layer_bench.slice_floor_model(h, c, k, g, "planes")([planes_x[None], planes_k.reshape(1, -1, h, h)]))
+    np.testing.assert_allclose(got[0], planes, rtol=1e-5, atol=1e-5)
+
+
+def test_layer_counts_match_the_involution_layers_of_each_rednet():
+    """Every involution layer of a built RedNet is one of the benchmarked configurations, as often as counted."""
+    from collections import Counter
+
+    from benchmarks.host import network_bench as nb
+    from involution.catalog import REDNET_DEPTHS
+    from involution.layer import Involution
+    from involution.models import build_model
+
+    configs = {(h, c, k, s): label for label, h, c, k, s, where in nb.LAYER_CONFIGS if where is not None}
+    for name in ("rednet26", "rednet50"):
+        model = build_model(name, (224, 224, 3))
+        found = Counter(configs[layer.input.shape[1], layer.channel, layer.kernel_size, layer.stride]
+                        for layer in model.layers if isinstance(layer, Involution))
+        assert found == Counter(nb.layer_counts(REDNET_DEPTHS[name])) - Counter(), name
+
+
+def test_floor_lines_add_up_the_parts_of_a_rednet():
+    """The network floor is the skeleton plus each layer's count x (involution - aggregation + slice floor)."""
+    from benchmarks.host import network_bench as nb
+    from involution.catalog import REDNET_DEPTHS
+
+    rng = np.random.default_rng(3)
+    stat = lambda v: {"median": v, "min": v, "max": v}  # noqa: E731
+    layers = [{"layer": label, "kind": kind, "dtype": "float32", "ms": stat(float(rng.uniform(0.5, 5)))}
+              for label, *_ in nb.LAYER_CONFIGS for kind in nb.LAYER_KINDS]
+    ms = {"rednet50": 90.0, "rednet50-without-involution": 35.0, "resnet50": 60.0}
+    result = {"threads": [1], "layers": layers,
+              "networks": [{"network": n, "dtype": "float32", "ms_1t": stat(v)} for n, v in ms.items()]}
+    by = {(r["layer"], r["kind"]): r["ms"]["median"] for r in layers}
+    parts = floor = 35.0
+    for label, n in nb.layer_counts(REDNET_DEPTHS["rednet50"]).items():
+        parts += n * by[label, "involution"]
+        best = min(by[label, "aggregation"], *(by[label, kind] for kind in nb.SLICE_FLOORS))
+        floor += n * (by[label, "involution"] - by[label, "aggregation"] + best)
+    (line,) = [x for x in nb.floor_lines(result) if x.startswith("- rednet50")]
+    assert f"parts {parts:.1f} ms" in line and f"{90 - parts:+.1f} ms beyond them" in line, line
+    assert f"floor {floor:.1f} ms = {floor / 60:.2f}x resnet50 (measured 1.50x)" in line, line

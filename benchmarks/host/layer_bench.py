@@ -78,6 +78,44 @@ def floor_model(h, c, k, g):
     return keras.Model(z, out)
 
 
+def slice_floor_model(h, c, k, g, layout="planes"):
+    """The shift strategy's unavoidable work: K*K shifted windows, K*K MULs and K*K-1 ADDs at output size h x h.
+
+    Every offset reads the input at a different shift, and TFLite has no views: a builtin-only
+    formulation copies each shifted window (a unit-stride STRIDED_SLICE) before it multiplies it by its
+    kernel slice and adds the product.  ``layout`` is the aggregation's: ``"planes"`` takes the padded
+    channel planes [1, C, h+K-1, h+K-1] and kernel planes [1, K*K*G, h, h]; ``"channels-last"`` the padded
+    input [1, h+K-1, h+K-1, C] and the kernel [1, h, h, K*K*G] (groups contiguous).  No padding, layout
+    transposes or kernel generation are timed.
+    """
+    import keras
+    from keras import ops
+
+    hp = h + k - 1
+
+    class SliceFloor(keras.layers.Layer):
+        def call(self, z, kern):
+            if layout == "planes":
+                x = ops.reshape(z, (c // g, g, hp, hp))  # channel a*G + b, in group b
+                kern = ops.reshape(kern, (k * k, g, h, h))
+                window = lambda i, j: x[:, :, i : i + h, j : j + h]  # noqa: E731  [C/G, G, h, h]
+                piece = lambda n: kern[n : n + 1]  # noqa: E731  [1, G, h, h]
+            else:
+                kern = ops.reshape(kern, (1, h * h, k * k * g, 1))
+                window = lambda i, j: ops.reshape(z[:, i : i + h, j : j + h, :], (1, h * h, g, c // g))  # noqa: E731
+                piece = lambda n: kern[:, :, n * g : (n + 1) * g, :]  # noqa: E731  [1, hh, G, 1]
+            out = None
+            for i in range(k):
+                for j in range(k):
+                    term = window(i, j) * piece(i * k + j)
+                    out = term if out is None else out + term
+            return ops.reshape(out, (1, c, h, h) if layout == "planes" else (1, h, h, c))
+
+    shapes = ((c, hp, hp), (k * k * g, h, h)) if layout == "planes" else ((hp, hp, c), (h, h, k * k * g))
+    z, kern = (keras.Input(shape, batch_size=1) for shape in shapes)
+    return keras.Model([z, kern], SliceFloor()(z, kern))
+
+
 def _batch_matmul_model(h, c, k, g):
     """The aggregation's contraction as one BATCH_MATMUL: per pixel and group, [1, K*K] @ [K*K, C/G].
 

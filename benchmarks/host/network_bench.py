@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from benchmarks.bench import benchmark, machine_description, spread
-from benchmarks.host.layer_bench import floor_model, random_weights
+from benchmarks.host.layer_bench import floor_model, random_weights, slice_floor_model
 from benchmarks.plumbing import write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
@@ -37,22 +37,38 @@ PUBLISHED_TOP1 = {
     "mobilenetv2": (71.3, "keras.io/api/applications"),
 }
 # What the per-layer table times for each configuration: the layer, a same-shape depthwise conv, the
-# layer given its kernel (no kernel generation), and its MUL+ADD arithmetic alone.
-LAYER_KINDS = ("involution", "depthwise", "aggregation", "mul-add floor")
-# Every involution configuration of RedNet at 224x224: (label, input size, channels, K, stride).
+# layer given its kernel (no kernel generation), its MUL+ADD arithmetic alone, and that arithmetic with
+# the K*K shifted windows it must copy, on channel planes and channels-last (the faster of the two is the
+# floor of a builtin-only shift formulation).
+SLICE_FLOORS = ("slice floor, planes", "slice floor, channels-last")
+LAYER_KINDS = ("involution", "depthwise", "aggregation", "mul-add floor", *SLICE_FLOORS)
+# Every involution configuration of RedNet at 224x224: (label, input size, channels, K, stride, where),
+# where = (stage, role) says how many a RedNet has (see ``layer_counts``); stage 0 is the stem.
 LAYER_CONFIGS = [
-    ("stem, 112x112x32, K3", 112, 32, 3, 1),
-    ("stage 1, 56x56x64", 56, 64, 7, 1),
-    ("stage 2 first, 56->28, 128 ch, stride 2", 56, 128, 7, 2),
-    ("  same input at stride 1, 56x56x128", 56, 128, 7, 1),
-    ("stage 2, 28x28x128", 28, 128, 7, 1),
-    ("stage 3 first, 28->14, 256 ch, stride 2", 28, 256, 7, 2),
-    ("  same input at stride 1, 28x28x256", 28, 256, 7, 1),
-    ("stage 3, 14x14x256", 14, 256, 7, 1),
-    ("stage 4 first, 14->7, 512 ch, stride 2", 14, 512, 7, 2),
-    ("  same input at stride 1, 14x14x512", 14, 512, 7, 1),
-    ("stage 4, 7x7x512 (RedNet-38/50)", 7, 512, 7, 1),
+    ("stem, 112x112x32, K3", 112, 32, 3, 1, (0, "all")),
+    ("stage 1, 56x56x64", 56, 64, 7, 1, (1, "all")),
+    ("stage 2 first, 56->28, 128 ch, stride 2", 56, 128, 7, 2, (2, "first")),
+    ("  same input at stride 1, 56x56x128", 56, 128, 7, 1, None),
+    ("stage 2, 28x28x128", 28, 128, 7, 1, (2, "rest")),
+    ("stage 3 first, 28->14, 256 ch, stride 2", 28, 256, 7, 2, (3, "first")),
+    ("  same input at stride 1, 28x28x256", 28, 256, 7, 1, None),
+    ("stage 3, 14x14x256", 14, 256, 7, 1, (3, "rest")),
+    ("stage 4 first, 14->7, 512 ch, stride 2", 14, 512, 7, 2, (4, "first")),
+    ("  same input at stride 1, 14x14x512", 14, 512, 7, 1, None),
+    ("stage 4, 7x7x512 (RedNet-38/50)", 7, 512, 7, 1, (4, "rest")),
 ]
+
+
+def layer_counts(depths):
+    """{label: how many of that involution layer a RedNet of these stage depths has} (stage 1 keeps its size)."""
+    counts = {}
+    for label, *_, where in LAYER_CONFIGS:
+        if where is None:
+            continue
+        stage, role = where
+        counts[label] = (1 if stage == 0 else depths[0] if stage == 1 else 1 if role == "first"
+                         else depths[stage - 1] - 1)
+    return counts
 
 
 def build_network(name, input_size=224, weights=None):
@@ -90,6 +106,8 @@ def _layer_model(h, c, k, stride, kind):
 
     if kind == "mul-add floor":  # the aggregation's K*K MULs and K*K-1 ADDs alone, at the output size
         return floor_model(ceil_div(h, stride), c, k, c // DEFAULT_GROUP_CHANNELS)
+    if kind in SLICE_FLOORS:  # the same with the K*K shifted windows copied out of the padded input
+        return slice_floor_model(ceil_div(h, stride), c, k, c // DEFAULT_GROUP_CHANNELS, kind.split(", ")[1])
     inp = keras.Input((h, h, c))
     if kind == "aggregation":  # the layer without its kernel generation: the kernel is an input
         layer = official_involution(c, k, stride, name="involution")
@@ -175,11 +193,12 @@ def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3,
         from convert.export import to_tflite
 
         layer_jobs = []
-        for label, h, c, k, s in LAYER_CONFIGS:
+        for label, h, c, k, s, _ in LAYER_CONFIGS:
             for kind in LAYER_KINDS:
                 model = _layer_model(h, c, k, s, kind)
                 for dtype in dtypes:
-                    path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{kind.replace(' ', '_')}_{dtype}.tflite")
+                    slug = kind.replace(", ", "_").replace(" ", "_")
+                    path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{slug}_{dtype}.tflite")
                     rng = np.random.default_rng(1)
                     rep = [[rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs]
                            for _ in range(4)]
@@ -222,17 +241,21 @@ def markdown(result):
     lines += [""] + ratio_lines(result)
     if result["layers"]:
         lines += ["", "Involution layers of RedNet at 224x224, 1 thread, ms (median, min-max over rounds). Where the "
-                  "time goes: the aggregation is the layer given its kernel (no kernel generation); the floor is "
-                  "its K*K MULs and K*K-1 ADDs alone (no padding, transposes or slices):", "",
-                  "| layer | dtype | involution | DepthwiseConv2D, same shape and stride | involution / depthwise "
-                  "| aggregation | MUL+ADD floor |", "|---|---|---|---|---|---|---|"]
+                  "time goes: the aggregation is the layer given its kernel (no kernel generation); the MUL+ADD "
+                  "floor is its K*K MULs and K*K-1 ADDs alone (no padding, transposes or slices); the slice floor "
+                  "adds the K*K shifted windows that any builtin-only shift formulation copies (TFLite has no views), "
+                  "in the faster of the two layouts:",
+                  "", "| layer | dtype | involution | DepthwiseConv2D, same shape and stride | involution / depthwise "
+                  "| aggregation | MUL+ADD floor | slice floor |", "|---|---|---|---|---|---|---|---|"]
         by = {(r["layer"], r["kind"], r["dtype"]): r for r in result["layers"]}
         for label, *_ in LAYER_CONFIGS:
             for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
-                inv, dw, agg, floor = (by[label, kind, dtype] for kind in LAYER_KINDS)
+                inv, dw, agg, floor = (by[label, kind, dtype] for kind in LAYER_KINDS[:4])
+                layout = slice_floor_layout(by, label, dtype)
                 lines.append(f"| {label} | {dtype} | {_fmt(inv['ms'])} | {_fmt(dw['ms'])} | "
-                             f"{inv['ms']['median'] / dw['ms']['median']:.2f}x | {_fmt(agg['ms'])} | {_fmt(floor['ms'])} |")
-        lines += [""] + stride_lines(result)
+                             f"{inv['ms']['median'] / dw['ms']['median']:.2f}x | {_fmt(agg['ms'])} | {_fmt(floor['ms'])} "
+                             f"| {_fmt(by[label, layout, dtype]['ms'])}, {layout.split(', ')[1]} |")
+        lines += [""] + stride_lines(result) + [""] + floor_lines(result)
     return "\n".join(lines) + "\n"
 
 
@@ -263,10 +286,48 @@ def ratio_lines(result):
     return out
 
 
+def slice_floor_layout(by, label, dtype):
+    """The slice-floor kind of the faster layout for one layer: the floor is the lower of the two."""
+    return min(SLICE_FLOORS, key=lambda kind: by[label, kind, dtype]["ms"]["median"])
+
+
+def floor_lines(result):
+    """Each RedNet against the sum of its measured parts, and against its floor, in ms and as x ResNet-50.
+
+    Parts: the skeleton (every involution removed) plus each involution layer timed alone, times its count.
+    Floor: the same with each aggregation replaced by its slice floor, i.e. each layer's kernel generation
+    (involution - aggregation) plus its K*K shifted windows, MULs and ADDs.  It assumes the network costs
+    nothing beyond its parts, so no builtin-only shift formulation can make the network faster than this.
+    """
+    from involution.catalog import REDNET_DEPTHS
+
+    t = result["threads"][0]
+    ms = {(r["network"], r["dtype"]): r[f"ms_{t}t"]["median"] for r in result["networks"]}
+    by = {(r["layer"], r["kind"], r["dtype"]): r for r in result["layers"]}
+    out = ["Each RedNet against its parts and its floor (1 thread, medians; parts = skeleton + each involution "
+           "layer alone x its count; floor = the same with every aggregation at its slice floor):"]
+    for name, depths in REDNET_DEPTHS.items():
+        for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
+            skeleton, whole, base = ms.get((name + SKELETON, dtype)), ms.get((name, dtype)), ms.get(("resnet50", dtype))
+            if not (skeleton and whole and base):
+                continue
+            counts = layer_counts(depths)
+            ms_of = lambda label, kind: by[label, kind, dtype]["ms"]["median"]  # noqa: E731
+            layers = sum(n * ms_of(label, "involution") for label, n in counts.items())
+            # A layer already faster than its slice floor (small maps, within noise) counts as it is.
+            cut = sum(n * max(0.0, ms_of(label, "aggregation") - ms_of(label, slice_floor_layout(by, label, dtype)))
+                      for label, n in counts.items())
+            out.append(f"- {name}, {dtype}: measured {whole:.1f} ms; parts {skeleton + layers:.1f} ms (skeleton "
+                       f"{skeleton:.1f} + {sum(counts.values())} involution layers {layers:.1f}), so "
+                       f"{whole - skeleton - layers:+.1f} ms beyond them; floor {skeleton + layers - cut:.1f} ms = "
+                       f"{(skeleton + layers - cut) / base:.2f}x resnet50 (measured {whole / base:.2f}x)")
+    return out
+
+
 def stride_lines(result):
     by = {(r["layer"], r["kind"], r["dtype"]): r["ms"]["median"] for r in result["layers"]}
     out = ["Stride-2 involution / stride-1 involution on the same input:"]
-    for i, (label, h, c, k, s) in enumerate(LAYER_CONFIGS):
+    for i, (label, h, c, k, s, _) in enumerate(LAYER_CONFIGS):
         if s == 2:
             same = LAYER_CONFIGS[i + 1][0]
             for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
