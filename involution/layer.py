@@ -32,11 +32,13 @@ from involution.catalog import DEFAULT_GROUP_CHANNELS, STRATEGIES
 
 GROUP_LAYOUTS = ("interleaved", "contiguous")
 # Batch 1: output maps of at most this many pixels, with at least this many channels, are aggregated
-# channels-last; the rest on channel planes.  Measured with XNNPACK (1 thread, float32 / int8):
-# channels-last 0.79 / 0.65 vs 1.24 / 1.17 ms at 7x7x512 (K=7), 1.46 / 1.33 vs 1.57 / 1.56 ms at 14x14x256,
-# 0.007 / 0.010 vs 0.008 / 0.012 ms at 8x8x16 (K=3); planes 2.66 vs 2.87 ms at 28x28x128, and 0.032 / 0.078
-# vs 0.037 / 0.081 ms for the seed model, whose 3-channel rows are shorter channels-last.  On small maps a
-# plane's rows are a few floats, and its slices copy thousands of them.
+# channels-last; the rest on channel planes.  Measured with XNNPACK on exported (depth-first ordered)
+# layers, 1 thread, float32 / int8: channels-last 0.57 / 0.63 vs 1.18 / 1.19 ms at 7x7x512 (K=7),
+# 1.01 / 1.26 vs 1.22 / 1.56 ms at 14x14x256, 1.23 / 1.31 vs 1.42 / 1.67 ms at 28->14 (stride 2, 256 ch);
+# planes 1.85 / 2.59 vs 2.11 / 2.60 ms at 28x28x128 and 4.42 / 4.58 vs 5.72 / 5.54 ms at 56x56x64.  Before
+# that ordering: 0.007 / 0.010 vs 0.008 / 0.012 ms at 8x8x16 (K=3), and planes 0.032 / 0.078 vs 0.037 /
+# 0.081 ms for the seed model, whose 3-channel rows are shorter channels-last.  On small maps a plane's
+# rows are a few floats, and its slices copy thousands of them.
 CHANNELS_LAST_MAX_PIXELS = 196
 CHANNELS_LAST_MIN_CHANNELS = 16
 PADDINGS = ("same", "symmetric")
