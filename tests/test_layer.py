@@ -66,7 +66,8 @@ def export_cases(draw):
         w=draw(st.integers(3, 11)),
         padding=draw(st.sampled_from(["same", "symmetric"])),
         layout=draw(st.sampled_from(["interleaved", "contiguous"])),
-        path=draw(st.sampled_from(["planes", "channels-last"])),
+        path=draw(st.sampled_from(["planes", "planes in strips", "channels-last"])),
+        strip_values=draw(st.integers(1, 400)),
         seed=draw(st.integers(0, 2**16)),
     )
 
@@ -74,8 +75,8 @@ def export_cases(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(export_cases())
 def test_batch_one_export_path_matches_numpy(case):
-    """Batch 1 is the exported graph (channel planes on large maps, channels-last on small ones, stride
-    phases, the pool as a depthwise conv): both paths against the independent numpy formulas for strides
+    """Batch 1 is the exported graph (channel planes on large maps, in row strips on the largest, channels-last
+    on small ones, stride phases, the pool as a depthwise conv): both paths against the independent numpy formulas for strides
     1-3, both paddings, both group layouts, odd and even sizes."""
     import involution.layer as layer_module
 
@@ -86,15 +87,19 @@ def test_batch_one_export_path_matches_numpy(case):
                        padding=case["padding"])
     layer.build(x.shape)
     randomize(layer, case["seed"])
-    saved = layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS
-    if case["path"] == "planes":
+    names = ("CHANNELS_LAST_MAX_PIXELS", "CHANNELS_LAST_MIN_CHANNELS", "PLANAR_STRIP_VALUES")
+    saved = [getattr(layer_module, n) for n in names]
+    if case["path"].startswith("planes"):
         layer_module.CHANNELS_LAST_MAX_PIXELS = 0
+        if case["path"] == "planes in strips":  # from one row per strip to a single strip
+            layer_module.PLANAR_STRIP_VALUES = case["strip_values"]
     else:
         layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS = 10**9, 1
     try:
         got = np.asarray(layer(x, training=False))
     finally:
-        layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS = saved
+        for n, v in zip(names, saved):
+            setattr(layer_module, n, v)
     want = involution_nhwc(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer),
                            padding=case["padding"], layout=case["layout"])
     assert got.shape == want.shape
