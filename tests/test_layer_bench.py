@@ -86,6 +86,11 @@ def test_slice_floor_model_is_the_shift_arithmetic_on_shifted_windows():
                  for i in range(k) for j in range(k)).reshape(c, h, h)
     got = np.asarray(layer_bench.slice_floor_model(h, c, k, g, "planes")([planes_x[None], planes_k.reshape(1, -1, h, h)]))
     np.testing.assert_allclose(got[0], planes, rtol=1e-5, atol=1e-5)
+    # In row strips, as the layer computes large maps: the strips, joined, are the same rows.
+    strips = layer_bench.slice_floor_model(h, c, k, g, "planes", strips=3)([planes_x[None], planes_k.reshape(1, -1, h, h)])
+    assert len(strips) == 3
+    joined = np.concatenate([np.asarray(x) for x in strips], axis=2).reshape(c, h, h)
+    np.testing.assert_allclose(joined, planes, rtol=1e-5, atol=1e-5)
 
 
 def test_layer_counts_match_the_involution_layers_of_each_rednet():

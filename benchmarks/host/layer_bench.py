@@ -78,7 +78,7 @@ def floor_model(h, c, k, g):
     return keras.Model(z, out)
 
 
-def slice_floor_model(h, c, k, g, layout="planes"):
+def slice_floor_model(h, c, k, g, layout="planes", strips=1):
     """The shift strategy's unavoidable work: K*K shifted windows, K*K MULs and K*K-1 ADDs at output size h x h.
 
     Every offset reads the input at a different shift, and TFLite has no views: a builtin-only
@@ -86,7 +86,8 @@ def slice_floor_model(h, c, k, g, layout="planes"):
     kernel slice and adds the product.  ``layout`` is the aggregation's: ``"planes"`` takes the padded
     channel planes [1, C, h+K-1, h+K-1] and kernel planes [1, K*K*G, h, h]; ``"channels-last"`` the padded
     input [1, h+K-1, h+K-1, C] and the kernel [1, h, h, K*K*G] (groups contiguous).  No padding, layout
-    transposes or kernel generation are timed.
+    transposes or kernel generation are timed.  ``strips`` > 1 (planes) computes the output rows in that many
+    horizontal strips, as the layer does on large maps, and returns them unjoined.
     """
     import keras
     from keras import ops
@@ -98,18 +99,24 @@ def slice_floor_model(h, c, k, g, layout="planes"):
             if layout == "planes":
                 x = ops.reshape(z, (c // g, g, hp, hp))  # channel a*G + b, in group b
                 kern = ops.reshape(kern, (k * k, g, h, h))
-                window = lambda i, j: x[:, :, i : i + h, j : j + h]  # noqa: E731  [C/G, G, h, h]
-                piece = lambda n: kern[n : n + 1]  # noqa: E731  [1, G, h, h]
+                window = lambda i, j, r0, r1: x[:, :, i + r0 : i + r1, j : j + h]  # noqa: E731  [C/G, G, rows, h]
+                piece = lambda n, r0, r1: kern[n : n + 1, :, r0:r1]  # noqa: E731  [1, G, rows, h]
             else:
                 kern = ops.reshape(kern, (1, h * h, k * k * g, 1))
-                window = lambda i, j: ops.reshape(z[:, i : i + h, j : j + h, :], (1, h * h, g, c // g))  # noqa: E731
-                piece = lambda n: kern[:, :, n * g : (n + 1) * g, :]  # noqa: E731  [1, hh, G, 1]
-            out = None
-            for i in range(k):
-                for j in range(k):
-                    term = window(i, j) * piece(i * k + j)
-                    out = term if out is None else out + term
-            return ops.reshape(out, (1, c, h, h) if layout == "planes" else (1, h, h, c))
+                window = lambda i, j, r0, r1: ops.reshape(z[:, i : i + h, j : j + h, :], (1, h * h, g, c // g))  # noqa: E731
+                piece = lambda n, r0, r1: kern[:, :, n * g : (n + 1) * g, :]  # noqa: E731  [1, hh, G, 1]
+            bounds = [h * t // strips for t in range(strips + 1)] if layout == "planes" else [0, h]
+            outs = []
+            for r0, r1 in zip(bounds, bounds[1:]):
+                out = None
+                for i in range(k):
+                    for j in range(k):
+                        term = window(i, j, r0, r1) * piece(i * k + j, r0, r1)
+                        out = term if out is None else out + term
+                outs.append(out)
+            if len(outs) > 1:
+                return outs
+            return ops.reshape(outs[0], (1, c, h, h) if layout == "planes" else (1, h, h, c))
 
     shapes = ((c, hp, hp), (k * k * g, h, h)) if layout == "planes" else ((hp, hp, c), (h, h, k * k * g))
     z, kern = (keras.Input(shape, batch_size=1) for shape in shapes)

@@ -107,7 +107,11 @@ def _layer_model(h, c, k, stride, kind):
     if kind == "mul-add floor":  # the aggregation's K*K MULs and K*K-1 ADDs alone, at the output size
         return floor_model(ceil_div(h, stride), c, k, c // DEFAULT_GROUP_CHANNELS)
     if kind in SLICE_FLOORS:  # the same with the K*K shifted windows copied out of the padded input
-        return slice_floor_model(ceil_div(h, stride), c, k, c // DEFAULT_GROUP_CHANNELS, kind.split(", ")[1])
+        from involution.layer import PLANAR_STRIP_VALUES
+
+        ho = ceil_div(h, stride)
+        strips = min(ho, ceil_div(ho * ho * c, PLANAR_STRIP_VALUES))  # the layer's strips on planes
+        return slice_floor_model(ho, c, k, c // DEFAULT_GROUP_CHANNELS, kind.split(", ")[1], strips)
     inp = keras.Input((h, h, c))
     if kind == "aggregation":  # the layer without its kernel generation: the kernel is an input
         layer = official_involution(c, k, stride, name="involution")
@@ -244,7 +248,7 @@ def markdown(result):
                   "time goes: the aggregation is the layer given its kernel (no kernel generation); the MUL+ADD "
                   "floor is its K*K MULs and K*K-1 ADDs alone (no padding, transposes or slices); the slice floor "
                   "adds the K*K shifted windows that any builtin-only shift formulation copies (TFLite has no views), "
-                  "in the faster of the two layouts:",
+                  "in the faster of the two layouts (on planes in the layer's row strips):",
                   "", "| layer | dtype | involution | DepthwiseConv2D, same shape and stride | involution / depthwise "
                   "| aggregation | MUL+ADD floor | slice floor |", "|---|---|---|---|---|---|---|---|"]
         by = {(r["layer"], r["kind"], r["dtype"]): r for r in result["layers"]}
