@@ -60,6 +60,11 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
+def planar_strips(ho, wo, c):
+    """How many horizontal strips a batch-1 output of Ho x Wo x C is computed in on channel planes."""
+    return min(ho, ceil_div(ho * wo * c, PLANAR_STRIP_VALUES))
+
+
 def same_padding(size, kernel_size, stride, padding):
     """(before, after) zero padding of one spatial axis; output size is ceil(size / stride).
 
@@ -292,7 +297,7 @@ class Involution(keras.layers.Layer):
             kern = ops.reshape(kern, (k * k, g, ho, wo))
             piece = lambda n, r0, r1: kern[n : n + 1, :, r0:r1]  # [1, G, rows, Wo]  # noqa: E731
         planes = ops.reshape(planes, (s * a, b, s * hq, wq))  # [column phase * A + a, b, row phase * Hq + hq, wq]
-        strips = min(ho, ceil_div(ho * wo * c, PLANAR_STRIP_VALUES))  # see PLANAR_STRIP_VALUES
+        strips = planar_strips(ho, wo, c)
         bounds = [ho * t // strips for t in range(strips + 1)]
         outs = []
         for r0, r1 in zip(bounds, bounds[1:]):  # output rows r0 <= r < r1

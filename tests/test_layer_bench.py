@@ -13,7 +13,11 @@ def test_floor_model_is_the_shift_arithmetic():
     z = np.random.default_rng(0).standard_normal((1, c // g + k * k, g, h * h)).astype(np.float32)
     out = np.asarray(layer_bench.floor_model(h, c, k, g)(z))
     x, kern = z[:, : c // g], z[:, c // g :]
-    np.testing.assert_allclose(out, sum(x * kern[:, n : n + 1] for n in range(k * k)), rtol=1e-5, atol=1e-5)
+    want = sum(x * kern[:, n : n + 1] for n in range(k * k))
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    # In row strips (rows 0-1 and 2-3 of the 4x4 map), each strip its own input and output.
+    strips = layer_bench.floor_model(h, c, k, g, strips=2)([z[..., :8], z[..., 8:]])
+    np.testing.assert_allclose(np.concatenate([np.asarray(s) for s in strips], axis=-1), want, rtol=1e-5, atol=1e-5)
 
 
 def test_layer_bench_runs_every_layer_and_reports_the_ratios(tmp_path):

@@ -41,7 +41,9 @@ def _model(kind, h, c, k, g, r):
     from involution import Involution
 
     if kind == "mul-add floor":
-        return floor_model(h, c, k, g)
+        from involution.layer import planar_strips
+
+        return floor_model(h, c, k, g, planar_strips(h, h, c))
     if kind == "batch-matmul":
         return _batch_matmul_model(h, c, k, g)
     inp = keras.Input((h, h, c))
@@ -60,22 +62,29 @@ def random_weights(model, seed=0):
     return model
 
 
-def floor_model(h, c, k, g):
+def floor_model(h, c, k, g, strips=1):
     """Only the shift strategy's arithmetic: K*K MULs and K*K-1 ADDs of the exported layer's shapes.
 
     Its input holds the channel planes [1, C/G, G, H*W] and K*K kernel planes [1, 1, G, H*W]; there is no
     padding, no shifted slice, no transpose and no kernel generation, so its time is a floor for any
     formulation built from builtin MUL and ADD, and one-hot time / floor time caps the ratio they can reach.
+    With ``strips`` > 1 (what the layer does on large maps) each horizontal strip of rows is its own input
+    and output, so that the floor stays below the layer.
     """
     import keras
 
-    z = keras.Input((c // g + k * k, g, h * h))
-    x = z[:, : c // g]  # [1, C/G, G, HW]
-    out = None
-    for n in range(k * k):
-        term = x * z[:, c // g + n : c // g + n + 1]
-        out = term if out is None else out + term
-    return keras.Model(z, out)
+    bounds = [h * t // strips for t in range(strips + 1)]
+    inputs, outputs = [], []
+    for r0, r1 in zip(bounds, bounds[1:]):
+        z = keras.Input((c // g + k * k, g, (r1 - r0) * h))
+        x = z[:, : c // g]  # [1, C/G, G, rows*W]
+        out = None
+        for n in range(k * k):
+            term = x * z[:, c // g + n : c // g + n + 1]
+            out = term if out is None else out + term
+        inputs.append(z)
+        outputs.append(out)
+    return keras.Model(inputs[0], outputs[0]) if strips == 1 else keras.Model(inputs, outputs)
 
 
 def slice_floor_model(h, c, k, g, layout="planes", strips=1):

@@ -101,16 +101,14 @@ def _layer_model(h, c, k, stride, kind):
     import keras
 
     from involution.catalog import DEFAULT_GROUP_CHANNELS
-    from involution.layer import ceil_div
+    from involution.layer import ceil_div, planar_strips
     from involution.models import official_involution
 
+    ho = ceil_div(h, stride)
+    strips = planar_strips(ho, ho, c)  # the layer's row strips on planes (1 on the maps it keeps channels-last)
     if kind == "mul-add floor":  # the aggregation's K*K MULs and K*K-1 ADDs alone, at the output size
-        return floor_model(ceil_div(h, stride), c, k, c // DEFAULT_GROUP_CHANNELS)
+        return floor_model(ho, c, k, c // DEFAULT_GROUP_CHANNELS, strips)
     if kind in SLICE_FLOORS:  # the same with the K*K shifted windows copied out of the padded input
-        from involution.layer import PLANAR_STRIP_VALUES
-
-        ho = ceil_div(h, stride)
-        strips = min(ho, ceil_div(ho * ho * c, PLANAR_STRIP_VALUES))  # the layer's strips on planes
         return slice_floor_model(ho, c, k, c // DEFAULT_GROUP_CHANNELS, kind.split(", ")[1], strips)
     inp = keras.Input((h, h, c))
     if kind == "aggregation":  # the layer without its kernel generation: the kernel is an input
@@ -248,7 +246,7 @@ def markdown(result):
                   "time goes: the aggregation is the layer given its kernel (no kernel generation); the MUL+ADD "
                   "floor is its K*K MULs and K*K-1 ADDs alone (no padding, transposes or slices); the slice floor "
                   "adds the K*K shifted windows that any builtin-only shift formulation copies (TFLite has no views), "
-                  "in the faster of the two layouts (on planes in the layer's row strips):",
+                  "in the faster of the two layouts; both floors are computed in the layer's row strips where it has them:",
                   "", "| layer | dtype | involution | DepthwiseConv2D, same shape and stride | involution / depthwise "
                   "| aggregation | MUL+ADD floor | slice floor |", "|---|---|---|---|---|---|---|---|"]
         by = {(r["layer"], r["kind"], r["dtype"]): r for r in result["layers"]}
