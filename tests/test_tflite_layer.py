@@ -110,7 +110,11 @@ def test_gpu_accelerator_runs_rednet_stage1_layer_correctly(tmp_path, k, quantiz
         xf = rng.random((1, 56, 56, 64), dtype=np.float32)
         x = np.clip(np.round(xf / i["scale"] + i["zero_point"]), -128, 127).astype(np.int8)
         want, got = cpu(x)[0].astype(int), gpu(x)[0].astype(int)
-        assert np.abs(got - want).max() <= 2, "GPU and CPU int8 outputs differ by more than 2 quantization steps"
+        # Rounding apart, they agree: at K=7, 66 of 200,704 outputs differed by 1-3 steps with the layer's two
+        # row strips and 51 by 1-2 steps in one strip; a wrong gather moves thousands by many steps.
+        diff = np.abs(got - want)
+        assert diff.max() <= 3, f"GPU and CPU int8 outputs differ by {diff.max()} quantization steps"
+        assert (diff > 1).mean() <= 1e-3, f"{(diff > 1).mean():.2%} of outputs differ by more than 1 step"
         ref = model.predict(xf, verbose=0)
         span = ref.max() - ref.min()
         for out in (want, got):  # int8 error budget of a K=7 layer (49 requantized ADDs)
