@@ -32,6 +32,16 @@ def pack(model, size_hint=1024):
     return bytes(builder.Output())
 
 
+def _as_list(v):
+    """An index vector of the object API (None, list or numpy array) as a list of ints."""
+    return [] if v is None else [int(i) for i in v]
+
+
+def _builtin_codes(model):
+    """Each operator code's builtin operator (the schema keeps small codes in the deprecated field too)."""
+    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+
+
 # The converter widens a calibrated range of exactly zero (min = max = 0: a dead ReLU) to [-1e-6, 1e-6],
 # which it stores as this scale with zero point 0.  A small but real range gets its own scale and is
 # never touched.
@@ -45,9 +55,8 @@ def share_constants(model):
     own begin/end/strides tensors; most are equal.  Unread tensors are dropped and
     the rest renumbered (operators, subgraph inputs/outputs, signatures).
     """
-    as_list = lambda v: [] if v is None else [int(i) for i in v]  # noqa: E731
     for si, sg in enumerate(model.subgraphs):
-        io = set(as_list(sg.inputs)) | set(as_list(sg.outputs))
+        io = set(_as_list(sg.inputs)) | set(_as_list(sg.outputs))
         canon, remap = {}, {}
         for i, t in enumerate(sg.tensors):
             data = model.buffers[t.buffer].data if t.buffer else None
@@ -57,24 +66,24 @@ def share_constants(model):
             qkey = None if q is None else tuple(
                 np.asarray(v).tobytes() for v in (q.scale, q.zeroPoint, q.min, q.max) if v is not None
             ) + (q.quantizedDimension,)
-            key = (t.type, tuple(as_list(t.shape)), np.asarray(data, np.uint8).tobytes(), qkey)
+            key = (t.type, tuple(_as_list(t.shape)), np.asarray(data, np.uint8).tobytes(), qkey)
             remap[i] = canon.setdefault(key, i)
         if all(k == v for k, v in remap.items()):
             continue
         for op in sg.operators:
-            op.inputs = [remap.get(i, i) for i in as_list(op.inputs)]
+            op.inputs = [remap.get(i, i) for i in _as_list(op.inputs)]
         used = io | {i for i, t in enumerate(sg.tensors) if t.isVariable}
         for op in sg.operators:
-            used |= {i for i in as_list(op.inputs) + as_list(op.outputs) + as_list(op.intermediates) if i >= 0}
+            used |= {i for i in _as_list(op.inputs) + _as_list(op.outputs) + _as_list(op.intermediates) if i >= 0}
         new = {old: n for n, old in enumerate(sorted(used))}
         sg.tensors = [sg.tensors[i] for i in sorted(used)]
         for op in sg.operators:
-            op.inputs = [new[i] if i >= 0 else i for i in as_list(op.inputs)]
-            op.outputs = [new[i] for i in as_list(op.outputs)]
+            op.inputs = [new[i] if i >= 0 else i for i in _as_list(op.inputs)]
+            op.outputs = [new[i] for i in _as_list(op.outputs)]
             if op.intermediates is not None:
-                op.intermediates = [new[i] for i in as_list(op.intermediates)]
-        sg.inputs = [new[i] for i in as_list(sg.inputs)]
-        sg.outputs = [new[i] for i in as_list(sg.outputs)]
+                op.intermediates = [new[i] for i in _as_list(op.intermediates)]
+        sg.inputs = [new[i] for i in _as_list(sg.inputs)]
+        sg.outputs = [new[i] for i in _as_list(sg.outputs)]
         for sig in model.signatureDefs or []:
             if sig.subgraphIndex == si:
                 for ref in (sig.inputs or []) + (sig.outputs or []):
@@ -137,7 +146,7 @@ def repair_zero_ranges(model):
     inputs 2^-8.  A window that reads only padding (2x2 maps with K=7) is such a product.
     """
     schema = _schema()
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    codes = _builtin_codes(model)
     for sg in model.subgraphs:
 
         def constant(t):
@@ -206,30 +215,27 @@ def schedule_depth_first(model):
     window, MUL, ADD per offset with a few tensors alive.  Any topological order computes the same
     values; subgraphs with stateful or control-flow ops, or ops without outputs, keep their order.
     """
-    schema = _schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    keep = ("VAR_HANDLE", "ASSIGN_VARIABLE", "READ_VARIABLE", "CALL_ONCE", "WHILE", "IF", "CALL", "CUSTOM")
-    as_list = lambda v: [] if v is None else [int(i) for i in v]  # noqa: E731
+    b = _schema().BuiltinOperator
+    keep = {b.VAR_HANDLE, b.ASSIGN_VARIABLE, b.READ_VARIABLE, b.CALL_ONCE, b.WHILE, b.IF, b.CALL, b.CUSTOM}
+    codes = _builtin_codes(model)
     for sg in model.subgraphs:
         ops = sg.operators or []
-        kinds = [names.get(max(model.operatorCodes[op.opcodeIndex].builtinCode,
-                               model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode), "") for op in ops]
-        if any(k in keep for k in kinds) or any(not as_list(op.outputs) for op in ops):
+        if any(codes[o.opcodeIndex] in keep or not _as_list(o.outputs) for o in ops):
             continue
-        producer = {t: n for n, op in enumerate(ops) for t in as_list(op.outputs)}
+        producer = {t: n for n, op in enumerate(ops) for t in _as_list(op.outputs)}
         order, done, open_ = [], set(), set()
         # From the outputs, in order; then whatever no output needs, in its old order.
-        for root in [producer.get(t) for t in as_list(sg.outputs)] + list(range(len(ops))):
+        for root in [producer.get(t) for t in _as_list(sg.outputs)] + list(range(len(ops))):
             if root is None or root in done:
                 continue
-            stack = [(root, iter(as_list(ops[root].inputs)))]
+            stack = [(root, iter(_as_list(ops[root].inputs)))]
             open_.add(root)
             while stack:  # iterative post-order: an involution's chain of ADDs is thousands of ops deep
                 n, pending = stack[-1]
                 for t in pending:
                     m = producer.get(t)
                     if m is not None and m not in done and m not in open_:
-                        stack.append((m, iter(as_list(ops[m].inputs))))
+                        stack.append((m, iter(_as_list(ops[m].inputs))))
                         open_.add(m)
                         break
                 else:

@@ -65,6 +65,12 @@ def planar_strips(ho, wo, c):
     return min(ho, ceil_div(ho * wo * c, PLANAR_STRIP_VALUES))
 
 
+def strip_bounds(rows, strips):
+    """[(first, end), ...]: ``rows`` split into ``strips`` consecutive runs as even as they go."""
+    bounds = [rows * t // strips for t in range(strips + 1)]
+    return list(zip(bounds, bounds[1:]))
+
+
 def same_padding(size, kernel_size, stride, padding):
     """(before, after) zero padding of one spatial axis; output size is ceil(size / stride).
 
@@ -297,10 +303,8 @@ class Involution(keras.layers.Layer):
             kern = ops.reshape(kern, (k * k, g, ho, wo))
             piece = lambda n, r0, r1: kern[n : n + 1, :, r0:r1]  # [1, G, rows, Wo]  # noqa: E731
         planes = ops.reshape(planes, (s * a, b, s * hq, wq))  # [column phase * A + a, b, row phase * Hq + hq, wq]
-        strips = planar_strips(ho, wo, c)
-        bounds = [ho * t // strips for t in range(strips + 1)]
         outs = []
-        for r0, r1 in zip(bounds, bounds[1:]):  # output rows r0 <= r < r1
+        for r0, r1 in strip_bounds(ho, planar_strips(ho, wo, c)):  # output rows r0 <= r < r1
             out = None
             for i in range(k):
                 for j in range(k):
@@ -310,7 +314,7 @@ class Involution(keras.layers.Layer):
                     term = patch * piece(i * k + j, r0, r1)  # [A, B, rows, Wo]
                     out = term if out is None else out + term
             outs.append(out)
-        out = outs[0] if strips == 1 else ops.concatenate(outs, axis=2)
+        out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
         return ops.transpose(ops.reshape(out, (1, c, ho, wo)), (0, 2, 3, 1))
 
     @staticmethod

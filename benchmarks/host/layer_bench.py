@@ -73,9 +73,10 @@ def floor_model(h, c, k, g, strips=1):
     """
     import keras
 
-    bounds = [h * t // strips for t in range(strips + 1)]
+    from involution.layer import strip_bounds
+
     inputs, outputs = [], []
-    for r0, r1 in zip(bounds, bounds[1:]):
+    for r0, r1 in strip_bounds(h, strips):
         z = keras.Input((c // g + k * k, g, (r1 - r0) * h))
         x = z[:, : c // g]  # [1, C/G, G, rows*W]
         out = None
@@ -101,6 +102,8 @@ def slice_floor_model(h, c, k, g, layout="planes", strips=1):
     import keras
     from keras import ops
 
+    from involution.layer import strip_bounds
+
     hp = h + k - 1
 
     class SliceFloor(keras.layers.Layer):
@@ -114,9 +117,8 @@ def slice_floor_model(h, c, k, g, layout="planes", strips=1):
                 kern = ops.reshape(kern, (1, h * h, k * k * g, 1))
                 window = lambda i, j, r0, r1: ops.reshape(z[:, i : i + h, j : j + h, :], (1, h * h, g, c // g))  # noqa: E731
                 piece = lambda n, r0, r1: kern[:, :, n * g : (n + 1) * g, :]  # noqa: E731  [1, hh, G, 1]
-            bounds = [h * t // strips for t in range(strips + 1)] if layout == "planes" else [0, h]
             outs = []
-            for r0, r1 in zip(bounds, bounds[1:]):
+            for r0, r1 in strip_bounds(h, strips if layout == "planes" else 1):
                 out = None
                 for i in range(k):
                     for j in range(k):
