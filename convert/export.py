@@ -1,7 +1,7 @@
 """Keras model -> .tflite bytes: float32, float16, dynamic-range or full int8, batch 1.
 
 The converter's output is compacted by ``benchmarks.tflite_edit.compact`` (shared constants, repaired
-zero-range int8 scales).
+zero-range int8 scales, operators in depth-first order).
 """
 
 import contextlib
