@@ -127,20 +127,109 @@ def representative_dataset(samples, progress=False):
     return generate
 
 
-def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False):
-    """Converts to .tflite bytes (see ``tflite_converter`` for the arguments)."""
+def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False,
+              float_aggregation=False):
+    """Converts to .tflite bytes (see ``tflite_converter`` for the arguments).
+
+    ``float_aggregation`` (int8 only): every Involution layer's aggregation stays float32 (see
+    ``involution_aggregation_nodes``), the rest is int8.
+    """
+    if float_aggregation and quantize != "int8":
+        raise ConversionError("--float-aggregation applies to --quantize int8 only")
     with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv:
+        if float_aggregation:
+            return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)))
         return compact(run_converter(conv))
+
+
+# Kernel generation inside an Involution layer's name scope: these stay int8 under --float-aggregation.
+KERNEL_GENERATION_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D")
+
+
+def involution_scopes(model):
+    """The names of the model's Involution layers (nested models included): their graph name scopes."""
+    from involution.layer import Involution
+
+    return sorted({layer.name for layer in model._flatten_layers() if isinstance(layer, Involution)})  # noqa: SLF001
+
+
+def scope_nodes(flat, scopes, skip_ops=KERNEL_GENERATION_OPS):
+    """Output tensor names of the ops directly inside the named layers' scopes, except ``skip_ops``.
+
+    The converter names an op's output after the TF op (``model/LAYER_1/mul_3``; fused ops join several
+    names with ``;``).  Ops of a layer's own sublayers (``LAYER_1/reduce_1/...``) are not directly inside.
+    """
+    from benchmarks.tflite_model import TFLiteModel
+
+    if not scopes:
+        return []
+    inside = re.compile(r"(^|/)(" + "|".join(map(re.escape, scopes)) + r")(_\d+)?/[^/]+$")
+    sg = TFLiteModel(flat).main
+    names = []
+    for op, (_, outs) in zip(sg["ops"], sg["op_io"]):
+        if op in skip_ops:
+            continue
+        for o in outs:
+            name = sg["tensors"][o].name
+            if any(inside.search(part) for part in name.split(";") if part):
+                names.append(name)
+    return names
+
+
+def int8_keeping_float(conv, io, keep_nodes=(), keep_ops=(), keep_scopes=()):
+    """int8 conversion in which the named ops stay float32, between DEQUANTIZE and QUANTIZE.
+
+    ``keep_nodes``: output tensor names; ``keep_ops``: op types; ``keep_scopes``: layer names whose own ops
+    (``scope_nodes``) stay float.  Calibrates once, then quantizes as TF's QuantizationDebugger does for
+    selective quantization (``mlir_quantize`` with a denylist), but with the requested input/output type:
+    the debugger's own ``get_nondebug_quantized_model`` always leaves float32 inputs and outputs.
+    """
+    from tensorflow.lite.python import convert as tf_convert
+
+    conv._experimental_calibrate_only = True  # noqa: SLF001 - the documented debugger does the same
+    calibrated = run_converter(conv)
+    _check_present(calibrated, keep_nodes, keep_ops)
+    nodes = list(keep_nodes) + scope_nodes(calibrated, keep_scopes)
+    if not nodes and not keep_ops:
+        raise ConversionError("nothing to keep in float: the model has no op inside the named layers")
+    try:
+        with _converter_quiet():
+            return tf_convert.mlir_quantize(
+                calibrated, disable_per_channel=conv._experimental_disable_per_channel,  # noqa: SLF001
+                input_data_type=_tf_dtype(io), output_data_type=_tf_dtype(io),  # as the converter itself calls it
+                denylisted_nodes=nodes or None, denylisted_ops=[o.upper() for o in keep_ops] or None)
+    except Exception as exc:
+        raise ConversionError(f"selective quantization failed: {' '.join(str(exc).split())[:300]}") from None
+
+
+def _check_present(flat, nodes, ops):
+    """A node or op type to keep that the model lacks would be ignored silently by the quantizer: an error."""
+    from benchmarks.tflite_model import TFLiteModel
+
+    sg = TFLiteModel(flat).main
+    outputs = {sg["tensors"][o].name for _, outs in sg["op_io"] for o in outs}
+    missing = [n for n in nodes if n not in outputs]
+    if missing:
+        raise ConversionError(f"no op output named {missing[0]!r} in the model ('invo-quantize debug' lists them)")
+    missing = [o for o in ops if o.upper() not in set(sg["ops"])]
+    if missing:
+        raise ConversionError(f"no {missing[0].upper()} op in the model; it has {', '.join(sorted(set(sg['ops'])))}")
+
+
+@contextlib.contextmanager
+def _converter_quiet():
+    from benchmarks.plumbing import native_logs_silenced
+
+    with native_logs_silenced(), warnings.catch_warnings():
+        # Calibrating by signature, the converter itself opens tf.lite.Interpreter, which warns it is deprecated.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        yield
 
 
 def run_converter(conv):
     """``conv.convert()`` with its errors turned into one-line ``ConversionError``s."""
-    from benchmarks.plumbing import native_logs_silenced
-
     try:
-        with native_logs_silenced(), warnings.catch_warnings():
-            # Calibrating by signature, the converter itself opens tf.lite.Interpreter, which warns it is deprecated.
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        with _converter_quiet():
             flat = conv.convert()
     except Exception as exc:  # the converter reports unsupported ops as ConverterError
         text = str(exc)

@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.plumbing import native_logs_silenced, write_atomic
 from benchmarks.tflite_edit import compact
-from convert.export import representative_dataset, tflite_converter
+from convert.export import int8_keeping_float, representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
 from convert.verification import calibration_samples, failed_name, quality_gate, verify
@@ -80,8 +80,6 @@ def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(),
     """
     import os
 
-    import tensorflow as tf
-
     from convert.load import model_kind
 
     model_kind(model_path)  # the input first: a missing model is the cause, whatever the output path says
@@ -90,13 +88,8 @@ def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(),
     if not keep_nodes and not keep_ops:
         raise ValueError("name at least one --keep-node or --keep-op to leave in float")
     model, cal, held_x, held_y = _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules)
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=list(keep_nodes) or None, denylisted_ops=[o.upper() for o in keep_ops] or None)
     with tflite_converter(model, "int8", io, cal) as conv:
-        with _debugger_quiet():
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=conv, debug_dataset=representative_dataset(cal[:8]), debug_options=options)
-            flat = compact(debugger.get_nondebug_quantized_model())
+        flat = compact(int8_keeping_float(conv, io, keep_nodes=keep_nodes, keep_ops=keep_ops))
     # Checked under a temporary name: the output path gets the model only once it has passed.
     staged = os.path.join(os.path.dirname(os.path.abspath(output)), f".invo-{os.getpid()}-{os.path.basename(output)}")
     write_atomic(staged, flat)
