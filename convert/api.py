@@ -27,16 +27,19 @@ from involution.catalog import STRATEGIES
 def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=None, calib_samples=200,
                   data_dir=None, strategy="shift", custom_modules=(), allow_flex=False, arch=None, input_size=224,
                   input_range=None, verify_samples=200, check=True, min_agreement=None, max_rel_error=None,
-                  gpu=True, report=None, force=False, seed=0, progress=None):
+                  gpu=True, report=None, force=False, seed=0, progress=None, float_aggregation=False):
     """Converts, verifies and audits; returns the report dict (also written to ``report``).
 
     With ``check`` (the default), a model that misses the quality gate against Keras on the held-out
     samples (``convert.verification.quality_gate``) raises ``ConversionError`` and is left only as
     ``failed_name(output)``.  With ``arch`` (``rednet26`` ... ``rednet152``), ``model_path`` is an official
     PyTorch checkpoint, built at ``input_size`` taking ``input_range`` input (see ``involution.pretrained``).
-    ``progress``: a callable taking one-line messages.
+    ``progress``: a callable taking one-line messages.  ``float_aggregation`` (int8): each Involution layer's
+    aggregation stays float32 (``convert.export.to_tflite``).
     """
     _check_options(quantize, io, strategy, calib, calib_samples, arch, input_range)
+    if float_aggregation and quantize != "int8":
+        raise ConversionError("--float-aggregation applies to --quantize int8 only")
     # The input first: a missing or wrong input is the real cause, whatever the output path says.
     _check_input(model_path, arch)
     output = output or os.path.splitext(model_path.rstrip("/"))[0] + ".tflite"
@@ -52,6 +55,9 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
     if arch:
         result["arch"], result["input_expects"] = arch, input_expects
     keras_model, input_shape, result["rewritten"] = _builtin_model(model, kind, strategy, model_path)
+    if float_aggregation:
+        _check_has_involution(keras_model, model_path)
+        result["float_aggregation"] = True
 
     if calib:
         say(f"loading calibration data from {calib}")
@@ -63,7 +69,7 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
         result["rewrite_max_abs_error"] = _check_rewrite(model, keras_model, held_x[:8])
 
     say(f"converting ({quantize})")
-    flat = _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress is not None)
+    flat = _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress is not None, float_aggregation)
     info = _audit(flat, output, allow_flex)
     result["audit"] = info.summary()
     if info.max_rank > 4:
@@ -178,7 +184,15 @@ def _check_rewrite(original, rewritten, x):
     return diff
 
 
-def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress):
+def _check_has_involution(keras_model, model_path):
+    from convert.export import involution_scopes
+
+    if not hasattr(keras_model, "layers") or not involution_scopes(keras_model):
+        raise ConversionError(f"{model_path}: --float-aggregation needs Involution layers (from .h5/.keras; "
+                              "a SavedModel's layers are not known), and this model has none")
+
+
+def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress, float_aggregation=False):
     representative = None if cal_x is None else [s[None] for s in cal_x]
     lowering = contextlib.nullcontext()
     if custom_modules:  # the user's own classes keep their code: their extract_patches is lowered to builtins
@@ -186,7 +200,8 @@ def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progr
 
         lowering = builtin_extract_patches()
     with lowering:
-        return to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress)
+        return to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress,
+                         float_aggregation=float_aggregation)
 
 
 def _audit(flat, output, allow_flex):

@@ -36,6 +36,54 @@ def test_selective_quantization_keeps_named_ops_in_float(trained_seed, tmp_path)
     assert v["top1_agreement"] > 0.9
 
 
+def test_selective_quantization_gives_the_io_type_asked(trained_seed, tmp_path):
+    """TF's debugger leaves float32 ends whatever the converter was asked; --io must hold."""
+    out, _ = trained_seed
+    target = tmp_path / "sel.tflite"
+    selective_quantize(str(out / "seed-involution" / "model.h5"), str(target), "digits", keep_ops=["MUL"],
+                       io="uint8", calib_samples=32)
+    info = TFLiteModel.from_file(str(target))
+    assert [t.dtype for t in info.io("inputs") + info.io("outputs")] == ["UINT8", "UINT8"]
+    assert set(info.op_output_types("MUL")) == {"FLOAT32"}
+    proc = run_cli("quantize.cli", "selective", str(out / "seed-involution" / "model.h5"), "-o",
+                   str(tmp_path / "other.tflite"), "--calib", "digits", "--calib-samples", "16", "--keep-node", "no/such")
+    assert_one_line_error(proc, "no op output named 'no/such'")
+    assert not (tmp_path / "other.tflite").exists()
+
+
+def test_float_aggregation_keeps_each_involution_aggregation_in_float(trained_seed, tmp_path):
+    """int8 except the involutions' window copies, MULs and ADDs: inside XNNPACK, on the GPU path, and
+    closer to Keras than full int8 on the same calibration data."""
+    out, _ = trained_seed
+    model = str(out / "seed-involution" / "model.keras")
+    full = convert_model(model, str(tmp_path / "full.tflite"), quantize="int8", calib="digits", calib_samples=64,
+                         gpu=False)
+    mixed = convert_model(model, str(tmp_path / "mixed.tflite"), quantize="int8", calib="digits", calib_samples=64,
+                          float_aggregation=True)
+    info, full_info = TFLiteModel.from_file(str(tmp_path / "mixed.tflite")), TFLiteModel.from_file(str(tmp_path / "full.tflite"))
+    assert [t.dtype for t in info.io("inputs") + info.io("outputs")] == ["INT8", "INT8"]
+    for op in ("MUL", "ADD", "STRIDED_SLICE"):  # the seed model's only MULs and ADDs are its aggregations'
+        assert set(info.op_output_types(op)) == {"FLOAT32"}, op
+        assert set(full_info.op_output_types(op)) == {"INT8"}, op
+    assert set(info.op_output_types("CONV_2D")) == {"INT8"}
+    assert info.op_histogram()["DEQUANTIZE"] == 2 * 3 and info.op_histogram()["QUANTIZE"] == 3  # 3 layers: x, kernel; out
+    assert mixed["xnnpack"]["fully_delegated"] and mixed["xnnpack"]["partitions"] == 1
+    assert mixed["gpu"]["ok"] and mixed["gpu"]["fully_delegated"], mixed["gpu"]
+    assert mixed["quality_gate"]["passed"]
+    assert mixed["verify"]["mean_abs_error"] < full["verify"]["mean_abs_error"]
+
+
+def test_float_aggregation_needs_int8_and_involution_layers(trained_seed, tmp_path):
+    out, _ = trained_seed
+    proc = run_cli("convert.cli", str(out / "seed-involution" / "model.keras"), "-o", str(tmp_path / "f.tflite"),
+                   "--float-aggregation")
+    assert_one_line_error(proc, "--float-aggregation applies to --quantize int8 only")
+    proc = run_cli("convert.cli", str(out / "seed-conv" / "model.keras"), "-o", str(tmp_path / "c.tflite"),
+                   "--quantize", "int8", "--calib", "digits", "--float-aggregation")
+    assert_one_line_error(proc, "needs Involution layers")
+    assert not os.listdir(tmp_path)
+
+
 def test_selective_quantization_that_misses_the_gate_fails(trained_seed, tmp_path):
     """Calibrated on samples 100x smaller than the held-out ones, int8 saturates: exit 1, no output file."""
     from involution.data import split_indices
