@@ -66,18 +66,20 @@ def export_cases(draw):
         w=draw(st.integers(3, 11)),
         padding=draw(st.sampled_from(["same", "symmetric"])),
         layout=draw(st.sampled_from(["interleaved", "contiguous"])),
-        path=draw(st.sampled_from(["planes", "planes in strips", "channels-last"])),
+        path=draw(st.sampled_from(["planes", "planes in strips", "channels-last", "groups innermost",
+                                   "groups innermost in strips"])),
         strip_values=draw(st.integers(1, 400)),
         seed=draw(st.integers(0, 2**16)),
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(export_cases())
 def test_batch_one_export_path_matches_numpy(case):
-    """Batch 1 is the exported graph (channel planes on large maps, in row strips on the largest, channels-last
-    on small ones, stride phases, the pool as a depthwise conv): both paths against the independent numpy formulas for strides
-    1-3, both paddings, both group layouts, odd and even sizes."""
+    """Batch 1 is the exported graph ([C/G, H, W, G] planes at stride 1 with 4+ groups, channel planes on large
+    maps, each in row strips on the largest, channels-last on small ones, stride phases, the pool as a depthwise
+    conv): every path against the independent numpy formulas for strides 1-3, both paddings, both group layouts,
+    odd and even sizes."""
     import involution.layer as layer_module
 
     rng = np.random.default_rng(case["seed"])
@@ -87,14 +89,16 @@ def test_batch_one_export_path_matches_numpy(case):
                        padding=case["padding"])
     layer.build(x.shape)
     randomize(layer, case["seed"])
-    names = ("CHANNELS_LAST_MAX_PIXELS", "CHANNELS_LAST_MIN_CHANNELS", "PLANAR_STRIP_VALUES")
+    names = ("CHANNELS_LAST_MAX_PIXELS", "CHANNELS_LAST_MIN_CHANNELS", "PLANAR_STRIP_VALUES", "GROUP_MINOR_MIN_GROUPS")
     saved = [getattr(layer_module, n) for n in names]
-    if case["path"].startswith("planes"):
+    # Groups innermost takes stride 1 only: at other strides those cases run on channel planes.
+    layer_module.GROUP_MINOR_MIN_GROUPS = 1 if case["path"].startswith("groups innermost") else 10**9
+    if case["path"].startswith("planes") or case["path"].startswith("groups innermost"):
         layer_module.CHANNELS_LAST_MAX_PIXELS = 0
-        if case["path"] == "planes in strips":  # from one row per strip to a single strip
-            layer_module.PLANAR_STRIP_VALUES = case["strip_values"]
     else:
         layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS = 10**9, 1
+    if case["path"].endswith("in strips"):  # from one row per strip to a single strip
+        layer_module.PLANAR_STRIP_VALUES = case["strip_values"]
     try:
         got = np.asarray(layer(x, training=False))
     finally:
