@@ -90,6 +90,12 @@ def test_slice_floor_model_is_the_shift_arithmetic_on_shifted_windows():
                  for i in range(k) for j in range(k)).reshape(c, h, h)
     got = np.asarray(layer_bench.slice_floor_model(h, c, k, g, "planes")([planes_x[None], planes_k.reshape(1, -1, h, h)]))
     np.testing.assert_allclose(got[0], planes, rtol=1e-5, atol=1e-5)
+    # Groups innermost: [C/G, Hp, Wp, G] planes, channel a*G + b in group b as on channel planes.
+    gi_x, gi_k = planes_x.reshape(c // g, g, hp, hp).transpose(0, 2, 3, 1), planes_k.transpose(0, 2, 3, 1)
+    got = np.asarray(layer_bench.slice_floor_model(h, c, k, g, "groups innermost", strips=2)(
+        [gi_x.reshape(1, -1, hp, g), gi_k.reshape(1, -1, h, g)]))
+    joined = np.concatenate([np.asarray(x).reshape(c // g, -1, h, g) for x in got], axis=1)
+    np.testing.assert_allclose(joined.transpose(0, 3, 1, 2).reshape(c, h, h), planes, rtol=1e-5, atol=1e-5)
     # In row strips, as the layer computes large maps: the strips, joined, are the same rows.
     strips = layer_bench.slice_floor_model(h, c, k, g, "planes", strips=3)([planes_x[None], planes_k.reshape(1, -1, h, h)])
     assert len(strips) == 3

@@ -12,6 +12,7 @@ from conftest import assert_one_line_error, require_gpu, run_cli
 from numpy_rednet import DEPTHS, forward, official_state
 from PIL import Image
 
+from benchmarks.tflite_model import TFLiteModel
 from involution.checkpoint import CheckpointError, load_state_dict
 from involution.models import build_model
 from involution.pretrained import IMAGENET_MEAN, IMAGENET_STD
@@ -204,17 +205,25 @@ def test_deeper_rednets_have_the_papers_parameter_counts(name, paper):
 
 
 def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
-    """invo-report networks --weights rednet26=FILE builds the network from the checkpoint."""
+    """invo-report networks --weights rednet26=FILE builds the network from the checkpoint; its int8 with float
+    aggregation is timed beside its float32, and the skeleton, which has no involution, gets no such model."""
     _, ck = checkpoints
     out = tmp_path / "nb"
-    proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26", "--weights", f"rednet26={ck['rednet26'][1]}",
-                   "--input-size", str(SIZE), "--dtypes", "float32", "--threads", "1", "--rounds", "1", "--num_runs", "2",
-                   "--no-layers", "--no-gpu-check", "--out", str(out))
+    proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
+                   f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE), "--dtypes", "float32,int8-float-agg",
+                   "--threads", "1", "--rounds", "1", "--num_runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
-    assert rows[0]["weights"] == str(ck["rednet26"][1]) and rows[0]["xnnpack"]["fully_delegated"]
+    assert [(r["network"], r["dtype"]) for r in rows] == [("rednet26", "float32"), ("rednet26", "int8-float-agg"),
+                                                          ("rednet26-without-involution", "float32")]
+    assert rows[0]["weights"] == str(ck["rednet26"][1]) and all(r["xnnpack"]["fully_delegated"] for r in rows)
     ms = rows[0]["ms_1t"]
     assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and ms["min"] == ms["median"] == ms["max"]  # one round
-    assert f"| rednet26 | float32 | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) |" in (out / "network_bench.md").read_text()
+    md = (out / "network_bench.md").read_text()
+    assert f"| rednet26 | float32 | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) |" in md
+    speedup = rows[0]["ms_1t"]["median"] / rows[1]["ms_1t"]["median"]
+    assert f"- rednet26 int8-float-agg speed-up over float32: {speedup:.2f}x" in md
+    info = TFLiteModel.from_file(str(out / "rednet26_int8-float-agg.tflite"))
+    assert set(info.op_output_types("CONV_2D")) == {"INT8"} and "FLOAT32" in info.op_output_types("MUL")
     with Image.open(out / "latency_vs_top1.png") as img:
         img.verify()

@@ -57,7 +57,8 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
 @main.command()
 @click.option("--networks", default=None, help="Comma-separated; default all of: rednet26, rednet38, rednet50, "
               "resnet50, mobilenetv2, rednet26-without-involution, rednet50-without-involution.")
-@click.option("--dtypes", default="float32,int8", show_default=True)
+@click.option("--dtypes", default="float32,int8,int8-float-agg", show_default=True,
+              help="int8-float-agg: int8 with each involution's aggregation in float32 (invo-convert --float-aggregation).")
 @click.option("--threads", default="1,2", show_default=True)
 @click.option("--rounds", type=int, default=3, show_default=True)
 @click.option("--num_runs", type=int, default=20, show_default=True)
@@ -79,8 +80,8 @@ def networks(networks, dtypes, threads, rounds, num_runs, input_size, calib, wei
     if unknown:
         raise click.UsageError(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(nb.NETWORKS)}")
     kinds = [d for d in dtypes.split(",") if d]
-    if not kinds or set(kinds) - {"float32", "int8"}:
-        raise click.UsageError(f"--dtypes takes float32 and/or int8, got {dtypes!r}")
+    if not kinds or set(kinds) - set(nb.DTYPES):
+        raise click.UsageError(f"--dtypes takes {', '.join(nb.DTYPES)}, got {dtypes!r}")
     malformed = [w for w in weights if "=" not in w]
     if malformed:
         raise click.UsageError(f"--weights takes NAME=FILE, got {malformed[0]!r}")

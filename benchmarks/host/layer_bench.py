@@ -95,9 +95,11 @@ def slice_floor_model(h, c, k, g, layout="planes", strips=1):
     formulation copies each shifted window (a unit-stride STRIDED_SLICE) before it multiplies it by its
     kernel slice and adds the product.  ``layout`` is the aggregation's: ``"planes"`` takes the padded
     channel planes [1, C, h+K-1, h+K-1] and kernel planes [1, K*K*G, h, h]; ``"channels-last"`` the padded
-    input [1, h+K-1, h+K-1, C] and the kernel [1, h, h, K*K*G] (groups contiguous).  No padding, layout
-    transposes or kernel generation are timed.  ``strips`` > 1 (planes) computes the output rows in that many
-    horizontal strips, as the layer does on large maps, and returns them unjoined.
+    input [1, h+K-1, h+K-1, C] and the kernel [1, h, h, K*K*G] (groups contiguous); ``"groups innermost"``
+    the padded [C/G, h+K-1, h+K-1, G] planes as [1, C/G*(h+K-1), h+K-1, G] and the kernel [K*K, h, h, G] as
+    [1, K*K*h, h, G].  No padding, layout transposes or kernel generation are timed.  ``strips`` > 1 (both
+    planes layouts) computes the output rows in that many horizontal strips, as the layer does on large maps,
+    and returns them unjoined.
     """
     import keras
     from keras import ops
@@ -113,12 +115,17 @@ def slice_floor_model(h, c, k, g, layout="planes", strips=1):
                 kern = ops.reshape(kern, (k * k, g, h, h))
                 window = lambda i, j, r0, r1: x[:, :, i + r0 : i + r1, j : j + h]  # noqa: E731  [C/G, G, rows, h]
                 piece = lambda n, r0, r1: kern[n : n + 1, :, r0:r1]  # noqa: E731  [1, G, rows, h]
+            elif layout == "groups innermost":
+                x = ops.reshape(z, (c // g, hp, hp, g))
+                kern = ops.reshape(kern, (k * k, h, h, g))
+                window = lambda i, j, r0, r1: x[:, i + r0 : i + r1, j : j + h, :]  # noqa: E731  [C/G, rows, h, G]
+                piece = lambda n, r0, r1: kern[n : n + 1, r0:r1]  # noqa: E731  [1, rows, h, G]
             else:
                 kern = ops.reshape(kern, (1, h * h, k * k * g, 1))
                 window = lambda i, j, r0, r1: ops.reshape(z[:, i : i + h, j : j + h, :], (1, h * h, g, c // g))  # noqa: E731
                 piece = lambda n, r0, r1: kern[:, :, n * g : (n + 1) * g, :]  # noqa: E731  [1, hh, G, 1]
             outs = []
-            for r0, r1 in strip_bounds(h, strips if layout == "planes" else 1):
+            for r0, r1 in strip_bounds(h, 1 if layout == "channels-last" else strips):
                 out = None
                 for i in range(k):
                     for j in range(k):
@@ -127,9 +134,11 @@ def slice_floor_model(h, c, k, g, layout="planes", strips=1):
                 outs.append(out)
             if len(outs) > 1:
                 return outs
-            return ops.reshape(outs[0], (1, c, h, h) if layout == "planes" else (1, h, h, c))
+            out_shape = {"planes": (1, c, h, h), "groups innermost": (1, c // g * h, h, g)}.get(layout, (1, h, h, c))
+            return ops.reshape(outs[0], out_shape)
 
-    shapes = ((c, hp, hp), (k * k * g, h, h)) if layout == "planes" else ((hp, hp, c), (h, h, k * k * g))
+    shapes = {"planes": ((c, hp, hp), (k * k * g, h, h)),
+              "groups innermost": ((c // g * hp, hp, g), (k * k * h, h, g))}.get(layout, ((hp, hp, c), (h, h, k * k * g)))
     z, kern = (keras.Input(shape, batch_size=1) for shape in shapes)
     return keras.Model([z, kern], SliceFloor()(z, kern))
 

@@ -3,7 +3,8 @@
     invo-report networks [--rounds 3] [--num_runs 20] [--out runs/network_bench]
 
 A host script: it builds the networks, converts each with ``convert.api.convert_model`` (what
-``invo-convert`` runs: float32, and int8 calibrated on the --calib data), then times every file through
+``invo-convert`` runs: float32, int8 calibrated on the --calib data, and for networks with involution
+layers int8 with their aggregation in float32, ``--float-aggregation``), then times every file through
 ``benchmarks.bench`` on ai-edge-litert with XNNPACK, as on a device.  Timing is interleaved: each round
 runs every (network, dtype, threads) once, and the table gives the median of the per-round medians with
 the min and max over rounds, so that ratios come from one run.  Latency does not depend on the weight
@@ -26,6 +27,9 @@ from benchmarks.plumbing import write_atomic
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
 SKELETON = "-without-involution"
+# float32, full int8, and int8 with each involution's aggregation in float32 (invo-convert --float-aggregation;
+# only networks with involution layers: for the others it is their int8 model).
+DTYPES = ("float32", "int8", "int8-float-agg")
 # Published ImageNet top-1 (%), not measured here: RedNets from the official repository's table
 # (github.com/d-li14/involution, README), the Keras architectures from the Keras Applications table
 # (keras.io/api/applications) for the weights Keras ships.
@@ -38,9 +42,9 @@ PUBLISHED_TOP1 = {
 }
 # What the per-layer table times for each configuration: the layer, a same-shape depthwise conv, the
 # layer given its kernel (no kernel generation), its MUL+ADD arithmetic alone, and that arithmetic with
-# the K*K shifted windows it must copy, on channel planes and channels-last (the faster of the two is the
-# floor of a builtin-only shift formulation).
-SLICE_FLOORS = ("slice floor, planes", "slice floor, channels-last")
+# the K*K shifted windows it must copy, on channel planes, channels-last and groups-innermost planes (the
+# fastest of them is the floor of a builtin-only shift formulation).
+SLICE_FLOORS = ("slice floor, planes", "slice floor, channels-last", "slice floor, groups innermost")
 LAYER_KINDS = ("involution", "depthwise", "aggregation", "mul-add floor", *SLICE_FLOORS)
 # Every involution configuration of RedNet at 224x224: (label, input size, channels, K, stride, where),
 # where = (stage, role) says how many a RedNet has (see ``layer_counts``); stage 0 is the stem.
@@ -131,15 +135,20 @@ def _layer_model(h, c, k, stride, kind):
     return random_weights(keras.Model(inp, layer(inp)))
 
 
-def _convert(model, path, quantize, calib, gpu, verify_samples):
+def _convert(model, path, dtype, calib, gpu, verify_samples):
     """Saves the Keras model and runs the converter library on it, as invo-convert does."""
     from convert.api import convert_model
 
     keras_path = os.path.splitext(path)[0] + ".keras"
     model.save(keras_path)
+    quantize = "none" if dtype == "float32" else "int8"
     return convert_model(keras_path, path, quantize=quantize, calib=calib if quantize == "int8" else None,
                          calib_samples=8, report=None, force=True, gpu=gpu, verify_samples=verify_samples,
-                         check=False)
+                         check=False, float_aggregation=dtype == "int8-float-agg")
+
+
+def has_involution(name):
+    return name.startswith("rednet") and not name.endswith(SKELETON)
 
 
 def _time(jobs, rounds, num_runs, threads):
@@ -154,11 +163,11 @@ def _time(jobs, rounds, num_runs, threads):
     return times
 
 
-def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3, num_runs=20, input_size=224,
+def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20, input_size=224,
         out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4):
     os.makedirs(out, exist_ok=True)
     weights = weights or {}
-    if calib is None and "int8" in dtypes:
+    if calib is None and set(dtypes) - {"float32"}:
         # Calibration for timing: standard-normal images, what a mean/std-normalised input looks like.
         calib = os.path.join(out, "calib.npz")
         rng = np.random.default_rng(0)
@@ -170,10 +179,11 @@ def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3,
     for name in networks:
         model = build_network(name, input_size, weights.get(name))
         for dtype in dtypes:
-            quantize = "int8" if dtype == "int8" else "none"
+            if dtype == "int8-float-agg" and not has_involution(name):
+                continue
             path = os.path.join(out, f"{name}_{dtype}.tflite")
             print(f"converting {name} ({dtype})", flush=True)
-            r = _convert(model, path, quantize, calib, gpu and name.startswith("rednet"), verify_samples)
+            r = _convert(model, path, dtype, calib, gpu and name.startswith("rednet"), verify_samples)
             g = r.get("gpu") or {}
             rows.append({"network": name, "dtype": dtype, "file_bytes": r["audit"]["file_bytes"],
                          "ops": r["audit"]["ops"], "parameters": r["audit"]["parameters"],
@@ -198,7 +208,7 @@ def run(networks=NETWORKS, dtypes=("float32", "int8"), threads=(1, 2), rounds=3,
         for label, h, c, k, s, _ in LAYER_CONFIGS:
             for kind in LAYER_KINDS:
                 model = _layer_model(h, c, k, s, kind)
-                for dtype in dtypes:
+                for dtype in (d for d in dtypes if d in ("float32", "int8")):
                     slug = kind.replace(", ", "_").replace(" ", "_")
                     path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{slug}_{dtype}.tflite")
                     rng = np.random.default_rng(1)
@@ -246,7 +256,7 @@ def markdown(result):
                   "time goes: the aggregation is the layer given its kernel (no kernel generation); the MUL+ADD "
                   "floor is its K*K MULs and K*K-1 ADDs alone (no padding, transposes or slices); the slice floor "
                   "adds the K*K shifted windows that any builtin-only shift formulation copies (TFLite has no views), "
-                  "in the faster of the two layouts; both floors are computed in the layer's row strips where it has them:",
+                  "in the fastest of the three layouts; both floors are computed in the layer's row strips where it has them:",
                   "", "| layer | dtype | involution | DepthwiseConv2D, same shape and stride | involution / depthwise "
                   "| aggregation | MUL+ADD floor | slice floor |", "|---|---|---|---|---|---|---|---|"]
         by = {(r["layer"], r["kind"], r["dtype"]): r for r in result["layers"]}
@@ -267,16 +277,18 @@ def ratio_lines(result):
     ms = {(r["network"], r["dtype"]): r[f"ms_{t}t"]["median"] for r in result["networks"]}
     rounds = {(r["network"], r["dtype"]): r.get(f"rounds_{t}t") for r in result["networks"]}
     out = [f"Ratios ({t} thread, medians of this run; in brackets the ratio within each round, min-max):"]
-    for dtype in ("float32", "int8"):
-        base = ms.get(("resnet50", dtype))
+    for dtype in DTYPES:
+        base_dtype = "int8" if dtype == "int8-float-agg" else dtype  # ResNet-50 has no aggregation to keep float
+        base = ms.get(("resnet50", base_dtype))
         if base:
             for name in ("rednet26", "rednet38", "rednet50", "mobilenetv2"):
                 if (name, dtype) in ms:
                     per_round = ""
-                    if rounds[name, dtype] and rounds["resnet50", dtype]:
-                        r = [a / b for a, b in zip(rounds[name, dtype], rounds["resnet50", dtype])]
+                    if rounds[name, dtype] and rounds["resnet50", base_dtype]:
+                        r = [a / b for a, b in zip(rounds[name, dtype], rounds["resnet50", base_dtype])]
                         per_round = f" ({min(r):.2f}-{max(r):.2f})"
-                    out.append(f"- {name} / resnet50, {dtype}: {ms[name, dtype] / base:.2f}x{per_round}")
+                    vs = "" if base_dtype == dtype else f" (resnet50 {base_dtype})"
+                    out.append(f"- {name} / resnet50, {dtype}{vs}: {ms[name, dtype] / base:.2f}x{per_round}")
     for dtype in ("float32", "int8"):
         for name in ("rednet26", "rednet50"):
             base, floor = ms.get(("resnet50", dtype)), ms.get((name + SKELETON, dtype))
@@ -285,6 +297,12 @@ def ratio_lines(result):
     for name in ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2"):
         if (name, "float32") in ms and (name, "int8") in ms:
             out.append(f"- {name} int8 speed-up over float32: {ms[name, 'float32'] / ms[name, 'int8']:.2f}x")
+    for name in ("rednet26", "rednet38", "rednet50"):
+        if (name, "float32") in ms and (name, "int8-float-agg") in ms:
+            line = f"- {name} int8-float-agg speed-up over float32: {ms[name, 'float32'] / ms[name, 'int8-float-agg']:.2f}x"
+            if (name, "int8") in ms:
+                line += f", over full int8: {ms[name, 'int8'] / ms[name, 'int8-float-agg']:.2f}x"
+            out.append(line)
     return out
 
 
@@ -346,7 +364,7 @@ def plot(result, path):
 
     t = result["threads"][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for dtype, marker in (("float32", "o"), ("int8", "s")):
+    for dtype, marker in (("float32", "o"), ("int8", "s"), ("int8-float-agg", "^")):
         pts = [(r[f"ms_{t}t"]["median"], PUBLISHED_TOP1[r["network"]][0], r["network"]) for r in result["networks"]
                if r["dtype"] == dtype and r["network"] in PUBLISHED_TOP1]
         if not pts:
