@@ -17,7 +17,7 @@ from benchmarks.plumbing import write_atomic
 from benchmarks.runtime import to_input_dtype
 from benchmarks.tflite_model import TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
-from convert.export import ConversionError, check_quantization, to_tflite
+from convert.export import ConversionError, check_float_aggregation, check_quantization, to_tflite
 from convert.load import load_model, model_kind
 from convert.rewrite import max_difference, rewrite_model
 from convert.verification import calibration_samples, failed_name, gate_bounds, quality_gate, verify
@@ -38,8 +38,7 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
     aggregation stays float32 (``convert.export.to_tflite``).
     """
     _check_options(quantize, io, strategy, calib, calib_samples, arch, input_range)
-    if float_aggregation and quantize != "int8":
-        raise ConversionError("--float-aggregation applies to --quantize int8 only")
+    check_float_aggregation(quantize, float_aggregation)
     # The input first: a missing or wrong input is the real cause, whatever the output path says.
     _check_input(model_path, arch)
     output = output or os.path.splitext(model_path.rstrip("/"))[0] + ".tflite"

@@ -30,6 +30,11 @@ def check_quantization(quantize, io):
         raise ConversionError(f"--io must be one of {', '.join(IO_TYPES)}; got {io!r}")
 
 
+def check_float_aggregation(quantize, float_aggregation):
+    if float_aggregation and quantize != "int8":
+        raise ConversionError("--float-aggregation applies to --quantize int8 only")
+
+
 def _tf_dtype(io):
     import tensorflow as tf
 
@@ -131,11 +136,10 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
               float_aggregation=False):
     """Converts to .tflite bytes (see ``tflite_converter`` for the arguments).
 
-    ``float_aggregation`` (int8 only): every Involution layer's aggregation stays float32 (see
-    ``involution_aggregation_nodes``), the rest is int8.
+    ``float_aggregation`` (int8 only): the own ops of every Involution layer (``involution_scopes``,
+    ``scope_nodes``: its padding, transposes, windows, MULs and ADDs) stay float32, the rest is int8.
     """
-    if float_aggregation and quantize != "int8":
-        raise ConversionError("--float-aggregation applies to --quantize int8 only")
+    check_float_aggregation(quantize, float_aggregation)
     with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv:
         if float_aggregation:
             return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)))
