@@ -52,7 +52,7 @@ PLANAR_STRIP_VALUES = 28 * 28 * 128
 # ``_aggregate_group_minor``) instead of channel planes or channels-last.  Measured with XNNPACK on exported
 # layers, aggregation given the kernel, 1 thread, median of 5 interleaved rounds, float32 / int8: 0.79 / 0.81x
 # at 14x14x256 (G=16), 0.81 / 0.82x at 7x7x512, 0.92 / 0.85x at 28x28x128 (G=8), 0.96 / 0.93x at 56x56x64
-# (G=4); with G=2 (the stem, 112x112x32, K=3) 1.07 / 1.00x: its transposes move pairs of values.
+# (G=4); with G=2 (the stem, 112x112x32, K=3) 1.07 / 1.00x, so fewer groups keep the other layouts.
 GROUP_MINOR_MIN_GROUPS = 4
 PADDINGS = ("same", "symmetric")
 
