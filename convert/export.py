@@ -157,18 +157,16 @@ def involution_scopes(model):
     return sorted({layer.name for layer in model._flatten_layers() if isinstance(layer, Involution)})  # noqa: SLF001
 
 
-def scope_nodes(flat, scopes, skip_ops=KERNEL_GENERATION_OPS):
+def scope_nodes(sg, scopes, skip_ops=KERNEL_GENERATION_OPS):
     """Output tensor names of the ops directly inside the named layers' scopes, except ``skip_ops``.
 
-    The converter names an op's output after the TF op (``model/LAYER_1/mul_3``; fused ops join several
-    names with ``;``).  Ops of a layer's own sublayers (``LAYER_1/reduce_1/...``) are not directly inside.
+    ``sg``: a subgraph as ``TFLiteModel`` reads it.  The converter names an op's output after the TF op
+    (``model/LAYER_1/mul_3``; fused ops join several names with ``;``).  Ops of a layer's own sublayers
+    (``LAYER_1/reduce_1/...``) are not directly inside.
     """
-    from benchmarks.tflite_model import TFLiteModel
-
     if not scopes:
         return []
     inside = re.compile(r"(^|/)(" + "|".join(map(re.escape, scopes)) + r")(_\d+)?/[^/]+$")
-    sg = TFLiteModel(flat).main
     names = []
     for op, (_, outs) in zip(sg["ops"], sg["op_io"]):
         if op in skip_ops:
@@ -190,14 +188,17 @@ def int8_keeping_float(conv, io, keep_nodes=(), keep_ops=(), keep_scopes=()):
     """
     from tensorflow.lite.python import convert as tf_convert
 
+    from benchmarks.tflite_model import TFLiteModel
+
     conv._experimental_calibrate_only = True  # noqa: SLF001 - the documented debugger does the same
     calibrated = run_converter(conv)
-    _check_present(calibrated, keep_nodes, keep_ops)
-    nodes = list(keep_nodes) + scope_nodes(calibrated, keep_scopes)
+    sg = TFLiteModel(calibrated).main
+    _check_present(sg, keep_nodes, keep_ops)
+    nodes = list(keep_nodes) + scope_nodes(sg, keep_scopes)
     if not nodes and not keep_ops:
         raise ConversionError("nothing to keep in float: the model has no op inside the named layers")
     try:
-        with _converter_quiet():
+        with converter_quiet():
             return tf_convert.mlir_quantize(
                 calibrated, disable_per_channel=conv._experimental_disable_per_channel,  # noqa: SLF001
                 input_data_type=_tf_dtype(io), output_data_type=_tf_dtype(io),  # as the converter itself calls it
@@ -206,11 +207,8 @@ def int8_keeping_float(conv, io, keep_nodes=(), keep_ops=(), keep_scopes=()):
         raise ConversionError(f"selective quantization failed: {' '.join(str(exc).split())[:300]}") from None
 
 
-def _check_present(flat, nodes, ops):
-    """A node or op type to keep that the model lacks would be ignored silently by the quantizer: an error."""
-    from benchmarks.tflite_model import TFLiteModel
-
-    sg = TFLiteModel(flat).main
+def _check_present(sg, nodes, ops):
+    """A node or op type to keep that the subgraph lacks would be ignored silently by the quantizer: an error."""
     outputs = {sg["tensors"][o].name for _, outs in sg["op_io"] for o in outs}
     missing = [n for n in nodes if n not in outputs]
     if missing:
@@ -221,7 +219,8 @@ def _check_present(flat, nodes, ops):
 
 
 @contextlib.contextmanager
-def _converter_quiet():
+def converter_quiet():
+    """The converter's and TF interpreter's C++ lines, and TF's deprecation warning, kept from the user."""
     from benchmarks.plumbing import native_logs_silenced
 
     with native_logs_silenced(), warnings.catch_warnings():
@@ -233,7 +232,7 @@ def _converter_quiet():
 def run_converter(conv):
     """``conv.convert()`` with its errors turned into one-line ``ConversionError``s."""
     try:
-        with _converter_quiet():
+        with converter_quiet():
             flat = conv.convert()
     except Exception as exc:  # the converter reports unsupported ops as ConverterError
         text = str(exc)

@@ -6,27 +6,17 @@ ranking metric is the one TF's guide uses: RMSE of the error divided by the
 tensor's quantization scale (about 0.29 for a perfectly uniform rounding error).
 """
 
-import contextlib
 import csv
 import io as _io
-import warnings
 
 import numpy as np
 
-from benchmarks.plumbing import native_logs_silenced, write_atomic
+from benchmarks.plumbing import write_atomic
 from benchmarks.tflite_edit import compact
-from convert.export import int8_keeping_float, representative_dataset, tflite_converter
+from convert.export import converter_quiet, int8_keeping_float, representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
 from convert.verification import calibration_samples, failed_name, quality_gate, verify
-
-
-@contextlib.contextmanager
-def _debugger_quiet():
-    """The debugger runs TF's own tf.lite.Interpreter, which warns that it is deprecated: not the user's concern."""
-    with native_logs_silenced(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        yield
 
 
 def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules):
@@ -49,7 +39,7 @@ def layer_errors(model_path, calib, *, calib_samples=100, strategy="shift", data
     options = tf.lite.experimental.QuantizationDebugOptions(
         layer_debug_metrics={"mean_abs_error": lambda diff: float(np.mean(np.abs(diff)))})
     with tflite_converter(model, "int8", "float32", cal) as conv:
-        with _debugger_quiet():  # the converter's and TF interpreter's C++ lines, its deprecation warning
+        with converter_quiet():
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=representative_dataset(cal[:debug_samples]), debug_options=options)
             debugger.run()
