@@ -156,8 +156,21 @@ class InterpreterRunner(Runner):
             raise RuntimeUnavailable(f"{path}: {runtime} cannot load the model ({exc})") from None
         self.runtime = runtime
         self.accelerator = "delegate" if delegate else ("CPU (XNNPACK)" if use_xnnpack else "CPU (builtin kernels)")
+        self._delegated = bool(delegate or use_xnnpack)
         self.inputs = [self._details(d) for d in self.interp.get_input_details()]
         self._outs = self.interp.get_output_details()
+
+    @property
+    def fully_delegated(self):
+        """Whether XNNPACK (or --delegate) took every op, read from the runtime's own plan, not assumed.
+
+        tflite-runtime 2.14's XNNPACK, for one, takes no int8 op at all.  Read on demand: not in init time.
+        """
+        if not self._delegated:
+            return True
+        from benchmarks.xnnpack_check import plan_coverage
+
+        return not plan_coverage(self.interp)["outside"]
 
     def _details(self, d):
         scale, zero = d.get("quantization", (0.0, 0))

@@ -51,14 +51,19 @@ def xnnpack_coverage(path, runtime="litert", num_threads=1):
             interp.allocate_tensors()
     except (RuntimeError, ValueError) as exc:
         return {"available": False, "error": f"{runtime} with XNNPACK cannot load the model ({one_line(exc, 200)})"}
+    c = plan_coverage(interp)
+    return {"available": True, "runtime": runtime, **c, "fully_delegated": not c["outside"] and c["partitions"] <= 1}
+
+
+def plan_coverage(interp):
+    """{ops, delegated_ops, partitions, outside: {op: count}} of a loaded interpreter's execution plan."""
     ops = interp._get_ops_details()  # noqa: SLF001 - the runtime's only view of its execution plan
     parts = _partitions(ops)
     inside = set().union(*(m for _, m in parts)) if parts else set()
     original = [op for op in ops if op["op_name"] != "DELEGATE"]
     outside = collections.Counter(op["op_name"] for op in original if op["index"] not in inside)
-    return {"available": True, "runtime": runtime, "ops": len(original), "delegated_ops": len(inside),
-            "partitions": len(parts), "outside": dict(outside.most_common()),
-            "fully_delegated": not outside and len(parts) <= 1}
+    return {"ops": len(original), "delegated_ops": len(inside), "partitions": len(parts),
+            "outside": dict(outside.most_common())}
 
 
 def format_coverage(c):

@@ -80,6 +80,8 @@ def test_legacy_board_tflite_runtime_214(models, tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "legacy.json").read_text())
     assert {r["runtime"] for r in results} == {"tflite-runtime"}
+    # Measured, not assumed: tflite-runtime 2.14's XNNPACK takes the float32 model and no int8 op.
+    assert [r["fully_delegated"] for r in results] == [False, True], results
     proc = run_cli("benchmarks.cli", str(models / "inv_int8.tflite"), "--use_gpu", python=python, env={"PYTHONPATH": ""})
     assert_one_line_error(proc, "--delegate")
 
