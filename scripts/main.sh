@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"   # the project's own environment (scripts/setup.sh made it)
 export VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-/usr/lib/chromium/vk_swiftshader_icd.json}
 OUT=${OUT:-runs/demo}
 mkdir -p "$OUT"

@@ -1,26 +1,48 @@
 #!/usr/bin/env bash
-# Installs everything the project, its tests (.ci/run) and its main job (main.sh) need on a fresh Debian machine (idempotent).
+# Installs everything the project, its tests (scripts/test.sh, .ci/run) and its main job (main.sh) need on a
+# fresh Debian machine, idempotently:
+#   .venv/         the host side: this package (editable) with TensorFlow, ai-edge-litert and the test tools;
+#   .venv-legacy/  a legacy board: tflite-runtime 2.14, numpy<2 and this package's device side, no TensorFlow;
+#   apt            chromium (for its SwiftShader, a software Vulkan for the GPU path) and libvulkan1.
+# Nothing goes into the system interpreter; both venvs are git-ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+PIP_QUIET=(-q --disable-pip-version-check --root-user-action=ignore)
+
+say() { echo "setup: $*" >&2; }
 
 # Software Vulkan for the LiteRT GPU path on machines without a GPU: chromium ships SwiftShader.
 if [ ! -f /usr/lib/chromium/vk_swiftshader_icd.json ] || ! ldconfig -p | grep -q libvulkan.so.1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    say "installing Debian's chromium and libvulkan1 (SwiftShader Vulkan for the GPU path)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libvulkan1 >/dev/null
   else
-    echo "setup: install Debian's chromium and libvulkan1 for the GPU-path tests" >&2
+    say "install Debian's chromium and libvulkan1 for the GPU-path tests"
   fi
 fi
 
-# Host side: this package with TensorFlow, ai-edge-litert and the test tools.
-"$PY" -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Host side.
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import tensorflow, ai_edge_litert, pytest, involution" 2>/dev/null \
+   || [ setup.cfg -nt .venv/.installed ]; then
+  say "installing this package with its host extras into .venv (TensorFlow: a few minutes the first time)"
+  .venv/bin/pip install "${PIP_QUIET[@]}" -e '.[dev]'
+  touch .venv/.installed
+fi
 
-# A legacy board: tflite-runtime 2.14 with numpy<2, no TensorFlow, and this package's benchmarks.
-if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tflite_runtime, tflite, click, benchmarks" 2>/dev/null; then
+# A legacy board: tflite-runtime 2.14 with numpy<2, no TensorFlow, and this package's device side.
+if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tflite_runtime, tflite, click" 2>/dev/null; then
+  say "creating .venv-legacy (tflite-runtime 2.14, numpy<2: an old board)"
   rm -rf .venv-legacy
   "$PY" -m venv .venv-legacy
-  .venv-legacy/bin/pip install -q --disable-pip-version-check "tflite-runtime==2.14.0" "numpy<2" "click>=8" "tflite>=2.18"
+  .venv-legacy/bin/pip install "${PIP_QUIET[@]}" "tflite-runtime==2.14.0" "numpy<2" "click>=8" "tflite>=2.18"
 fi
-.venv-legacy/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall --no-build-isolation . 2>/dev/null \
-  || .venv-legacy/bin/pip install -q --disable-pip-version-check --no-deps --force-reinstall .
+# Installed as a board installs it (a copy, not a link), built outside the tree so no build/ is left here.
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp -r setup.cfg pyproject.toml README.md involution convert quantize benchmarks "$stage"
+.venv-legacy/bin/pip install "${PIP_QUIET[@]}" --no-deps --force-reinstall "$stage" >/dev/null
