@@ -24,12 +24,68 @@ def unpack(flat):
 
 
 def pack(model, size_hint=1024):
-    """``ModelT`` -> .tflite bytes."""
+    """``ModelT`` -> .tflite bytes, every buffer's data 16-byte aligned as the converter writes it."""
     import flatbuffers
 
-    builder = flatbuffers.Builder(size_hint)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    buffers = model.buffers
+    model.buffers = [_AlignedBuffer(b) for b in buffers or []]
+    try:
+        builder = flatbuffers.Builder(size_hint)
+        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    finally:
+        model.buffers = buffers
     return bytes(builder.Output())
+
+
+class _AlignedBuffer:
+    """Packs a ``BufferT`` with its data aligned to 16 bytes (schema.fbs: ``force_align: 16``).
+
+    The generated object API aligns a byte vector to 1 byte; runtimes then copy or refuse to map
+    misaligned weights.
+    """
+
+    ALIGN = 16
+
+    def __init__(self, buffer):
+        self.buffer = buffer
+
+    def Pack(self, builder):  # noqa: N802 - the generated object API's name
+        schema = _schema()
+        data = self.buffer.data
+        vector = None
+        if data is not None:
+            payload = np.asarray(data, np.uint8).tobytes()
+            builder.StartVector(1, len(payload), self.ALIGN)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head : builder.head + len(payload)] = payload
+            builder.vectorNumElems = len(payload)
+            vector = builder.EndVector()
+        schema.BufferStart(builder)
+        if vector is not None:
+            schema.BufferAddData(builder, vector)
+        schema.BufferAddOffset(builder, self.buffer.offset)
+        schema.BufferAddSize(builder, self.buffer.size)
+        return schema.BufferEnd(builder)
+
+
+def unsupported(model):
+    """Why ``compact`` must leave ``model`` as it is, or None.
+
+    The editor understands one subgraph of builtin ops with dense tensors whose data sits inside the
+    flatbuffer.  Control flow (several subgraphs), custom ops (their options are opaque bytes), sparse
+    tensors and data stored outside the flatbuffer (models over 2 GB) are left untouched, never edited
+    half-understood.
+    """
+    schema = _schema()
+    if len(model.subgraphs or []) != 1:
+        return f"{len(model.subgraphs or [])} subgraphs (control flow or several signatures)"
+    if any(max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.CUSTOM for c in model.operatorCodes):
+        return "custom ops, whose options it cannot read"
+    if any(t.sparsity is not None for t in model.subgraphs[0].tensors):
+        return "sparse tensors"
+    if any(b.offset > 1 or b.size for b in model.buffers or []) or model.externalBuffers:
+        return "tensor data stored outside the flatbuffer"
+    return None
 
 
 def _as_list(v):
@@ -88,7 +144,9 @@ def share_constants(model):
             if sig.subgraphIndex == si:
                 for ref in (sig.inputs or []) + (sig.outputs or []):
                     ref.tensorIndex = new[ref.tensorIndex]
-    read = {t.buffer for sg in model.subgraphs for t in sg.tensors}
+    # Buffers no tensor reads any more are emptied; metadata (min_runtime_version, reduced_precision_support,
+    # the user's own) is read by its index, not by a tensor, and keeps its bytes.
+    read = {t.buffer for sg in model.subgraphs for t in sg.tensors} | {m.buffer for m in model.metadata or []}
     for b, buf in enumerate(model.buffers):
         if b not in read:
             buf.data = None
@@ -246,7 +304,7 @@ def schedule_depth_first(model):
         sg.operators = [ops[n] for n in order]
 
 
-def compact(flat):
+def compact(flat, notes=None):
     """Shares equal constants and quantization tables, drops intermediate tensor names and static shape
     signatures, repairs degenerate int8 activation scales, numbers inputs in signature order, and
     orders operators depth-first (``schedule_depth_first``).
@@ -262,8 +320,17 @@ def compact(flat):
     any scale represents it exactly (``repair_zero_ranges`` picks one XNNPACK accepts).
     Only that exact fingerprint is repaired: a tensor with a small non-zero range keeps
     its scale.
+
+    Everything else is kept: metadata with its bytes, signature defs, description, version, buffers'
+    data and every tensor and operator property.  A model the editor does not understand
+    (``unsupported``) is returned as given, and the reason appended to ``notes`` when a list is passed.
     """
     model = unpack(flat)
+    reason = unsupported(model)
+    if reason:
+        if notes is not None:
+            notes.append(f"not compacted or reordered: the model has {reason}; written as the converter made it")
+        return bytes(flat)
     io_in_signature_order(model)
     schedule_depth_first(model)
     share_constants(model)

@@ -68,7 +68,8 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
         result["rewrite_max_abs_error"] = _check_rewrite(model, keras_model, held_x[:8])
 
     say(f"converting ({quantize})")
-    flat = _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress is not None, float_aggregation)
+    flat = _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress is not None, float_aggregation,
+                    result.setdefault("notes", []))
     info = _audit(flat, output, allow_flex)
     result["audit"] = info.summary()
     if info.max_rank > 4:
@@ -191,7 +192,8 @@ def _check_has_involution(keras_model, model_path):
                               "a SavedModel's layers are not known), and this model has none")
 
 
-def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress, float_aggregation=False):
+def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress, float_aggregation=False,
+             notes=None):
     representative = None if cal_x is None else [s[None] for s in cal_x]
     lowering = contextlib.nullcontext()
     if custom_modules:  # the user's own classes keep their code: their extract_patches is lowered to builtins
@@ -200,7 +202,7 @@ def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progr
         lowering = builtin_extract_patches()
     with lowering:
         return to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress,
-                         float_aggregation=float_aggregation)
+                         float_aggregation=float_aggregation, notes=notes)
 
 
 def _audit(flat, output, allow_flex):

@@ -16,6 +16,10 @@ def format_audit(result):
              f"{'builtin ops only' if a['builtin_only'] else 'NOT builtin-only'}"]
     if result.get("input_expects"):
         lines.append(f"  input: {result['input_expects']}")
+    if a.get("metadata", {}).get("reduced_precision_support"):
+        lines.append(f"  precision: FP16 inference allowed (reduced_precision_support="
+                     f"{a['metadata']['reduced_precision_support']}): XNNPACK computes in FP16 on ARMv8.2+ and "
+                     "AVX512-FP16 CPUs")
     if result.get("float_aggregation"):
         lines.append("  precision: int8, each involution's aggregation float32 (--float-aggregation)")
     for note in result.get("notes", []):
@@ -25,6 +29,8 @@ def format_audit(result):
     lines.append(f"  {'op':<24}{'count':>6}")
     for op, n in a["op_histogram"].items():
         lines.append(f"  {op:<24}{n:>6}")
+    if a.get("metadata"):
+        lines.append("  metadata: " + ", ".join(f"{k} ({v})" for k, v in a["metadata"].items()))
     for key in ("flex_ops", "custom_ops"):
         if a[key]:
             lines.append(f"  {key.replace('_', ' ')}: {', '.join(a[key])}")
