@@ -9,6 +9,7 @@ import collections
 import os
 import struct
 
+import numpy as np
 import tflite
 
 CUSTOM_OP = tflite.BuiltinOperator.CUSTOM
@@ -32,6 +33,15 @@ def _quantization(tensor):
         return 0.0, 0
     return float(q.Scale(0)), (int(q.ZeroPoint(0)) if q.ZeroPointLength() else 0)
 
+
+# Ops a GPU delegate links into its producer's shader (the LiteRT/TFLite GPU delegate's "linkable" ops).
+ELEMENTWISE_OPS = frozenset("""ABS ADD CAST COS DEQUANTIZE DIV ELU EXP FLOOR FLOOR_DIV FLOOR_MOD GELU GREATER
+    GREATER_EQUAL HARD_SWISH LEAKY_RELU LESS LESS_EQUAL LOG LOGISTIC MAXIMUM MINIMUM MUL NEG POW PRELU QUANTIZE
+    RELU RELU6 RELU_0_TO_1 RELU_N1_TO_1 RSQRT SIN SQRT SQUARE SQUARED_DIFFERENCE SUB TANH""".split())
+# Sampled textures one shader stage may read: WebGPU's default limit (SwiftShader allows 48).  A fused shader
+# past the device's limit fails validation, and the LiteRT runtime then returns garbage while reporting the
+# model fully accelerated; the audit holds every model to the conservative default.
+GPU_TEXTURE_LIMIT = 16
 
 Tensor = collections.namedtuple("Tensor", "name shape dtype constant_size scale zero_point")
 
@@ -86,6 +96,13 @@ class TFLiteModel:
                                    "outputs": _ints(sg.OutputsAsNumpy()),
                                    "ops": [codes[op.OpcodeIndex()] for op in operators],
                                    "op_io": [(_ints(op.InputsAsNumpy()), _ints(op.OutputsAsNumpy())) for op in operators]})
+        # {name: bytes} of the model's metadata entries (min_runtime_version, reduced_precision_support, ...).
+        self.metadata = {}
+        for m in range(root.MetadataLength()):
+            entry = root.Metadata(m)
+            b = entry.Buffer()
+            data = buffers[b].DataAsNumpy() if 0 <= b < len(buffers) else 0
+            self.metadata[(entry.Name() or b"").decode("utf-8", "replace")] = b"" if isinstance(data, int) else data.tobytes()
         if not self.subgraphs:
             raise ModelFormatError(f"{self.path or 'buffer'}: the model has no subgraph")
         # {tensor index: signature name} of the main subgraph's inputs and outputs ("input_0", ...).
@@ -139,6 +156,44 @@ class TFLiteModel:
         return sum(t.constant_size // size[t.dtype] for sg in self.subgraphs for t in sg["tensors"]
                    if t.constant_size and t.dtype in size)
 
+    def fusable_chain(self):
+        """The longest chain of elementwise ops a GPU delegate could fuse into one shader, and what it reads.
+
+        A delegate links an elementwise op into the shader of the op producing one of its inputs when that
+        input has no other consumer, and the linked op's other inputs become extra textures of the shader.
+        Which links it makes depends on operator order and input position; this counts every link it could
+        make, so the bound holds however the model was converted.  Returns {"ops", "textures", "limit",
+        "within"}: ``ops`` elementwise ops in the chain, ``textures`` the tensors its shader would read
+        (scalar constants are folded into the code and not counted).
+        """
+        sg = self.main
+        tensors = sg["tensors"]
+        consumers = collections.Counter(t for ins, _ in sg["op_io"] for t in set(ins) if t >= 0)
+        producer = {t: n for n, (_, outs) in enumerate(sg["op_io"]) for t in outs}
+
+        def texture(t):  # constant scalars and integer parameters (slice bounds, shapes) are no textures
+            c = tensors[t]
+            return not (c.constant_size and (c.dtype in ("INT32", "INT64") or int(np.prod(c.shape or (1,))) <= 1))
+
+        def reads(ins, skip=None):
+            return sum(1 for t in set(ins) if t >= 0 and t != skip and texture(t))
+
+        best = {}  # op index -> (elementwise ops in its chain, textures of the shader ending at it)
+        top = (0, 0)
+        for n, (op, (ins, _)) in enumerate(zip(sg["ops"], sg["op_io"])):
+            if op not in ELEMENTWISE_OPS:
+                best[n] = (0, reads(ins))
+                continue
+            chain = (1, reads(ins))
+            for t in set(ins):
+                p = producer.get(t)
+                if p is not None and consumers[t] == 1:
+                    ops_, tex = best[p]
+                    chain = max(chain, (ops_ + 1, tex + reads(ins, skip=t)), key=lambda c: (c[1], c[0]))
+            best[n] = chain
+            top = max(top, chain, key=lambda c: (c[1], c[0]))
+        return {"ops": top[0], "textures": top[1], "limit": GPU_TEXTURE_LIMIT, "within": top[1] <= GPU_TEXTURE_LIMIT}
+
     def summary(self):
         return {
             "file_bytes": self.file_size,
@@ -151,7 +206,17 @@ class TFLiteModel:
             "parameters": self.parameters(),
             "inputs": [_io_dict(t) for t in self.io("inputs")],
             "outputs": [_io_dict(t) for t in self.io("outputs")],
+            "metadata": {name: describe_metadata(data) for name, data in self.metadata.items()},
+            "gpu_fusion": self.fusable_chain(),
         }
+
+
+def describe_metadata(data):
+    """A metadata entry for a report: short printable text as text (``fp16accfp16``), otherwise its size."""
+    text = data.rstrip(b"\0")
+    if len(text) <= 64 and text and all(32 <= c < 127 for c in text):
+        return text.decode("ascii")
+    return f"{len(data)} bytes"
 
 
 def _io_dict(t):

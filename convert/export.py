@@ -91,6 +91,9 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
         if quantize == "float16":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.target_spec.supported_types = [tf.float16]
+            # Writes the reduced_precision_support metadata (fp16accfp16): XNNPACK then runs the model in FP16
+            # on CPUs that have it (ARMv8.2+ phones, AVX512-FP16), its "FP16 inference"; others run float32.
+            conv.target_spec._experimental_supported_accumulation_type = tf.float16  # noqa: SLF001
         elif quantize == "dynamic":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         elif quantize == "int8":
@@ -133,8 +136,10 @@ def representative_dataset(samples, progress=False):
 
 
 def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False,
-              float_aggregation=False):
+              float_aggregation=False, notes=None):
     """Converts to .tflite bytes (see ``tflite_converter`` for the arguments).
+
+    ``notes``: a list that gets a line when the converter's output could not be compacted (``compact``).
 
     ``float_aggregation`` (int8 only): the own ops of every Involution layer (``involution_scopes``,
     ``scope_nodes``: its padding, transposes, windows, MULs and ADDs) stay float32, the rest is int8.
@@ -142,8 +147,8 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
     check_float_aggregation(quantize, float_aggregation)
     with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv:
         if float_aggregation:
-            return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)))
-        return compact(run_converter(conv))
+            return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)), notes)
+        return compact(run_converter(conv), notes)
 
 
 # Kernel generation inside an Involution layer's name scope: these stay int8 under --float-aggregation.
