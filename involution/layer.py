@@ -54,6 +54,13 @@ PLANAR_STRIP_VALUES = 28 * 28 * 128
 # at 14x14x256 (G=16), 0.81 / 0.82x at 7x7x512, 0.92 / 0.85x at 28x28x128 (G=8), 0.96 / 0.93x at 56x56x64
 # (G=4); with G=2 (the stem, 112x112x32, K=3) 1.07 / 1.00x, so fewer groups keep the other layouts.
 GROUP_MINOR_MIN_GROUPS = 4
+# The K*K products are summed in chains of at most this many, the chains joined pairwise (``sum_taps``), so
+# that no GPU delegate can fuse more than a few of them into one shader.  The LiteRT GPU delegate links an
+# elementwise op into its producer's shader; one chain of 49 ADDs became a shader reading 50 textures, past
+# the device's limit (SwiftShader 48, WebGPU's default 16), which the runtime then ran invalid, returning
+# garbage while reporting the model fully accelerated.  Chains of 7 joined in a tree bound the longest
+# elementwise path of a K=7 layer to 10 ops, whatever order a converter lists them in.
+SUM_CHAIN_TAPS = 7
 PADDINGS = ("same", "symmetric")
 
 
@@ -76,6 +83,39 @@ def strip_bounds(rows, strips):
     """[(first, end), ...]: ``rows`` split into ``strips`` consecutive runs as even as they go."""
     bounds = [rows * t // strips for t in range(strips + 1)]
     return list(zip(bounds, bounds[1:]))
+
+
+def sum_taps(terms, chain=None):
+    """The sum of ``terms`` (an iterable of tensors, consumed in order): runs of ``chain`` terms added in a
+    chain, the runs joined pairwise like a binary counter (a balanced tree built as the terms come).
+
+    Built lazily, so each term is added soon after it is made (few tensors alive, depth-first); the longest
+    path of ADDs is ``chain - 1`` plus the tree's depth, ``ceil(log2(runs))``.
+    """
+    chain = chain or SUM_CHAIN_TAPS
+    stack = []  # (level, partial sum of 2**level runs), levels strictly decreasing towards the top
+
+    def push(partial, level=0):
+        while stack and stack[-1][0] == level:
+            partial = stack.pop()[1] + partial
+            level += 1
+        stack.append((level, partial))
+
+    run, count = None, 0
+    for term in terms:
+        run = term if run is None else run + term
+        count += 1
+        if count == chain:
+            push(run)
+            run, count = None, 0
+    if run is not None:
+        push(run)
+    if not stack:
+        raise ValueError("sum_taps needs at least one term")
+    out = stack.pop()[1]
+    while stack:
+        out = stack.pop()[1] + out
+    return out
 
 
 def same_padding(size, kernel_size, stride, padding):
@@ -230,12 +270,12 @@ class Involution(keras.layers.Layer):
         """Per-pixel kernels [B, Ho, Wo, K*K*G], channel k*G + g."""
         y = x
         if self.pool is not None:
-            y = self._pool_at_export(x) if x.shape[0] == 1 else self.pool(x)
+            y = self._pool_as_depthwise(x)
         y = self.reduce(y)
         y = ops.relu(self.bn(y, training=training))
         return self.span(y)
 
-    def _pool_at_export(self, x):
+    def _pool_as_depthwise(self, x):
         """The stride x stride average pool as a DEPTHWISE_CONV_2D of weight 1/s^2 where s divides H and W.
 
         XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's
@@ -243,7 +283,7 @@ class Involution(keras.layers.Layer):
         s does not divide keep the pool: SAME averages their edge windows over the valid pixels only.
         """
         s, c = self.stride, x.shape[-1]
-        if x.shape[1] % s or x.shape[2] % s:
+        if x.shape[1] is None or x.shape[2] is None or x.shape[1] % s or x.shape[2] % s:
             return self.pool(x)
         return ops.depthwise_conv(x, ops.full((s, s, c, 1), 1.0 / (s * s)), strides=s, padding="valid")
 
@@ -312,17 +352,14 @@ class Involution(keras.layers.Layer):
             kern = ops.reshape(kern, (k * k, g, ho, wo))
             piece = lambda n, r0, r1: kern[n : n + 1, :, r0:r1]  # [1, G, rows, Wo]  # noqa: E731
         planes = ops.reshape(planes, (s * a, b, s * hq, wq))  # [column phase * A + a, b, row phase * Hq + hq, wq]
-        outs = []
-        for r0, r1 in strip_bounds(ho, planar_strips(ho, wo, c)):  # output rows r0 <= r < r1
-            out = None
-            for i in range(k):
-                for j in range(k):
-                    row = (i % s) * hq + i // s + r0  # first row of the window in phase i % s
-                    col_phase, col = j % s, j // s
-                    patch = planes[col_phase * a : (col_phase + 1) * a, :, row : row + r1 - r0, col : col + wo]
-                    term = patch * piece(i * k + j, r0, r1)  # [A, B, rows, Wo]
-                    out = term if out is None else out + term
-            outs.append(out)
+        def term(i, j, r0, r1):  # [A, B, rows, Wo]
+            row = (i % s) * hq + i // s + r0  # first row of the window in phase i % s
+            col_phase, col = j % s, j // s
+            patch = planes[col_phase * a : (col_phase + 1) * a, :, row : row + r1 - r0, col : col + wo]
+            return patch * piece(i * k + j, r0, r1)
+
+        outs = [sum_taps(term(i, j, r0, r1) for i in range(k) for j in range(k))
+                for r0, r1 in strip_bounds(ho, planar_strips(ho, wo, c))]  # output rows r0 <= r < r1
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
         return ops.transpose(ops.reshape(out, (1, c, ho, wo)), (0, 2, 3, 1))
 
@@ -343,15 +380,12 @@ class Involution(keras.layers.Layer):
         else:
             planes = ops.transpose(ops.reshape(xp, (hp, wp, t, g)), (2, 0, 1, 3))
         kern = ops.transpose(ops.reshape(kernel, (h, w, k * k, g)), (2, 0, 1, 3))  # [K*K, H, W, G]
-        outs = []
-        for r0, r1 in strip_bounds(h, planar_strips(h, w, c)):  # output rows r0 <= r < r1
-            out = None
-            for i in range(k):
-                for j in range(k):
-                    n = i * k + j
-                    term = planes[:, i + r0 : i + r1, j : j + w, :] * kern[n : n + 1, r0:r1]  # [T, rows, W, G]
-                    out = term if out is None else out + term
-            outs.append(out)
+        def term(i, j, r0, r1):  # [T, rows, W, G]
+            n = i * k + j
+            return planes[:, i + r0 : i + r1, j : j + w, :] * kern[n : n + 1, r0:r1]
+
+        outs = [sum_taps(term(i, j, r0, r1) for i in range(k) for j in range(k))
+                for r0, r1 in strip_bounds(h, planar_strips(h, w, c))]  # output rows r0 <= r < r1
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
         # Back to channel g*T + t ([H, W, G, T]) or t*G + g ([H, W, T, G]).
         out = ops.transpose(out, (1, 2, 3, 0) if self.group_layout == "contiguous" else (1, 2, 0, 3))
@@ -390,22 +424,22 @@ class Involution(keras.layers.Layer):
         """
         k, s = self.kernel_size, self.stride
         ho, wo = ceil_div(h, s), ceil_div(w, s)
-        window = self._phase_windows(x, h, w, c) if s > 1 and x.shape[0] == 1 else self._strided_windows(x, h, w)
+        window = self._phase_windows(x, h, w, c) if s > 1 else self._strided_windows(x, h, w)
         grouped = 1 < g < c
         if grouped:
             kernel = ops.reshape(kernel, (-1, ho * wo, k * k * g, 1))  # [B, HoWo, K*K*G, 1]
-        out = None
-        for i in range(k):
-            for j in range(k):
-                n = i * k + j
-                patch = window(i, j)  # [B, Ho, Wo, C]
-                if grouped:
-                    patch = ops.reshape(patch, (-1, ho * wo, g, c // g))
-                    piece = kernel[:, :, n * g : (n + 1) * g, :]  # [B, HoWo, G, 1]
-                else:
-                    piece = kernel[:, :, :, n * g : (n + 1) * g]  # [B, Ho, Wo, G], G in {1, C}
-                term = patch * piece
-                out = term if out is None else out + term
+
+        def term(i, j):
+            n = i * k + j
+            patch = window(i, j)  # [B, Ho, Wo, C]
+            if grouped:
+                patch = ops.reshape(patch, (-1, ho * wo, g, c // g))
+                piece = kernel[:, :, n * g : (n + 1) * g, :]  # [B, HoWo, G, 1]
+            else:
+                piece = kernel[:, :, :, n * g : (n + 1) * g]  # [B, Ho, Wo, G], G in {1, C}
+            return patch * piece
+
+        out = sum_taps(term(i, j) for i in range(k) for j in range(k))
         return ops.reshape(out, (-1, ho, wo, c)) if grouped else out
 
     def _strided_windows(self, x, h, w):
@@ -418,16 +452,32 @@ class Involution(keras.layers.Layer):
         return lambda i, j: xp[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :]
 
     def _phase_windows(self, x, h, w, c):
-        """The same at batch 1 by unit-stride slices: offset (i, j) reads phase (i % s, j % s) from (i // s, j // s)."""
+        """The same by unit-stride slices: offset (i, j) reads phase (i % s, j % s) from (i // s, j // s).
+
+        XNNPACK takes STRIDED_SLICE only with unit strides.  At batch 1 one transpose groups the phases; at any
+        other batch (or an unknown one: a model converted with a dynamic batch) each row offset's phase rows
+        are cut once from a 4-D view and its K windows sliced from them.
+        """
         s = self.stride
         ho, wo = ceil_div(h, s), ceil_div(w, s)
         xp = self._padded(x, h, w, multiple=s)
         hq, wq = xp.shape[1] // s, xp.shape[2] // s
-        # [1, Hq*s, Wq*s, C] is, in memory, [Hq, s(row phase), Wq, s(column phase) * C]; one transpose makes it
-        # [s(row phase), Hq, Wq, s(column phase) * C]: row phase outermost, column phase beside the channels.
-        phases = ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
-        return lambda i, j: phases[i % s : i % s + 1, i // s : i // s + ho, j // s : j // s + wo,
-                                   (j % s) * c : (j % s + 1) * c]
+        if x.shape[0] == 1:
+            # [1, Hq*s, Wq*s, C] is, in memory, [Hq, s(row phase), Wq, s(column phase) * C]; one transpose makes
+            # it [s(row phase), Hq, Wq, s(column phase) * C]: row phase outermost, column phase beside the channels.
+            phases = ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
+            return lambda i, j: phases[i % s : i % s + 1, i // s : i // s + ho, j // s : j // s + wo,
+                                       (j % s) * c : (j % s + 1) * c]
+        # [B, Hq*s, Wq*s, C] is [B, Hq, s(row phase), Wq * s(column phase) * C].
+        rows_view = ops.reshape(xp, (-1, hq, s, wq * s * c))
+        rows = {}
+
+        def window(i, j):
+            if i not in rows:  # rows i // s ... of phase i % s: [B, Ho, Wq, s * C]
+                rows[i] = ops.reshape(rows_view[:, i // s : i // s + ho, i % s : i % s + 1, :], (-1, ho, wq, s * c))
+            return rows[i][:, :, j // s : j // s + wo, (j % s) * c : (j % s + 1) * c]
+
+        return window
 
     def _aggregate_depthwise(self, x, kernel, h, w, c, g):
         k, s = self.kernel_size, self.stride

@@ -151,7 +151,9 @@ def test_export_runs_each_offset_as_window_mul_add(tmp_path):
     exported = to_tflite(model)
     (tmp_path / "exported.tflite").write_bytes(exported)
     assert _peak_alive(raw) > 49, _peak_alive(raw)  # what the fix is for: if the converter changes, revisit it
-    assert _peak_alive(exported) <= 6, _peak_alive(exported)
+    # A window, its kernel piece, their product, the running chain, and the tree's partial sums (sum_taps: at
+    # most log2(7) = 3 for K = 7's seven chains) are alive at once.
+    assert _peak_alive(exported) <= 8, _peak_alive(exported)
     x = np.random.default_rng(0).standard_normal((1, 20, 20, 32)).astype(np.float32)
     got, want = (InterpreterRunner(str(tmp_path / f"{n}.tflite"))(x)[0] for n in ("exported", "raw"))
     np.testing.assert_array_equal(got, want)

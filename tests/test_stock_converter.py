@@ -1,0 +1,105 @@
+"""Every guarantee of the layer holds under the stock ``tf.lite.TFLiteConverter``, as a user's own pipeline runs it:
+builtin ops only, at most 4-D, inside XNNPACK in one partition, no elementwise chain a GPU delegate could fuse
+past WebGPU's 16 textures, and correct on the LiteRT GPU accelerator, for every involution configuration of
+RedNet-26..152 and the seed model's, at batch 1 and with a dynamic batch."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import randomize, require_gpu
+
+from benchmarks.gpu_check import check_gpu
+from benchmarks.tflite_model import GPU_TEXTURE_LIMIT, TFLiteModel
+from benchmarks.xnnpack_check import xnnpack_coverage
+from involution import Involution
+from involution.models import official_involution
+
+# (input size, channels, K, stride) of every involution in RedNet-26..152 at 224x224 (the stem; stage 1; each
+# stage's first, strided, layer; the rest of stages 2-4), and the seed model's 32x32x3, K3, one group.
+REDNET_CONFIGS = [(112, 32, 3, 1), (56, 64, 7, 1), (56, 128, 7, 2), (28, 128, 7, 1), (28, 256, 7, 2),
+                  (14, 256, 7, 1), (14, 512, 7, 2), (7, 512, 7, 1)]
+
+
+def all_configs_model(batch_size):
+    """One model, one input and one output per configuration: every path of the layer in a single conversion."""
+    inputs, outputs = [], []
+    for n, (h, c, k, s) in enumerate(REDNET_CONFIGS):
+        x = keras.Input((h, h, c), batch_size=batch_size, name=f"in{n}")
+        inputs.append(x)
+        outputs.append(official_involution(c, k, s, name=f"inv{n}")(x))
+    x = keras.Input((32, 32, 3), batch_size=batch_size, name="seed")
+    inputs.append(x)
+    outputs.append(Involution(channel=3, group_number=1, kernel_size=3, stride=1, reduction_ratio=2, name="seed_inv")(x))
+    return randomize(keras.Model(inputs, outputs), seed=3)
+
+
+def stock_convert(model, precision):
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    if precision == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "int8":
+        rng = np.random.default_rng(0)
+        shapes = {t.name: (1, *t.shape[1:]) for t in model.inputs}
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        # Several inputs: by signature name (a list would be taken in the converter's own input order).
+        conv.representative_dataset = lambda: ({n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+                                               for _ in range(4))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return conv.convert()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"batch 1": all_configs_model(1), "dynamic batch": all_configs_model(None)}
+
+
+@pytest.mark.parametrize("batch,precision", [("batch 1", "float32"), ("batch 1", "float16"), ("batch 1", "int8"),
+                                             ("dynamic batch", "float32")])
+def test_stock_converter_export_is_deployable(models, tmp_path, batch, precision):
+    model = models[batch]
+    path = tmp_path / f"stock_{precision}.tflite"
+    path.write_bytes(stock_convert(model, precision))
+    info = TFLiteModel.from_file(str(path))
+    assert info.builtin_only and info.max_rank <= 4, info.op_histogram()
+    chain = info.fusable_chain()
+    assert chain["within"] and chain["textures"] <= GPU_TEXTURE_LIMIT, chain
+    xnn = xnnpack_coverage(str(path))
+    assert xnn["fully_delegated"] and xnn["partitions"] == 1, xnn
+    if precision == "float32":  # the file computes what Keras does, on every configuration
+        from ai_edge_litert.interpreter import Interpreter
+
+        rng = np.random.default_rng(1)
+        xs = [rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs]
+        run = Interpreter(model_path=str(path)).get_signature_runner()
+        got = run(**{t.name: x for t, x in zip(model.inputs, xs)})
+        want = model(xs)
+        assert len(got) == len(want)
+        for n, w in enumerate(want):  # the signature names Keras's outputs output_0, output_1, ...
+            w = np.asarray(w)
+            np.testing.assert_allclose(got[f"output_{n}"], w, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(w).max()))
+    require_gpu()
+    g = check_gpu(str(path))
+    # int8: the GPU accelerator computes it in float, from the file's dequantized weights
+    assert g["available"] and g["fully_delegated"] and g["ok"], g
+
+
+def test_the_audit_catches_a_chain_past_the_limit(tmp_path):
+    """A model summing 60 products in one chain: the audit says the fused shader would read too many textures,
+    and the GPU accelerator, which calls it fully accelerated, returns wrong numbers (SwiftShader's limit is 48)."""
+    x = keras.Input((16, 16, 8), batch_size=1)
+    xp = keras.ops.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    rng = np.random.default_rng(0)
+    out = None
+    for n in range(60):
+        i, j = divmod(n, 8)
+        term = xp[:, i : i + 16, j : j + 16, :] * rng.uniform(0.5, 1.5, (1, 1, 1, 8)).astype(np.float32)
+        out = term if out is None else out + term
+    path = tmp_path / "chain60.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, out)).convert())
+    chain = TFLiteModel.from_file(str(path)).fusable_chain()
+    assert not chain["within"] and chain["ops"] == 60 and chain["textures"] == 61, chain
+    require_gpu()
+    g = check_gpu(str(path))
+    assert g["fully_delegated"] and not g["ok"] and g["max_abs_error"] > 1.0, g
