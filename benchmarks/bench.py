@@ -87,19 +87,79 @@ def load_input_file(path, runner):
 
 
 def _preflight_gpu(path):
-    """Compiles on the GPU in a child process first: some GPU drivers kill the process on ops they cannot run."""
+    """Compiles on the GPU in a child process first: some GPU drivers kill the process on ops they cannot run.
+
+    Where no Vulkan driver is configured and the child found a GPU only on SwiftShader (a software Vulkan),
+    this process is pointed at SwiftShader too, as ``invo-convert`` does; returns True then.
+    """
     from benchmarks.gpu_check import _run_child
 
     r = _run_child([os.path.abspath(path), "--compile-only"], None, timeout=300)
     if r.get("crashed"):
         raise rt.RuntimeUnavailable(f"{path}: the GPU accelerator crashes while compiling this model; "
                                     "'invo-convert --report' names the ops it cannot take")
+    if r.get("swiftshader_fallback"):
+        os.environ["VK_ICD_FILENAMES"] = rt.SWIFTSHADER_ICD
+        return True
+    return False
+
+
+def gpu_correctness(path, input_file=None):
+    """The GPU accelerator's output against the CPU's on one input (``--input`` or random data): a line saying
+    so when right, ``RuntimeUnavailable`` naming the largest difference when wrong or refused."""
+    from benchmarks.gpu_check import check_gpu, describe_failure
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such model file")
+    inputs = None
+    if input_file:
+        inputs = load_input_file(input_file, rt.load(path, "litert-compiled"))
+    r = check_gpu(path, inputs)
+    if not r.get("ok"):
+        raise rt.RuntimeUnavailable(describe_failure(path, r))
+    unit = " quantization steps" if r.get("unit") == "quantization steps" else ""
+    where = "SwiftShader (software Vulkan)" if r.get("emulated") or r.get("swiftshader_fallback") else "the GPU"
+    return (f"{os.path.basename(path)}: GPU check ok on {where}: fully accelerated, largest difference from the CPU "
+            f"{r['max_abs_error']:.3g}{unit} (allowed {r['allowed_abs_error']:.3g}{unit})")
+
+
+# Largest output difference, relative to the output's magnitude, that float32 kernels show against TFLite's
+# reference kernels (summation order); FP16 arithmetic (11-bit significand) differs by far more.
+FP32_AGREEMENT = 1e-4
+
+
+def float16_measured(path, runner, arrays):
+    """(FP16 ran?, relative difference): ``runner``'s float outputs on ``arrays`` against TFLite's reference
+    kernels, which compute in float32.  Measured, not assumed: None for integer outputs or without an
+    Interpreter runtime to compare with."""
+    outs = runner(*arrays)
+    if not outs or any(o.dtype.kind != "f" for o in outs):
+        return None, None
+    interp = next((r for r in ("litert", "tflite-runtime") if r in rt.available_runtimes()), None)
+    if interp is None:
+        return None, None
+    ref = rt.InterpreterRunner(path, interp, use_xnnpack=False)(*arrays)
+    scale = max(float(np.max(np.abs(r))) for r in ref) or 1.0
+    diff = max(float(np.max(np.abs(o.astype(np.float64) - r))) for o, r in zip(outs, ref)) / scale
+    return diff > FP32_AGREEMENT, diff
+
+
+def _has_fp16_metadata(path):
+    from benchmarks.tflite_model import TFLiteModel
+
+    return b"fp16" in TFLiteModel.from_file(path).metadata.get("reduced_precision_support", b"")
 
 
 def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, num_runs=50, min_secs=1.0,
               max_secs=150.0, use_xnnpack=True, delegate=None, input_file=None, require_full_delegation=False,
-              gpu_fallback=False, progress=True):
-    """Benchmarks one model the way TFLite's benchmark_model does; returns a dict of figures (ms, KB)."""
+              gpu_fallback=False, progress=True, precision="default", evict_cache_mb=0):
+    """Benchmarks one model the way TFLite's benchmark_model does; returns a dict of figures (ms, KB).
+
+    ``precision="fp16"`` forces XNNPACK's FP16 inference (ai-edge-litert CompiledModel) and fails when the
+    outputs show it did not run.  ``evict_cache_mb``: before every timed run, write a buffer of that size
+    (larger than the last-level cache) so that each run starts with cold caches, as on a phone whose few MB
+    of cache do not keep the model between runs; 0 times runs back to back (warm caches).
+    """
     if num_runs < 1:
         raise ValueError(f"--num_runs must be at least 1, got {num_runs}")
     if warmup_runs < 0:
@@ -108,19 +168,29 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
         raise ValueError(f"--num_threads must be at least 1, got {num_threads}")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such model file")
-    runtime = runtime or rt.pick_runtime(use_gpu, delegate)
-    if use_gpu and runtime == "litert-compiled":
-        _preflight_gpu(path)
+    if evict_cache_mb < 0:
+        raise ValueError(f"--evict_cache_mb must be 0 or more, got {evict_cache_mb}")
+    runtime = runtime or ("litert-compiled" if precision == "fp16" else rt.pick_runtime(use_gpu, delegate))
+    rt.check_precision(precision, runtime)
+    swiftshader = use_gpu and runtime == "litert-compiled" and _preflight_gpu(path)
     rss0 = _rss_kb()
     t0 = time.perf_counter()
     runner = rt.load(path, runtime, use_gpu=use_gpu, num_threads=num_threads, use_xnnpack=use_xnnpack,
-                     delegate=delegate, gpu_fallback=gpu_fallback)
+                     delegate=delegate, gpu_fallback=gpu_fallback, precision=precision)
     init_ms = (time.perf_counter() - t0) * 1000
     if require_full_delegation and not runner.fully_delegated:
         raise rt.RuntimeUnavailable(f"{path}: not fully delegated to {runner.accelerator} (--require_full_delegation)")
     arrays = load_input_file(input_file, runner) if input_file else rt.random_inputs(runner.inputs)
     arrays = runner.check_inputs(arrays)
+    fp16, fp16_diff = None, None
+    if precision == "fp16" or (not use_gpu and use_xnnpack and _has_fp16_metadata(path)):
+        fp16, fp16_diff = float16_measured(path, runner, arrays)
+        if precision == "fp16" and fp16 is False:
+            raise rt.RuntimeUnavailable(
+                f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
+                "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
     runner.set_inputs(arrays)
+    evict = np.ones(evict_cache_mb * (1 << 20) // 8) if evict_cache_mb else None
 
     t = time.perf_counter()
     runner.run()
@@ -136,6 +206,8 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
     start = time.perf_counter()
     # Like benchmark_model: at least num_runs and min_secs, at most max_secs.
     while True:
+        if evict is not None:
+            evict += 1.0  # reads and writes every cache line: the model's weights and activations are evicted
         t = time.perf_counter()
         runner.run()  # synchronous: CompiledRunner reads the outputs back inside run()
         times.append((time.perf_counter() - t) * 1000)
@@ -169,4 +241,9 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
         "max_ms": s[-1],
         "peak_rss_kb": rss1,
         "rss_growth_kb": rss1 - rss0,
+        "swiftshader_fallback": bool(swiftshader),
+        "precision": precision,
+        "fp16_ran": fp16,
+        "diff_vs_fp32_reference": fp16_diff,
+        "cache": f"evicted ({evict_cache_mb} MB written before each run)" if evict_cache_mb else "warm (back to back)",
     }

@@ -11,26 +11,43 @@ import sys
 import click
 
 from benchmarks.plumbing import cli_errors, write_atomic
-from benchmarks.runtime import RUNTIMES
+from benchmarks.runtime import PRECISIONS, RUNTIMES, SWIFTSHADER_ICD
 
+# Every figure, for --json and --csv; the terminal table shows TABLE_COLUMNS, in 100 columns.
 COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator", "accel", "{}"),
-           ("fully_delegated", "full", "{}"), ("num_threads", "thr", "{}"), ("file_kb", "size KB", "{:.1f}"),
-           ("init_ms", "init ms", "{:.1f}"), ("first_ms", "first ms", "{:.2f}"), ("median_ms", "median ms", "{:.3f}"),
-           ("p90_ms", "p90", "{:.3f}"), ("p99_ms", "p99", "{:.3f}"), ("mean_ms", "mean", "{:.3f}"),
-           ("std_ms", "std", "{:.3f}"), ("min_ms", "min", "{:.3f}"), ("max_ms", "max", "{:.3f}"),
-           ("num_runs", "runs", "{}"), ("peak_rss_kb", "peak RSS KB", "{}"), ("rss_growth_kb", "RSS +KB", "{}")]
+           ("fully_delegated", "full", "{}"), ("num_threads", "thr", "{}"), ("precision_ran", "prec", "{}"),
+           ("file_kb", "size KB", "{:.1f}"), ("init_ms", "init ms", "{:.1f}"), ("first_ms", "first ms", "{:.2f}"),
+           ("median_ms", "median ms", "{:.3f}"), ("p90_ms", "p90", "{:.3f}"), ("p99_ms", "p99", "{:.3f}"),
+           ("mean_ms", "mean", "{:.3f}"), ("std_ms", "std", "{:.3f}"), ("min_ms", "min", "{:.3f}"),
+           ("max_ms", "max", "{:.3f}"), ("num_runs", "runs", "{}"), ("peak_rss_kb", "peak RSS KB", "{}"),
+           ("rss_growth_kb", "RSS +KB", "{}")]
+TABLE_COLUMNS = ("model", "accelerator", "fully_delegated", "num_threads", "precision_ran", "file_kb", "init_ms",
+                 "median_ms", "p90_ms", "min_ms", "num_runs")
+MODEL_WIDTH = 26
+
+
+def precision_ran(r):
+    """What the CPU computed in, as measured: fp16, fp32, or '-' (integer outputs, GPU, not measured)."""
+    if r.get("fp16_ran") is None:
+        return "fp16?" if r.get("precision") == "fp16" else "-"
+    return "fp16" if r["fp16_ran"] else "fp32"
 
 
 def format_table(results):
-    """Several models side by side: one row each."""
-    rows = [[h for _, h, _ in COLUMNS]]
+    """Several models side by side, one row each, in at most 100 columns (every figure: --json / --csv)."""
+    cols = [c for c in COLUMNS if c[0] in TABLE_COLUMNS]
+    rows = [[h for _, h, _ in cols]]
     for r in results:
-        rows.append([fmt.format(os.path.basename(r[k]) if k == "model" else r[k]) if r.get(k) is not None else "-"
-                     for k, _, fmt in COLUMNS])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+        r = dict(r, precision_ran=precision_ran(r), accelerator=(r.get("accelerator") or "-").replace(" (emulated)", "*"))
+        name = os.path.basename(r["model"])
+        r["model"] = name if len(name) <= MODEL_WIDTH else name[: MODEL_WIDTH - 3] + "..."
+        rows.append([fmt.format(r[k]) if r.get(k) is not None else "-" for k, _, fmt in cols])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(cell.rjust(width) if col else cell.ljust(width)  # the model name left-aligned, figures right
                        for col, (cell, width) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
+    if any("*" in row[1] for row in rows[1:]):
+        lines.append("* emulated GPU (SwiftShader): outputs are real GPU-path results, timings are not GPU speed")
     return "\n".join(lines)
 
 
@@ -38,10 +55,10 @@ def write_csv(results, path):
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[k for k, _, _ in COLUMNS] + ["warmup_avg_ms", "input_dtype"])
+    w = csv.DictWriter(buf, fieldnames=[k for k, _, _ in COLUMNS] + ["warmup_avg_ms", "input_dtype", "cache"])
     w.writeheader()
     for r in results:
-        w.writerow({k: r.get(k) for k in w.fieldnames})
+        w.writerow({k: precision_ran(r) if k == "precision_ran" else r.get(k) for k in w.fieldnames})
     write_atomic(path, buf.getvalue())
 
 
@@ -55,27 +72,43 @@ def write_csv(results, path):
 @click.option("--max_secs", default=150.0, show_default=True, type=float)
 @click.option("--use_gpu", is_flag=True, help="LiteRT GPU accelerator (or --delegate on tflite-runtime).")
 @click.option("--gpu_fallback", is_flag=True, help="With --use_gpu: let ops the GPU refuses run on the CPU.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="default", show_default=True,
+              help="CPU arithmetic for float ops: 'default' (float32, or FP16 where the file's metadata allows it and "
+                   "the CPU has FP16), 'fp16' (XNNPACK forced to FP16; ai-edge-litert only). The 'prec' column "
+                   "says what ran, measured against float32 reference kernels.")
+@click.option("--evict_cache_mb", default=0, show_default=True, type=int,
+              help="Write a buffer of this many MB before every timed run, so each run starts with cold caches "
+                   "(a phone's few MB of cache keep no model between runs); 0: runs back to back, caches warm.")
 @click.option("--use_xnnpack", type=bool, default=True, show_default=True, help="XNNPACK on the Interpreter runtimes.")
 @click.option("--delegate", type=click.Path(), help="External delegate library (.so), e.g. the device's GPU delegate.")
 @click.option("--require_full_delegation", is_flag=True)
+@click.option("--check_gpu", is_flag=True,
+              help="Before timing, run each model once on the CPU and once on the GPU accelerator with the same "
+                   "input; exit 1, naming the largest difference, when the GPU output is wrong (floats: 1e-3 of "
+                   "the output's largest magnitude; int8: in quantization steps) or the GPU refuses part of it.")
 @click.option("--input", "input_file", type=click.Path(), help=".npy (one input) or .npz; default random data.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the figures as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the figures as CSV.")
 @click.option("--quiet", is_flag=True, help="No table, no progress bar.")
 @cli_errors
 def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_secs, use_gpu, gpu_fallback,
-          use_xnnpack, delegate, require_full_delegation, input_file, json_path, csv_path, quiet):
+          precision, evict_cache_mb, use_xnnpack, delegate, require_full_delegation, check_gpu, input_file, json_path,
+          csv_path, quiet):
     """Benchmark one or more .tflite MODELS in the vocabulary of TFLite's benchmark_model.
 
     Runs where TensorFlow is absent (ai-edge-litert or tflite-runtime, and numpy); the host-side reports
     that also build and convert models are 'invo-report'.
     """
-    from benchmarks.bench import benchmark
+    from benchmarks.bench import benchmark, gpu_correctness
 
+    if check_gpu:
+        for m in models:
+            click.echo(gpu_correctness(m, input_file), err=True)
     results = [benchmark(m, runtime=runtime, use_gpu=use_gpu, num_threads=num_threads, warmup_runs=warmup_runs,
                          num_runs=num_runs, min_secs=min_secs, max_secs=max_secs, use_xnnpack=use_xnnpack,
                          delegate=delegate, input_file=input_file, require_full_delegation=require_full_delegation,
-                         gpu_fallback=gpu_fallback, progress=not quiet)
+                         gpu_fallback=gpu_fallback, progress=not quiet, precision=precision,
+                         evict_cache_mb=evict_cache_mb)
                for m in models]
     if json_path:
         write_atomic(json_path, json.dumps(results, indent=2))
@@ -83,8 +116,9 @@ def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_sec
         write_csv(results, csv_path)
     if not quiet:
         click.echo(format_table(results))
-        if any("emulated" in (r["accelerator"] or "") for r in results):
-            click.echo("note: GPU runs on a software Vulkan (SwiftShader): outputs are real, timings are not GPU speed")
+        if any(r.get("swiftshader_fallback") for r in results):
+            click.echo(f"note: no Vulkan driver configured (VK_ICD_FILENAMES): the GPU ran on SwiftShader, "
+                       f"{SWIFTSHADER_ICD}")
 
 
 def main(argv=None):

@@ -64,7 +64,8 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
         if gpu is not None:
             result.update(available=True, fully_delegated=bool(gpu.fully_delegated))
             out = gpu(*arrays)
-            abs_err = max(float(np.max(np.abs(o.astype(np.float64) - r.astype(np.float64)))) for o, r in zip(out, ref))
+            result["worst"] = worst = largest_difference(ref, out)
+            abs_err = worst["abs_error"]
             scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
             span = max(float(r.max()) - float(r.min()) for r in ref)
             if ref[0].dtype.kind in "iu":
@@ -78,10 +79,44 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
             else:
                 tol = tolerance * max(1.0, scale)
             result["allowed_abs_error"] = tol
+            result["unit"] = "quantization steps" if ref[0].dtype.kind in "iu" else "absolute"
             result.update(max_abs_error=abs_err, max_rel_error=abs_err / scale, ok=bool(abs_err <= tol and result["fully_delegated"]))
     except Exception as exc:  # noqa: BLE001 - reported, never raised, by design
         result["error"] = one_line(exc, 300)
     return result
+
+
+def largest_difference(ref, out):
+    """{output, index, cpu, gpu, abs_error} of the largest |gpu - cpu| over all outputs; a non-finite GPU value
+    where the CPU's is finite counts as an infinite error (NaN must never compare as small)."""
+    worst = {"abs_error": 0.0}
+    for k, (r, o) in enumerate(zip(ref, out)):
+        r64, o64 = r.astype(np.float64), o.astype(np.float64)
+        diff = np.abs(o64 - r64)
+        diff[~np.isfinite(o64) & np.isfinite(r64)] = np.inf
+        diff[np.isnan(diff)] = 0.0  # both non-finite alike: the CPU's own overflow, not the GPU's error
+        i = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
+        if diff.size and diff[i] > worst["abs_error"] or k == 0:
+            worst = {"output": k, "index": [int(v) for v in i], "cpu": float(r64[i]) if diff.size else None,
+                     "gpu": float(o64[i]) if diff.size else None, "abs_error": float(diff[i]) if diff.size else 0.0}
+    return worst
+
+
+def describe_failure(path, result):
+    """One line saying why ``check_gpu``'s result is not ok, with the largest difference and its unit."""
+    if not result.get("available"):
+        return f"{path}: no GPU check possible: {result.get('error', 'no GPU or Vulkan adapter found')}"
+    if not result.get("fully_delegated"):
+        off = result.get("ops_on_cpu")
+        return (f"{path}: the GPU accelerator does not take the whole model"
+                + (f" (ops it refuses, each compiled alone: {', '.join(off)})" if off else ""))
+    w = result.get("worst") or {}
+    if result.get("max_abs_error") is None:
+        return f"{path}: the GPU check failed: {result.get('error', 'unknown error')}"
+    unit = " quantization steps" if result.get("unit") == "quantization steps" else ""
+    return (f"{path}: the GPU output is wrong: largest difference {w.get('abs_error', float('nan')):.4g}{unit} at output "
+            f"{w.get('output')} index {tuple(w.get('index', ()))} (CPU {w.get('cpu', float('nan')):.4g}, GPU "
+            f"{w.get('gpu', float('nan')):.4g}); allowed {result.get('allowed_abs_error', 0):.3g}{unit}")
 
 
 def single_op_models(path, directory):
@@ -148,6 +183,8 @@ def _run_child(args, inputs_npz, timeout):
             except subprocess.TimeoutExpired:
                 result = {"available": False, "ok": False, "error": f"GPU check timed out after {timeout} s"}
             if result.get("available"):
+                if env is not envs[0]:  # no Vulkan driver was configured: this ran on SwiftShader
+                    result["swiftshader_fallback"] = True
                 break
         return result
 

@@ -25,6 +25,29 @@ class RuntimeUnavailable(RuntimeError):
     """The requested runtime or accelerator cannot be used here."""
 
 
+# CPU precisions: "default" (float32 math, or FP16 where the file's reduced_precision_support metadata allows
+# it and the CPU has FP16 arithmetic) and "fp16" (XNNPACK forced to compute float ops in FP16).
+PRECISIONS = ("default", "fp16")
+# XNNPACK delegate flags for forced FP16: TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16 (0x4), with QS8 (0x1) and
+# QU8 (0x2) kept on, as in the delegate's defaults, so that int8 ops stay delegated.
+XNNPACK_FORCE_FP16_FLAGS = 0x1 | 0x2 | 0x4
+
+
+def check_precision(precision, runtime):
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp16" and runtime == "litert-compiled" and "litert-compiled" not in available_runtimes():
+        raise RuntimeUnavailable(
+            "--precision fp16 forces XNNPACK's FP16 inference through ai-edge-litert's CompiledModel, which is not "
+            "installed here (pip install ai-edge-litert); tflite-runtime 2.14 has no such option")
+    if precision == "fp16" and runtime != "litert-compiled":
+        raise RuntimeUnavailable(
+            f"--precision fp16 forces XNNPACK's FP16 inference through ai-edge-litert's CompiledModel "
+            f"(--runtime litert-compiled); {runtime} cannot force it (tflite-runtime 2.14 has no such option). "
+            "A float16 file from invo-convert carries reduced_precision_support and runs in FP16 by itself on "
+            "CPUs with FP16 arithmetic")
+
+
 def _import(runtime):
     try:
         with native_logs_silenced():  # LiteRT registers its accelerators, loudly, on import
@@ -192,13 +215,18 @@ class InterpreterRunner(Runner):
 class CompiledRunner(Runner):
     """ai-edge-litert CompiledModel; ``run`` reads the outputs back so that GPU work has finished."""
 
-    def __init__(self, path, accelerator="cpu", num_threads=1, allow_cpu_fallback=False):
+    def __init__(self, path, accelerator="cpu", num_threads=1, allow_cpu_fallback=False, precision="default"):
         super().__init__(path)
         cm = _import("litert-compiled")
+        check_precision(precision, "litert-compiled")
         accel = cm.HardwareAccelerator.GPU if accelerator == "gpu" else cm.HardwareAccelerator.CPU
         if accelerator == "gpu" and allow_cpu_fallback:
             accel = cm.HardwareAccelerator.GPU | cm.HardwareAccelerator.CPU
-        options = cm.Options(hardware_accelerators=accel, cpu_options=cm.CpuOptions(num_threads=num_threads))
+        cpu = cm.CpuOptions(num_threads=num_threads)
+        if precision == "fp16":
+            cpu = cm.CpuOptions(num_threads=num_threads, xnnpack_flags=XNNPACK_FORCE_FP16_FLAGS)
+        self.precision = precision
+        options = cm.Options(hardware_accelerators=accel, cpu_options=cpu)
         failure = None
         with native_logs_silenced():
             try:
@@ -258,14 +286,19 @@ class CompiledRunner(Runner):
             gc.collect()
 
 
-def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, delegate=None, gpu_fallback=False):
-    """A ``Runner`` for ``path`` on ``runtime`` (chosen automatically when None)."""
-    runtime = runtime or pick_runtime(use_gpu, delegate)
+def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, delegate=None, gpu_fallback=False,
+         precision="default"):
+    """A ``Runner`` for ``path`` on ``runtime`` (chosen automatically when None; ``litert-compiled`` for
+    ``precision="fp16"``)."""
+    runtime = runtime or ("litert-compiled" if precision == "fp16" else pick_runtime(use_gpu, delegate))
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    check_precision(precision, runtime)
+    if precision == "fp16" and use_gpu:
+        raise RuntimeUnavailable("--precision fp16 is a CPU (XNNPACK) precision; the GPU accelerator picks its own")
     if runtime == "litert-compiled":
         try:
-            return CompiledRunner(path, "gpu" if use_gpu else "cpu", num_threads, gpu_fallback)
+            return CompiledRunner(path, "gpu" if use_gpu else "cpu", num_threads, gpu_fallback, precision)
         except RuntimeUnavailable:
             if not (use_gpu and gpu_fallback):
                 raise

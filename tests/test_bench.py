@@ -242,3 +242,97 @@ def test_compiled_model_takes_each_inputs_own_quantization(tmp_path):
     assert [d["name"] for d in compiled.inputs] == ["input_0", "input_1"]
     assert {d["name"]: d["scale"] for d in compiled.inputs} == interp
     assert interp["input_1"] > 50 * interp["input_0"]
+
+
+@pytest.fixture(scope="module")
+def wrong_on_gpu(tmp_path_factory):
+    """60 products summed in one chain: the GPU delegate fuses them into a shader reading 61 textures, past
+    SwiftShader's 48; the accelerator calls the model fully accelerated and returns wrong numbers."""
+    import keras
+    import tensorflow as tf
+
+    x = keras.Input((16, 16, 8), batch_size=1)
+    xp = keras.ops.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    rng = np.random.default_rng(0)
+    out = None
+    for n in range(60):
+        i, j = divmod(n, 8)
+        term = xp[:, i : i + 16, j : j + 16, :] * rng.uniform(0.5, 1.5, (1, 1, 1, 8)).astype(np.float32)
+        out = term if out is None else out + term
+    path = tmp_path_factory.mktemp("wrong") / "chain60.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, out)).convert())
+    return path
+
+
+def test_check_gpu_exits_1_naming_the_largest_difference(wrong_on_gpu, models):
+    require_gpu()
+    proc = run_cli("benchmarks.cli", str(wrong_on_gpu), "--check_gpu", *FAST)
+    line = assert_one_line_error(proc, "GPU output is wrong", "largest difference", "output 0 index")
+    assert "allowed" in line and proc.stdout == ""  # nothing timed: the check comes first
+    proc = run_cli("benchmarks.cli", str(models / "inv_f32.tflite"), str(models / "inv_int8.tflite"), "--check_gpu",
+                   *FAST)
+    assert proc.returncode == 0, proc.stderr
+    assert "inv_f32.tflite: GPU check ok" in proc.stderr and "fully accelerated" in proc.stderr
+    assert "quantization steps" in proc.stderr.split("inv_int8.tflite: GPU check ok")[1]  # int8: in steps
+
+
+def test_use_gpu_without_a_vulkan_driver_falls_back_to_swiftshader_and_says_so(models, tmp_path):
+    require_gpu()
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "VK_ICD_FILENAMES"}
+    env["PYTHONPATH"] = ROOT
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", str(models / "inv_f32.tflite"), "--use_gpu", *FAST,
+                           "--json", str(tmp_path / "g.json")], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "the GPU ran on SwiftShader" in proc.stdout
+    r = json.loads((tmp_path / "g.json").read_text())[0]
+    assert r["swiftshader_fallback"] and r["accelerator"] == "GPU (emulated)" and r["fully_delegated"]
+
+
+def _cpu_has_fp16():
+    with open("/proc/cpuinfo") as f:
+        flags = f.read()
+    return any(flag in flags.split() for flag in ("avx512_fp16", "fphp", "asimdhp"))
+
+
+def test_precision_fp16_runs_fp16_or_refuses(models, tmp_path):
+    """--precision fp16 forces XNNPACK's FP16 inference; what ran is measured against float32 reference kernels."""
+    proc = run_cli("benchmarks.cli", str(models / "conv_f32.tflite"), "--precision", "fp16", *FAST,
+                   "--json", str(tmp_path / "p.json"))
+    if not _cpu_has_fp16():
+        assert_one_line_error(proc, "FP16 inference did not run")
+        return
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "p.json").read_text())[0]
+    assert r["runtime"] == "litert-compiled" and r["precision"] == "fp16" and r["fp16_ran"] is True
+    assert 1e-4 < r["diff_vs_fp32_reference"] < 0.05  # FP16's rounding, not float32's, and not garbage
+    assert " fp16 " in proc.stdout.splitlines()[2]
+    # The same file at the default precision computes in float32 (it carries no reduced_precision_support).
+    proc = run_cli("benchmarks.cli", str(models / "conv_f32.tflite"), *FAST, "--json", str(tmp_path / "d.json"))
+    assert json.loads((tmp_path / "d.json").read_text())[0]["fp16_ran"] is None
+
+
+def test_precision_fp16_is_refused_on_the_legacy_board(models):
+    python = os.path.join(LEGACY_VENV, "bin", "python")
+    if not os.path.exists(python):
+        pytest.fail("the legacy venv is missing: scripts/setup.sh builds it")
+    proc = run_cli("benchmarks.cli", str(models / "conv_f32.tflite"), "--precision", "fp16", *FAST, python=python,
+                   env={"PYTHONPATH": ""})
+    assert_one_line_error(proc, "ai-edge-litert", "tflite-runtime 2.14")
+
+
+def test_evicted_caches_are_said_and_slower_per_run_than_warm(models, tmp_path):
+    """--evict_cache_mb writes a buffer before every run: the run starts cold, and the JSON says which regime."""
+    path = str(models / "conv_f32.tflite")
+    proc = run_cli("benchmarks.cli", path, path, *FAST, "--json", str(tmp_path / "w.json"))
+    warm = json.loads((tmp_path / "w.json").read_text())
+    proc = run_cli("benchmarks.cli", path, "--evict_cache_mb", "64", *FAST, "--json", str(tmp_path / "e.json"))
+    assert proc.returncode == 0, proc.stderr
+    cold = json.loads((tmp_path / "e.json").read_text())[0]
+    assert cold["cache"].startswith("evicted (64 MB") and warm[0]["cache"].startswith("warm")
+    assert cold["median_ms"] > min(r["median_ms"] for r in warm)  # a 1.2 MB model read from DRAM, not from cache
+    proc = run_cli("benchmarks.cli", path, "--evict_cache_mb", "-1", *FAST)
+    assert_one_line_error(proc, "--evict_cache_mb")
