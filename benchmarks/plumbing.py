@@ -105,6 +105,19 @@ def native_logs_silenced():
             os.close(fd)
 
 
+HOST_ONLY = ("this command runs on the host and needs TensorFlow: pip install 'involution-tflite[host]' "
+             "(a board needs only invo-bench)")
+
+
+def require_tensorflow():
+    """Fails at once, without importing it, where TensorFlow is not installed (a board): the host tools check
+    this before their arguments, whose checks would otherwise name a file when the cause is the machine."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise RuntimeError(HOST_ONLY)
+
+
 def import_tensorflow_quietly():
     """Host tools: TensorFlow, imported with its oneDNN/absl banners and C++ INFO lines hidden.
 
@@ -117,5 +130,4 @@ def import_tensorflow_quietly():
         with native_logs_silenced():
             import tensorflow  # noqa: F401
     except ImportError:
-        raise RuntimeError("this command runs on the host and needs TensorFlow: pip install 'involution-tflite[host]' "
-                           "(a board needs only invo-bench)") from None
+        raise RuntimeError(HOST_ONLY) from None

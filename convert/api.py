@@ -17,11 +17,11 @@ from benchmarks.plumbing import write_atomic
 from benchmarks.runtime import to_input_dtype
 from benchmarks.tflite_model import TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
-from convert.export import ConversionError, check_float_aggregation, check_quantization, to_tflite
-from convert.load import load_model, model_kind
+from convert.checks import preflight
+from convert.export import ConversionError, to_tflite
+from convert.load import load_model
 from convert.rewrite import max_difference, rewrite_model
 from convert.verification import calibration_samples, failed_name, gate_bounds, quality_gate, verify
-from involution.catalog import STRATEGIES
 
 
 def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=None, calib_samples=200,
@@ -37,14 +37,9 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
     ``progress``: a callable taking one-line messages.  ``float_aggregation`` (int8): each Involution layer's
     aggregation stays float32 (``convert.export.to_tflite``).
     """
-    _check_options(quantize, io, strategy, calib, calib_samples, arch, input_range)
-    check_float_aggregation(quantize, float_aggregation)
-    # The input first: a missing or wrong input is the real cause, whatever the output path says.
-    _check_input(model_path, arch)
-    output = output or os.path.splitext(model_path.rstrip("/"))[0] + ".tflite"
-    _check_output(output, force)
-    if report:
-        _check_output(report, True)
+    output = preflight(model_path, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
+                       data_dir=data_dir, strategy=strategy, arch=arch, input_range=input_range, report=report,
+                       force=force, float_aggregation=float_aggregation)
     say = progress or (lambda msg: None)
 
     t0 = time.perf_counter()
@@ -105,38 +100,6 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
                               f"Keras on {result['verify']['samples']} held-out samples: {'; '.join(failures)}; "
                               f"left as {final} for inspection, not as {output}")
     return result
-
-
-def _check_options(quantize, io, strategy, calib, calib_samples, arch, input_range):
-    check_quantization(quantize, io)
-    if strategy not in STRATEGIES:
-        raise ConversionError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
-    if calib_samples < 1:
-        raise ConversionError(f"--calib-samples must be at least 1, got {calib_samples}")
-    if quantize == "int8" and not calib:
-        raise ConversionError("int8 needs calibration data (--calib digits|cifar10|FILE.npz|IMAGE_DIR): random data is not calibration")
-    if input_range and not arch:
-        raise ConversionError("--input-range applies to official checkpoints: pass --arch too")
-
-
-def _check_input(model_path, arch):
-    if arch:
-        if not os.path.isfile(model_path):
-            raise ConversionError(f"{model_path}: no such checkpoint file")
-    else:
-        model_kind(model_path)  # raises for a missing or unsupported model
-
-
-def _check_output(output, force):
-    if os.path.isdir(output):
-        raise ConversionError(f"{output}: is a directory; give a .tflite file path")
-    if os.path.exists(output) and not force:
-        raise ConversionError(f"{output}: exists; pass --force to overwrite")
-    directory = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(directory):
-        raise ConversionError(f"{directory}: output directory does not exist")
-    if not os.access(directory, os.W_OK):
-        raise ConversionError(f"{directory}: output directory is not writable")
 
 
 def _load(model_path, arch, input_size, input_range, strategy, custom_modules):

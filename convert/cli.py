@@ -2,7 +2,7 @@
 
 import click
 
-from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly, require_tensorflow
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import IO_TYPES, QUANTIZE
 from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES
@@ -101,10 +101,18 @@ def main(model, output, quantize, io, float_aggregation, calib, calib_samples, d
     A model that misses the quality gate against Keras on held-out samples (see --min-agreement and
     --max-rel-error) is an error (exit 1) and is left only as NAME.FAILED.tflite.
     """
+    require_tensorflow()  # a board: say what to install before judging the arguments
+    from convert.checks import preflight
+
+    output = preflight(model, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
+                       data_dir=data_dir, strategy=strategy, arch=arch, input_range=input_range, report=report,
+                       force=force, float_aggregation=float_aggregation)  # before TensorFlow: errors in a second
+    say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
+    if say:
+        say("loading TensorFlow")
     import_tensorflow_quietly()
     from convert.api import convert_model
 
-    say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
     result = convert_model(model, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
                            strategy=strategy, report=report, force=force, allow_flex=allow_flex,
                            custom_modules=custom_module, data_dir=data_dir, gpu=not no_gpu_check, progress=say,

@@ -225,10 +225,13 @@ def _check_present(sg, nodes, ops):
 
 @contextlib.contextmanager
 def converter_quiet():
-    """The converter's and TF interpreter's C++ lines, and TF's deprecation warning, kept from the user."""
+    """The converter's and TF interpreter's C++ lines, Keras's "Saved artifact at ..." blocks (printed when
+    ``from_keras_model`` exports the model), and TF's deprecation warning, kept from the user."""
+    import io
+
     from benchmarks.plumbing import native_logs_silenced
 
-    with native_logs_silenced(), warnings.catch_warnings():
+    with native_logs_silenced(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         # Calibrating by signature, the converter itself opens tf.lite.Interpreter, which warns it is deprecated.
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
         yield

@@ -10,13 +10,10 @@ import os
 import re
 import zipfile
 
+from convert.checks import ModelLoadError, model_kind  # noqa: F401 - re-exported: loading's errors and formats
 from involution.layer import Involution
 from involution.reference import InvolutionReference, KerasIoInvolution, NotebookInvolution
 from involution.reference import _PatchInvolution as _PatchLike
-
-
-class ModelLoadError(ValueError):
-    """The input is not a model this tool can load; one line for the user."""
 
 
 def import_custom_module(path):
@@ -37,25 +34,6 @@ def _custom_objects(patch_class):
     for prefix in ("Custom", "__main__", "keras_io", "involution_tf"):
         objects[f"{prefix}>Involution"] = patch_class
     return objects
-
-
-def model_kind(path):
-    """'savedmodel', 'h5' or 'keras' for a loadable path; ``ModelLoadError`` naming what is wrong otherwise."""
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "saved_model.pb")):
-            return "savedmodel"
-        raise ModelLoadError(f"{path}: a directory that is not a SavedModel (no saved_model.pb)")
-    if not os.path.exists(path):
-        raise ModelLoadError(f"{path}: no such file")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[4:8] == b"TFL3":
-        raise ModelLoadError(f"{path}: already a TFLite model; benchmark it with invo-bench")
-    if head.startswith(b"\x89HDF"):
-        return "h5"
-    if zipfile.is_zipfile(path):
-        return "keras"
-    raise ModelLoadError(f"{path}: not a Keras model (.h5, .keras) or SavedModel directory")
 
 
 def _explain(path, exc):

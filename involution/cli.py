@@ -4,7 +4,7 @@ import json
 
 import click
 
-from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly, require_tensorflow
 from involution.catalog import DISTRIBUTE, MODEL_NAMES
 
 
@@ -26,6 +26,24 @@ from involution.catalog import DISTRIBUTE, MODEL_NAMES
 def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out, distribute, input_size,
          compare, force, quiet):
     """Train an involution (or convolution) classifier and save .h5/.keras, curves and kernel maps."""
+    require_tensorflow()  # a board: say what to install before judging the arguments
+    import os
+
+    from involution.data import check_source
+
+    # What can be checked without TensorFlow first, so that a typo costs a second, not the import.
+    if model not in MODEL_NAMES:
+        raise ValueError(f"unknown --model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if distribute not in DISTRIBUTE:
+        raise ValueError(f"unknown --strategy {distribute!r}; choose one of: {', '.join(DISTRIBUTE)}")
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    check_source(dataset, data_dir)
+    if distribute != "multi-worker" and os.path.isdir(out) and os.listdir(out) and not force:
+        raise ValueError(f"{os.path.abspath(out)} exists and is not empty; pass --force to replace it")
+    if not quiet:
+        click.echo("... loading TensorFlow", err=True)
     import_tensorflow_quietly()
     import warnings
 

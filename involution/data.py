@@ -8,7 +8,8 @@ Sources, and the one rule each follows:
     ``cifar-10-batches-py`` directory in the original pickle format: uint8 pixels / 255,
     resized to the model input if it differs.
   * an image folder with one sub-folder per class: each image resized (bilinear) to the
-    model input, uint8 pixels / 255.
+    model input, uint8 pixels / 255.  Calibration needs no labels and also takes a flat
+    folder of images.
   * a ``.npz`` file with ``x`` and ``y`` (``y`` optional for calibration), or ``.npy``
     (images only): used exactly as stored.  Float arrays reach the model unchanged;
     uint8 arrays are pixels and are divided by 255; other integer types are refused.
@@ -204,32 +205,57 @@ def _center_crop(img, w, h):
     return img.crop((left, top, left + w, top + h))
 
 
-def load_image_folder(path, input_shape=(32, 32, 3), crop=False):
+def load_image_folder(path, input_shape=(32, 32, 3), crop=False, labels=True):
     """(x, y, class names) from ``path/<class>/<image>``: pixels / 255, each image resized to the input,
-    or with ``crop`` the ImageNet evaluation transform (short side to 256 for 224, centre crop)."""
+    or with ``crop`` the ImageNet evaluation transform (short side to 256 for 224, centre crop).
+
+    With ``labels=False`` (calibration needs none) a flat folder of images is read too: y and the class names
+    are then None.
+    """
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    if not classes:
-        raise DataError(f"{path}: an image folder needs one sub-folder per class")
+    if classes:
+        files = [(label, os.path.join(path, cls, f)) for label, cls in enumerate(classes)
+                 for f in sorted(os.listdir(os.path.join(path, cls)))]
+    elif labels:
+        raise DataError(f"{path}: labelled data needs one sub-folder of images per class (calibration alone "
+                        "takes a flat folder of images)")
+    else:
+        files = [(None, os.path.join(path, f)) for f in sorted(os.listdir(path))]
     h, w, c = input_shape
     xs, ys = [], []
-    for label, cls in enumerate(classes):
-        for fname in sorted(os.listdir(os.path.join(path, cls))):
-            if not fname.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            fpath = os.path.join(path, cls, fname)
-            try:
-                img = Image.open(fpath).convert("L" if c == 1 else "RGB")
-                img = _center_crop(img, w, h) if crop else img.resize((w, h), Image.BILINEAR)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"{fpath}: not a readable image ({exc})") from None
-            arr = np.asarray(img, np.float32) / 255.0
-            xs.append(arr[..., None] if arr.ndim == 2 else arr)
-            ys.append(label)
+    for label, fpath in files:
+        if not fpath.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        try:
+            img = Image.open(fpath).convert("L" if c == 1 else "RGB")
+            img = _center_crop(img, w, h) if crop else img.resize((w, h), Image.BILINEAR)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"{fpath}: not a readable image ({exc})") from None
+        arr = np.asarray(img, np.float32) / 255.0
+        xs.append(arr[..., None] if arr.ndim == 2 else arr)
+        ys.append(label)
     if not xs:
-        raise DataError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+        where = "its class folders" if classes else "it"
+        raise DataError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in {where}")
+    if not classes:
+        return np.stack(xs), None, None
     return np.stack(xs), np.asarray(ys, np.int64), classes
+
+
+def check_source(source, data_dir=None, option="--dataset"):
+    """A data source exists, checked before anything is loaded (or TensorFlow imported): a name in
+    ``DATASETS``, a .npz/.npy file or an image folder."""
+    if source in DATASETS:
+        if data_dir and not os.path.isdir(data_dir):
+            raise DataError(f"{data_dir}: no such directory (--data-dir takes a local cifar-10-batches-py)")
+        return
+    if os.path.isdir(source) or (os.path.isfile(source) and source.endswith((".npz", ".npy"))):
+        return
+    if os.path.exists(source):
+        raise DataError(f"{source}: unsupported data file for {option}; use a .npz/.npy file or an image folder")
+    raise DataError(f"{option} {source}: no such file or folder, and not a dataset name ({', '.join(DATASETS)})")
 
 
 def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=VAL_FRACTION, labels=True,
@@ -247,10 +273,10 @@ def load_dataset(source, input_shape=(32, 32, 3), data_dir=None, val_fraction=VA
     if source == "cifar10":
         return load_cifar10(data_dir, input_shape)
     if os.path.isdir(source):
-        x, y, classes = load_image_folder(source, input_shape, crop=image_rule is not None)
+        x, y, classes = load_image_folder(source, input_shape, crop=image_rule is not None, labels=labels)
         if image_rule is not None:
             x = image_rule(x).astype(np.float32)
-        num_classes = len(classes)
+        num_classes = len(classes) if classes else None
     elif source.endswith((".npz", ".npy")):
         x, y = load_array_file(source, input_shape)
         if y is None and labels:

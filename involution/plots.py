@@ -46,19 +46,24 @@ def involution_kernels(model, images):
 
 
 def plot_kernel_maps(model, images, path):
-    """The seed's figure: each input next to the summed per-pixel kernel of each involution layer."""
+    """The seed's figure: each input next to the summed per-pixel kernel of each involution layer, with a
+    colour bar per map (the kernel's sum over its taps and groups at each output pixel, unitless)."""
     kernels = involution_kernels(model, images)
     cols = 1 + len(kernels)
-    fig, axes = plt.subplots(len(images), cols, figsize=(2.2 * cols, 2.2 * len(images)), squeeze=False)
+    fig, axes = plt.subplots(len(images), cols, figsize=(2.6 * cols, 2.4 * len(images) + 0.6), squeeze=False)
     for r, img in enumerate(images):
         axes[r, 0].imshow(np.clip(img, 0, 1) if img.shape[-1] == 3 else img[..., 0], cmap=None if img.shape[-1] == 3 else "gray")
-        axes[r, 0].set_title("input" if r == 0 else "", fontsize=8)
+        axes[r, 0].set_title("input" if r == 0 else "", fontsize=11)
         for c, (name, kern) in enumerate(kernels, start=1):
-            axes[r, c].imshow(kern[r].sum(axis=-1), cmap="viridis")
+            summed = kern[r].sum(axis=-1)
+            shown = axes[r, c].imshow(summed, cmap="viridis")
+            fig.colorbar(shown, ax=axes[r, c], fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
             if r == 0:
-                axes[r, c].set_title(f"{name} kernel", fontsize=8)
+                axes[r, c].set_title(f"{name}\n{summed.shape[0]}x{summed.shape[1]} kernel sum", fontsize=11)
     for ax in axes.ravel():
-        ax.axis("off")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Per-pixel involution kernels, summed over taps and groups, next to each input", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

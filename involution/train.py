@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 
@@ -164,9 +165,12 @@ def train(model="seed-involution", dataset="digits", *, epochs=10, batch_size=25
     tmp = tempfile.mkdtemp(prefix=".train-", dir=parent if chief else None)
     try:
         results, histories = {}, {}
-        for name in names:
+        for i, name in enumerate(names):
             sub = os.path.join(tmp, name) if len(names) > 1 else tmp
             os.makedirs(sub, exist_ok=True)
+            if not quiet:
+                print(f"... training {name} ({i + 1}/{len(names)}) on {data.name}: {len(data.x_train):,} samples, "
+                      f"{len(data.x_val):,} held out, {epochs} epochs", file=sys.stderr, flush=True)
             net, hist = fit(name, data, epochs, batch_size, learning_rate, seed, distribute, 0 if quiet else 2)
             net.save(os.path.join(sub, "model.keras"))
             with contextlib.redirect_stderr(io.StringIO()):

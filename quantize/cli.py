@@ -9,7 +9,8 @@ import json
 
 import click
 
-from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly, require_tensorflow
+from convert.checks import check_output
 from involution.catalog import STRATEGIES
 
 
@@ -31,6 +32,13 @@ def main():
 @cli_errors
 def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom_module, top, json_path):
     """Per-layer int8 error of MODEL, worst layers first."""
+    require_tensorflow()  # a board: say what to install before judging the arguments
+    from convert.checks import check_data_source, check_input
+
+    check_input(model)
+    check_data_source(calib, data_dir)
+    if json_path:
+        check_output(json_path, True)
     import_tensorflow_quietly()
     from benchmarks.plumbing import write_atomic
     from quantize.debug import layer_errors
@@ -39,11 +47,22 @@ def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom
                         custom_modules=custom_module, debug_samples=debug_samples)
     if json_path:
         write_atomic(json_path, json.dumps(rows, indent=2))
-    click.echo(f"{'op':<18}{'rmse/scale':>11}{'mean abs':>11}{'max abs':>11}  tensor")
+    click.echo(f"{'op':<18}{'rmse/scale':>11}{'mean abs':>11}{'max abs':>11}  tensor (end of its name)")
     for r in rows[:top]:
-        click.echo(f"{r['op']:<18}{r['rmse_over_scale']:>11.3f}{r['mean_abs_error']:>11.4g}{r['max_abs_error']:>11.4g}  {r['tensor']}")
-    click.echo(f"({len(rows)} quantized tensors; rmse/scale near 0.29 is plain rounding; keep the worst in float "
-               "with 'invo-quantize selective --keep-node TENSOR')")
+        click.echo(f"{r['op']:<18}{r['rmse_over_scale']:>11.3f}{r['mean_abs_error']:>11.4g}{r['max_abs_error']:>11.4g}"
+                   f"  {short_name(r['tensor'])}")
+    click.echo(f"({len(rows)} quantized tensors; rmse/scale near 0.29 is plain rounding. Full tensor names: --json;\n"
+               " keep the worst in float with 'invo-quantize selective --keep-node TENSOR')")
+
+
+NAME_WIDTH = 47  # the tensor column of 'debug', so that a row fits in 100 columns
+
+
+def short_name(name, width=NAME_WIDTH):
+    """The end of a long tensor name (its layer and op), marked as cut: the converter's names run to 300+
+    characters, their beginning is the model's name scope."""
+    name = name.split(";")[0]
+    return name if len(name) <= width else "..." + name[-(width - 3):]
 
 
 @main.command()
@@ -61,6 +80,12 @@ def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom
 @cli_errors
 def selective(model, output, calib, keep_node, keep_op, io, calib_samples, strategy, data_dir, custom_module, force):
     """int8 MODEL except the named layers or ops, which stay float."""
+    require_tensorflow()  # a board: say what to install before judging the arguments
+    from convert.checks import check_data_source, check_input
+
+    check_input(model)
+    check_data_source(calib, data_dir)
+    check_output(output, force)
     import_tensorflow_quietly()
     from quantize.debug import selective_quantize
 
@@ -78,15 +103,37 @@ def selective(model, output, calib, keep_node, keep_op, io, calib_samples, strat
 @click.option("--samples", default=500, show_default=True, type=int)
 @click.option("--data-dir", type=click.Path())
 @click.option("--custom-module", multiple=True, type=click.Path())
+@click.option("--json", "json_path", type=click.Path(), help="Write every figure as JSON.")
 @cli_errors
-def evaluate(keras_model, tflite_model, source, samples, data_dir, custom_module):
-    """Top-1 accuracy of KERAS_MODEL (float) vs TFLITE_MODEL (e.g. int8) on held-out data, and their agreement."""
+def evaluate(keras_model, tflite_model, source, samples, data_dir, custom_module, json_path):
+    """Top-1 accuracy of KERAS_MODEL (float) against TFLITE_MODEL (its int8 file, say) on held-out data."""
+    require_tensorflow()  # a board: say what to install before judging the arguments
+    from convert.checks import check_evaluate_args
+
+    check_evaluate_args(keras_model, tflite_model, source, data_dir)
+    if json_path:
+        check_output(json_path, True)
     import_tensorflow_quietly()
+    from benchmarks.plumbing import write_atomic
     from quantize.evaluate import compare_accuracy
 
     r = compare_accuracy(keras_model, tflite_model, source, samples=samples, data_dir=data_dir,
                          custom_modules=custom_module)
-    click.echo(json.dumps(r, indent=2))
+    if json_path:
+        write_atomic(json_path, json.dumps(r, indent=2))
+    click.echo(format_accuracy(r, tflite_model))
+
+
+def format_accuracy(r, tflite_model):
+    """The comparison as a few lines for the terminal."""
+    drop = r["top1_drop_points"]
+    return "\n".join([
+        f"held-out samples: {r['samples']}",
+        f"top-1 Keras (float):  {r['top1_keras']:.4f}",
+        f"top-1 {tflite_model}: {r['top1_tflite']:.4f} ({abs(drop):.2f} points {'below' if drop >= 0 else 'above'} Keras)",
+        f"top-1 agreement:      {r['top1_agreement']:.4f}",
+        f"largest output error vs Keras: {r['max_rel_error']:.3g} of the output's magnitude",
+    ])
 
 
 if __name__ == "__main__":

@@ -57,3 +57,30 @@ def test_train_and_quantize_check_their_input_first(tmp_path):
     proc = run_cli("quantize.cli", "selective", str(tmp_path / "missing.keras"), "-o", str(tmp_path / "o.tflite"),
                    "--calib", "digits", "--keep-op", "MUL")
     assert_one_line_error(proc, "missing.keras: no such file")
+
+
+@pytest.mark.parametrize("module,argv,needle", [
+    ("convert.cli", ["missing.keras"], "no such file"),
+    ("convert.cli", ["notes.txt"], "not a Keras model"),
+    ("convert.cli", ["m.tflite"], "already a TFLite model"),
+    ("convert.cli", ["m.keras", "--quantize", "int8", "--calib", "nowhere/"], "no such file or folder"),
+    ("quantize.cli", ["evaluate", "m.tflite", "m.keras", "--data", "digits"], "swapped"),
+    ("quantize.cli", ["debug", "m.keras", "--calib", "typo"], "not a dataset name"),
+    ("quantize.cli", ["selective", "m.keras", "-o", "m.tflite", "--calib", "digits", "--keep-op", "MUL"], "exists"),
+    ("involution.cli", ["--dataset", "typo"], "not a dataset name"),
+    ("involution.cli", ["--model", "rednet27"], "unknown --model"),
+    ("benchmarks.host.cli", ["deployment", "--train-dir", "nowhere"], "invo-train --compare"),
+])
+def test_argument_errors_come_before_tensorflow(tmp_path, module, argv, needle):
+    """A wrong path, file type or swapped argument is named without importing TensorFlow (seconds saved)."""
+    (tmp_path / "m.keras").write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip: what model_kind calls .keras
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 32)
+    (tmp_path / "notes.txt").write_text("not a model")
+    code = ("import sys\nimport %s as m\nsys.argv = ['prog'] + %r\n"
+            "try:\n    m.main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('TF-IMPORTED' if 'tensorflow' in sys.modules else 'TF-FREE', code)") % (module, argv)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.stdout.strip().endswith("TF-FREE 1"), proc.stdout + proc.stderr
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr

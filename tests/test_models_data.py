@@ -158,3 +158,22 @@ def test_one_split_per_dataset_disjoint_reproducible_and_independent_of_training
         assert not _rows(held) & _rows(ds.x_train), source  # no held-out sample was trained on
         assert len(held) == len(ds.x_val) and _rows(held) == _rows(ds.x_val)
         assert abs(len(ds.x_val) / (len(ds.x_val) + len(ds.x_train)) - 0.2) < 0.05
+
+
+def test_calibration_takes_a_flat_folder_of_images_training_needs_classes(tmp_path):
+    """Calibration needs no labels: a flat folder of images is read as it is; labelled uses say what they need."""
+    from PIL import Image
+
+    from involution.data import DataError, load_dataset
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+    ds = load_dataset(str(tmp_path), (16, 16, 3), labels=False)
+    assert ds.y_train is None and ds.num_classes is None
+    x = np.concatenate([ds.x_train, ds.x_val])
+    assert x.shape == (6, 16, 16, 3) and 0 <= x.min() and x.max() <= 1
+    first = np.asarray(Image.open(tmp_path / "img0.png").resize((16, 16), Image.BILINEAR), np.float32) / 255
+    assert any(np.array_equal(first, s) for s in x)  # the one documented rule: resize, then pixels / 255
+    with pytest.raises(DataError, match="one sub-folder of images per class"):
+        load_dataset(str(tmp_path), (16, 16, 3))

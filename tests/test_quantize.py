@@ -110,9 +110,17 @@ def test_evaluate_float_against_int8(trained_seed, tmp_path):
     assert r["samples"] == 300 and 0.3 < r["top1_keras"] <= 1
     assert abs(r["top1_drop_points"]) <= 3 and r["top1_agreement"] > 0.9
     result = CliRunner().invoke(quantize_cli, ["evaluate", model, str(tmp_path / "q.tflite"), "--data", "digits",
-                                               "--samples", "100"])
+                                               "--samples", "100", "--json", str(tmp_path / "acc.json")])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["samples"] == 100
+    written = json.loads((tmp_path / "acc.json").read_text())
+    assert written["samples"] == 100
+    # Readable lines, not raw JSON, each figure the JSON holds.
+    assert "held-out samples: 100" in result.output and "{" not in result.output
+    assert f"top-1 agreement:      {written['top1_agreement']:.4f}" in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 100 + len(str(tmp_path))
+    # The two models swapped: named at once, before TensorFlow's work.
+    result = CliRunner().invoke(quantize_cli, ["evaluate", str(tmp_path / "q.tflite"), model, "--data", "digits"])
+    assert result.exit_code == 1 and "swapped" in result.output and "Keras model comes first" in result.output
 
 
 def test_debug_cli_prints_a_table_and_writes_json(trained_seed, tmp_path):
@@ -121,7 +129,10 @@ def test_debug_cli_prints_a_table_and_writes_json(trained_seed, tmp_path):
                                                "--calib-samples", "16", "--debug-samples", "4", "--top", "5",
                                                "--json", str(tmp_path / "rows.json")])
     assert result.exit_code == 0, result.output
-    assert "rmse/scale" in result.output and len(json.loads((tmp_path / "rows.json").read_text())) > 50
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert "rmse/scale" in result.output and len(rows) > 50
+    assert max(len(line) for line in result.output.splitlines()) <= 100  # long tensor names cut to their end
+    assert any(len(r["tensor"]) > 47 for r in rows)  # ... which the JSON keeps whole
 
 
 def test_selective_needs_something_to_keep(trained_seed, tmp_path):

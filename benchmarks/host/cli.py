@@ -9,7 +9,7 @@ import os
 
 import click
 
-from benchmarks.plumbing import cli_errors, import_tensorflow_quietly
+from benchmarks.plumbing import cli_errors, import_tensorflow_quietly, require_tensorflow
 
 
 def _positive(**values):
@@ -19,8 +19,9 @@ def _positive(**values):
 
 
 def _int_list(name, text):
+    """Comma-separated positive integers; 'all' is every core of this machine."""
     try:
-        values = tuple(int(t) for t in text.split(",") if t)
+        values = tuple(os.cpu_count() if t == "all" else int(t) for t in text.split(",") if t)
     except ValueError:
         raise click.UsageError(f"--{name} takes comma-separated integers, got {text!r}") from None
     if not values or min(values) < 1:
@@ -45,11 +46,20 @@ def main():
 def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
     """The seed conv vs involution models, float32 vs int8, CPU threads vs GPU: report.md, report.json,
     latency.png and size.png in --out."""
+    require_tensorflow()  # a board: say what to install before judging the arguments
     _positive(num_runs=num_runs, rounds=rounds, epochs=epochs)
+    from benchmarks.host.report import MODELS
+
+    if train_dir:  # before TensorFlow: a wrong directory is named in a second
+        missing = [p for p in (os.path.join(train_dir, m, "model.keras") for m in MODELS) if not os.path.exists(p)]
+        if missing:
+            raise ValueError(f"{missing[0]}: not found; --train-dir takes an 'invo-train --compare' output")
+    say = lambda msg: click.echo(f"... {msg}", err=True)  # noqa: E731
+    say("loading TensorFlow")
     import_tensorflow_quietly()
     from benchmarks.host.report import build_report
 
-    build_report(train_dir, out, epochs, num_runs, gpu=not no_gpu, rounds=rounds)
+    build_report(train_dir, out, epochs, num_runs, gpu=not no_gpu, rounds=rounds, progress=say)
     with open(os.path.join(out, "report.md")) as f:
         click.echo(f.read())
 
@@ -57,9 +67,12 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
 @main.command()
 @click.option("--networks", default=None, help="Comma-separated; default all of: rednet26, rednet38, rednet50, "
               "resnet50, mobilenetv2, rednet26-without-involution, rednet50-without-involution.")
-@click.option("--dtypes", default="float32,int8,int8-float-agg", show_default=True,
-              help="int8-float-agg: int8 with each involution's aggregation in float32 (invo-convert --float-aggregation).")
-@click.option("--threads", default="1,2", show_default=True)
+@click.option("--dtypes", default="float32,fp16,int8,int8-float-agg", show_default=True,
+              help="fp16: the float16 file with XNNPACK forced to FP16 (invo-bench --precision fp16); int8-float-agg: "
+                   "int8 with each involution's aggregation in float32 (invo-convert --float-aggregation).")
+@click.option("--threads", default="1,2,all", show_default=True, help="Thread counts; 'all': every core.")
+@click.option("--caches", default="warm,evicted", show_default=True,
+              help="Cache regimes: warm (runs back to back), evicted (512 MB written before every run).")
 @click.option("--rounds", type=int, default=3, show_default=True)
 @click.option("--num_runs", type=int, default=20, show_default=True)
 @click.option("--input-size", type=int, default=224, show_default=True)
@@ -70,9 +83,11 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
 @click.option("--no-gpu-check", is_flag=True, help="Skip the GPU-path check of each RedNet.")
 @click.option("--out", default="runs/network_bench", show_default=True, type=click.Path())
 @cli_errors
-def networks(networks, dtypes, threads, rounds, num_runs, input_size, calib, weights, no_layers, no_gpu_check, out):
+def networks(networks, dtypes, threads, caches, rounds, num_runs, input_size, calib, weights, no_layers, no_gpu_check,
+             out):
     """RedNet-26/38/50 against ResNet-50 and MobileNetV2 on the CPU fast path, and RedNet's involution layers
     next to a DepthwiseConv2D of the same shape: network_bench.md/.json and latency_vs_top1.png in --out."""
+    require_tensorflow()  # a board: say what to install before judging the arguments
     from benchmarks.host import network_bench as nb
 
     chosen = [n for n in (networks or ",".join(nb.NETWORKS)).split(",") if n]
@@ -82,6 +97,9 @@ def networks(networks, dtypes, threads, rounds, num_runs, input_size, calib, wei
     kinds = [d for d in dtypes.split(",") if d]
     if not kinds or set(kinds) - set(nb.DTYPES):
         raise click.UsageError(f"--dtypes takes {', '.join(nb.DTYPES)}, got {dtypes!r}")
+    regimes = [c for c in caches.split(",") if c]
+    if not regimes or set(regimes) - set(nb.CACHES):
+        raise click.UsageError(f"--caches takes {', '.join(nb.CACHES)}, got {caches!r}")
     malformed = [w for w in weights if "=" not in w]
     if malformed:
         raise click.UsageError(f"--weights takes NAME=FILE, got {malformed[0]!r}")
@@ -89,7 +107,7 @@ def networks(networks, dtypes, threads, rounds, num_runs, input_size, calib, wei
     import_tensorflow_quietly()
     _, md = nb.run(chosen, tuple(kinds), _int_list("threads", threads), rounds=rounds, num_runs=num_runs,
                    input_size=input_size, out=out, calib=calib, weights=dict(w.split("=", 1) for w in weights),
-                   layers=not no_layers, gpu=not no_gpu_check)
+                   layers=not no_layers, gpu=not no_gpu_check, caches=tuple(regimes))
     click.echo(md)
 
 
@@ -101,6 +119,7 @@ def networks(networks, dtypes, threads, rounds, num_runs, input_size, calib, wei
 def layers(num_runs, threads, out):
     """One involution layer per strategy against a DepthwiseConv2D and the MUL+ADD floor, float32 and int8:
     layer_bench.md/.json in --out."""
+    require_tensorflow()  # a board: say what to install before judging the arguments
     _positive(num_runs=num_runs)
     import_tensorflow_quietly()
     from benchmarks.host.layer_bench import run

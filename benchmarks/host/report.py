@@ -58,15 +58,32 @@ def trust_check(path, num_runs=200, num_threads=1, rounds=3):
             "ratio_of_medians": spread(ours)["median"] / spread(theirs)["median"]}
 
 
-def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, threads=(1, 2), gpu=True, rounds=3):
-    """Converts each model (float32, int8), then times every file in ``rounds`` interleaved rounds."""
+def _dataset_name(train_dir):
+    """The data the models were trained on, from invo-train's results.json ('digits' when trained here)."""
+    try:
+        with open(os.path.join(train_dir, "results.json")) as f:
+            return json.load(f).get("dataset") or "?"
+    except (OSError, ValueError, TypeError):
+        return "digits" if train_dir is None else "?"
+
+
+def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, threads=(1, 2), gpu=True, rounds=3,
+                 progress=None):
+    """Converts each model (float32, int8), then times every file in ``rounds`` interleaved rounds.
+
+    ``progress``: a callable taking one-line messages (each step says what it does)."""
     from convert.api import convert_model
 
+    say = progress or (lambda msg: None)
     os.makedirs(out, exist_ok=True)
+    if not train_dir:
+        say(f"training seed-conv and seed-involution on digits ({epochs} epochs)")
     paths = _model_files(train_dir, epochs, out)
     rows = []
     for name, keras_path in paths.items():
         for quant in ("none", "int8"):
+            say(f"converting {name} to {'int8' if quant == 'int8' else 'float32'} and checking it on every "
+                "validation sample")
             target = os.path.join(out, f"{name}_{'int8' if quant == 'int8' else 'float32'}.tflite")
             conv = convert_model(keras_path, target, quantize=quant, calib="digits", force=True, gpu=False,
                                  verify_samples=100_000)  # every validation sample
@@ -74,6 +91,8 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
                          "file_kb": os.path.getsize(target) / 1024, "params": conv["audit"]["parameters"],
                          "top1": conv["verify"].get("top1_tflite"), "top1_keras": conv["verify"].get("top1_keras"),
                          "validation_samples": conv["verify"]["samples"]})
+    say(f"timing {len(rows)} files on the CPU, {len(threads)} thread counts x {rounds} interleaved rounds of "
+        f"{num_runs} runs")
     per_round = {}
     for _ in range(rounds):
         for row in rows:
@@ -87,6 +106,7 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
             row[f"cpu_{t}t_ms"] = row[f"cpu_{t}t"]["median"]
         row["gpu_ms"], row["gpu"] = None, "no GPU"
         if gpu:
+            say(f"running {os.path.basename(row['file'])} on the LiteRT GPU accelerator")
             try:
                 r = benchmark(row["file"], runtime="litert-compiled", use_gpu=True, warmup_runs=10, num_runs=max(20, num_runs // 5),
                               min_secs=0, progress=False)
@@ -95,13 +115,15 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
             except RuntimeUnavailable as exc:
                 row["gpu"] = f"no GPU ({one_line(exc, 60)})"
     int8 = [r["file"] for r in rows if r["dtype"] == "int8"]
+    say("timing the int8 files with the runtime's own benchmark_litert_model too (trust check)")
     trust = [trust_check(f, num_runs, rounds=rounds) for f in int8]
     samples = sorted({r["validation_samples"] for r in rows})  # one split, so one count
     report = {"rows": rows, "trust": trust, "validation_samples": " / ".join(map(str, samples)), "gpu_emulated": gpu_is_emulated(), "machine": machine_description(),
-              "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "num_runs": num_runs}
+              "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "num_runs": num_runs,
+              "dataset": _dataset_name(train_dir or os.path.join(out, "train"))}
     write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2))
     write_atomic(os.path.join(out, "report.md"), markdown(report, threads))
-    charts(rows, threads, out)
+    charts(rows, threads, out, report["dataset"])
     return report
 
 
@@ -151,7 +173,7 @@ def markdown(report, threads=(1, 2)):
     return "\n".join(lines) + "\n"
 
 
-def charts(rows, threads, out):
+def charts(rows, threads, out, dataset="digits"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +188,7 @@ def charts(rows, threads, out):
         ax.bar(x + (k - (len(threads) - 1) / 2) * width, [r[f"cpu_{t}t_ms"] for r in rows], width, label=f"CPU {t} thread{'s' * (t > 1)}")
     ax.set_xticks(x, labels)
     ax.set_ylabel("median latency (ms)")
-    ax.set_title("seed CIFAR models on ai-edge-litert (XNNPACK)")
+    ax.set_title(f"Seed models trained on {dataset}: CPU latency, ai-edge-litert (XNNPACK)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out, "latency.png"), dpi=100)
@@ -176,6 +198,7 @@ def charts(rows, threads, out):
     ax.set_yscale("log")
     ax.set_xticks(x, labels)
     ax.set_ylabel(".tflite size (KB, log scale)")
+    ax.set_title(f"Seed models trained on {dataset}: .tflite file size", fontsize=10)
     for xi, r in zip(x, rows):
         ax.text(xi, r["file_kb"], f"{r['file_kb']:.1f}", ha="center", va="bottom", fontsize=8)
     fig.tight_layout()
