@@ -27,9 +27,16 @@ from benchmarks.plumbing import write_atomic
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
 SKELETON = "-without-involution"
-# float32, full int8, and int8 with each involution's aggregation in float32 (invo-convert --float-aggregation;
-# only networks with involution layers: for the others it is their int8 model).
-DTYPES = ("float32", "int8", "int8-float-agg")
+# float32; fp16: the float16 file (invo-convert --quantize float16) run with XNNPACK forced to FP16 arithmetic
+# (invo-bench --precision fp16, CompiledModel); full int8; and int8 with each involution's aggregation in
+# float32 (invo-convert --float-aggregation; only networks with involution layers).
+DTYPES = ("float32", "fp16", "int8", "int8-float-agg")
+QUANTIZE_OF = {"float32": "none", "fp16": "float16", "int8": "int8", "int8-float-agg": "int8"}
+# Cache regimes: "warm" runs back to back, so a model stays in this server's large last-level cache; "evicted"
+# writes EVICT_MB before every run (more than this machine's 480 MB L3), as a phone's few MB of cache keep no
+# model between runs.
+CACHES = ("warm", "evicted")
+EVICT_MB = 512
 # Published ImageNet top-1 (%), not measured here: RedNets from the official repository's table
 # (github.com/d-li14/involution, README), the Keras architectures from the Keras Applications table
 # (keras.io/api/applications) for the weights Keras ships.
@@ -140,8 +147,9 @@ def _convert(model, path, dtype, calib, gpu, verify_samples):
     from convert.api import convert_model
 
     keras_path = os.path.splitext(path)[0] + ".keras"
-    model.save(keras_path)
-    quantize = "none" if dtype == "float32" else "int8"
+    if not os.path.exists(keras_path):
+        model.save(keras_path)
+    quantize = QUANTIZE_OF[dtype]
     return convert_model(keras_path, path, quantize=quantize, calib=calib if quantize == "int8" else None,
                          calib_samples=8, report=None, force=True, gpu=gpu, verify_samples=verify_samples,
                          check=False, float_aggregation=dtype == "int8-float-agg")
@@ -151,30 +159,55 @@ def has_involution(name):
     return name.startswith("rednet") and not name.endswith(SKELETON)
 
 
-def _time(jobs, rounds, num_runs, threads):
-    """{(key, threads): [per-round medians]} with every job run once per round, interleaved."""
+def _time(jobs, rounds, num_runs, threads, caches=("warm",)):
+    """{(key, threads, cache): [per-round medians]}: every job once per round, interleaved, each thread count
+    and cache regime in a phase of its own (a 2-thread run's spinning workers slow a following 1-thread run).
+
+    A job's key ends with its dtype; "fp16" jobs run with XNNPACK forced to FP16 (CompiledModel), the rest on
+    the Interpreter.  A forced-FP16 run that did not compute in FP16 is an error, not a figure."""
     times = {}
-    for _ in range(rounds):
-        for key, path in jobs:
-            for t in threads:
-                r = benchmark(path, runtime="litert", num_threads=t, warmup_runs=2, num_runs=num_runs, min_secs=0,
-                              progress=False)
-                times.setdefault((key, t), []).append(r["median_ms"])
+    for cache in caches:
+        for t in threads:
+            for _ in range(rounds):
+                for key, path in jobs:
+                    fp16 = key[-1] == "fp16"
+                    r = benchmark(path, runtime="litert-compiled" if fp16 else "litert", num_threads=t, warmup_runs=2,
+                                  num_runs=num_runs, min_secs=0, progress=False, precision="fp16" if fp16 else "default",
+                                  evict_cache_mb=EVICT_MB if cache == "evicted" else 0)
+                    times.setdefault((key, t, cache), []).append(r["median_ms"])
     return times
 
 
+def _timing_label(t, cache):
+    """The result key of one thread count and cache regime: ms_1t (warm), ms_1t_evicted."""
+    return f"ms_{t}t" + ("" if cache == "warm" else f"_{cache}")
+
+
+def ops_per_involution(input_size=224):
+    """{label: ops} of the exported stage-1 (56x56x64, K7) and stage-2 strided (56->28, 128 ch) layers."""
+    from convert.export import to_tflite
+
+    from benchmarks.tflite_model import TFLiteModel
+
+    out = {}
+    for label, h, c, k, s, _ in LAYER_CONFIGS[1:3]:
+        out[label] = len(TFLiteModel(to_tflite(_layer_model(h, c, k, s, "involution"))).ops)
+    return out
+
+
 def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20, input_size=224,
-        out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4):
+        out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4, caches=CACHES):
     os.makedirs(out, exist_ok=True)
     weights = weights or {}
-    if calib is None and set(dtypes) - {"float32"}:
+    threads = tuple(dict.fromkeys(threads))
+    if calib is None and set(dtypes) & {"int8", "int8-float-agg"}:
         # Calibration for timing: standard-normal images, what a mean/std-normalised input looks like.
         calib = os.path.join(out, "calib.npz")
         rng = np.random.default_rng(0)
         np.savez(calib, x=rng.standard_normal((16, input_size, input_size, 3)).astype(np.float32))
     info = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d"),
-            "runtime": "ai-edge-litert Interpreter, XNNPACK", "rounds": rounds, "num_runs": num_runs,
-            "input_size": input_size}
+            "runtime": "ai-edge-litert 2.3, XNNPACK (fp16: CompiledModel, FP16 forced)", "rounds": rounds,
+            "num_runs": num_runs, "input_size": input_size, "caches": list(caches), "evict_mb": EVICT_MB}
     rows, jobs = [], []
     for name in networks:
         model = build_network(name, input_size, weights.get(name))
@@ -192,12 +225,17 @@ def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20,
                          "gpu_fully_delegated": g.get("fully_delegated") if g else None,
                          "max_rel_error_vs_keras": r["verify"]["max_rel_error"]})
             jobs.append(((name, dtype), path))
-    print(f"timing {len(jobs)} networks x {len(threads)} thread settings, {rounds} interleaved rounds", flush=True)
-    times = _time(jobs, rounds, num_runs, threads)
+    print(f"timing {len(jobs)} files x {len(threads)} thread counts x {len(caches)} cache regimes, {rounds} "
+          "interleaved rounds each", flush=True)
+    times = _time(jobs, rounds, num_runs, threads, caches)
     for row in rows:
         for t in threads:
-            row[f"ms_{t}t"] = spread(times[(row["network"], row["dtype"]), t])
-            row[f"rounds_{t}t"] = times[(row["network"], row["dtype"]), t]  # per-round medians, in order
+            for cache in caches:
+                label = _timing_label(t, cache)
+                per_round = times[(row["network"], row["dtype"]), t, cache]
+                row[label] = spread(per_round)
+                row[label.replace("ms_", "rounds_")] = per_round  # per-round medians, in order
+    info["ops_per_involution"] = ops_per_involution()
 
     layer_rows = []
     if layers:
@@ -220,9 +258,9 @@ def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20,
         ltimes = _time(layer_jobs, rounds, num_runs, threads[:1])
         for (label, kind, dtype), path in layer_jobs:
             layer_rows.append({"layer": label, "kind": kind, "dtype": dtype,
-                               "ms": spread(ltimes[(label, kind, dtype), threads[0]]),
+                               "ms": spread(ltimes[(label, kind, dtype), threads[0], "warm"]),
                                "xnnpack_full": xnnpack_coverage(path)["fully_delegated"]})
-    result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads)}
+    result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads), "caches": list(caches)}
     write_atomic(os.path.join(out, "network_bench.json"), json.dumps(result, indent=2))
     md = markdown(result)
     write_atomic(os.path.join(out, "network_bench.md"), md)
@@ -234,22 +272,34 @@ def _fmt(s):
     return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
 
 
+def _timings(result):
+    """[(threads, cache, result key)] of the run, in table order."""
+    return [(t, c, _timing_label(t, c)) for c in result.get("caches", ["warm"]) for t in result["threads"]]
+
+
 def markdown(result):
-    info, rows, threads = result["info"], result["networks"], result["threads"]
+    info, rows = result["info"], result["networks"]
+    timings = _timings(result)
+    head = " | ".join(f"{t} thread{'s' * (t > 1)}, {c} ms" for t, c, _ in timings)
     lines = [f"Measured on {info['machine']}, {info['date']}; {info['runtime']}; {info['input_size']}x"
              f"{info['input_size']} input; median of {info['rounds']} interleaved rounds of {info['num_runs']} runs "
-             "(min-max over rounds) in ms.", "",
-             "| network | dtype | " + " | ".join(f"{t} thread{'s' * (t > 1)} ms" for t in threads)
-             + " | file bytes | ops | XNNPACK | GPU path | published top-1 |",
-             "|---|---|" + "---|" * (len(threads) + 5)]
+             "(min-max over rounds) in ms; each thread count and cache regime timed in a phase of its own. "
+             "Caches: 'warm' runs back to back (this server's large L3 keeps a model between runs); 'evicted' "
+             f"writes {info.get('evict_mb', EVICT_MB)} MB before every run, as on a phone whose few MB of cache "
+             "keep no model between runs.", "",
+             f"| network | dtype | {head} | file bytes | ops | XNNPACK | GPU path | published top-1 |",
+             "|---|---|" + "---|" * (len(timings) + 5)]
     for r in rows:
         x = r["xnnpack"]
         xnn = "all ops" if x.get("fully_delegated") else f"{x.get('delegated_ops')}/{x.get('ops')} ({', '.join(x.get('outside', {}))})"
         gpu = "-" if r["gpu_ok"] is None else ("fully accelerated, ok" if r["gpu_ok"] else "FAILED")
         top1, src = PUBLISHED_TOP1.get(r["network"], (None, ""))
-        lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(_fmt(r[f'ms_{t}t']) for t in threads)
+        lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(_fmt(r[k]) for *_, k in timings)
                      + f" | {r['file_bytes']:,} | {r['ops']} | {xnn} | {gpu} | "
                      + (f"{top1}% ({src})" if top1 else "-") + " |")
+    if info.get("ops_per_involution"):
+        lines += ["", "Operators per exported K=7 involution layer: " + "; ".join(
+            f"{label.strip()}: {n}" for label, n in info["ops_per_involution"].items())]
     lines += [""] + ratio_lines(result)
     if result["layers"]:
         lines += ["", "Involution layers of RedNet at 224x224, 1 thread, ms (median, min-max over rounds). Where the "
@@ -271,38 +321,49 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def _ratio(result, a, b, key):
+    """Median of a's per-round medians over b's, and the min-max of the per-round ratios: ' 0.61x (0.58-0.62)'."""
+    rows = {(r["network"], r["dtype"]): r for r in result["networks"]}
+    if a not in rows or b not in rows or key not in rows[a] or key not in rows[b]:
+        return None
+    rk = key.replace("ms_", "rounds_")
+    per_round = [x / y for x, y in zip(rows[a].get(rk) or [], rows[b].get(rk) or [])]
+    text = f"{rows[a][key]['median'] / rows[b][key]['median']:.2f}x"
+    return text + (f" ({min(per_round):.2f}-{max(per_round):.2f})" if per_round else "")
+
+
 def ratio_lines(result):
-    """The issue's network ratios, from this run."""
-    t = result["threads"][0]
-    ms = {(r["network"], r["dtype"]): r[f"ms_{t}t"]["median"] for r in result["networks"]}
-    rounds = {(r["network"], r["dtype"]): r.get(f"rounds_{t}t") for r in result["networks"]}
-    out = [f"Ratios ({t} thread, medians of this run; in brackets the ratio within each round, min-max):"]
-    for dtype in DTYPES:
-        base_dtype = "int8" if dtype == "int8-float-agg" else dtype  # ResNet-50 has no aggregation to keep float
-        base = ms.get(("resnet50", base_dtype))
-        if base:
+    """The issues' network ratios, from this run: against ResNet-50, per precision, per thread count, per cache."""
+    out = ["Ratios (medians of this run; in brackets the ratio within each round, min-max):"]
+    for t, cache, key in _timings(result):
+        out.append(f"- {t} thread{'s' * (t > 1)}, caches {cache}:")
+        for dtype in DTYPES:
+            base_dtype = "int8" if dtype == "int8-float-agg" else dtype  # ResNet-50 has no aggregation to keep float
             for name in ("rednet26", "rednet38", "rednet50", "mobilenetv2"):
-                if (name, dtype) in ms:
-                    per_round = ""
-                    if rounds[name, dtype] and rounds["resnet50", base_dtype]:
-                        r = [a / b for a, b in zip(rounds[name, dtype], rounds["resnet50", base_dtype])]
-                        per_round = f" ({min(r):.2f}-{max(r):.2f})"
+                r = _ratio(result, (name, dtype), ("resnet50", base_dtype), key)
+                if r:
                     vs = "" if base_dtype == dtype else f" (resnet50 {base_dtype})"
-                    out.append(f"- {name} / resnet50, {dtype}{vs}: {ms[name, dtype] / base:.2f}x{per_round}")
+                    out.append(f"  - {name} / resnet50, {dtype}{vs}: {r}")
+        for name in ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2"):
+            for dtype in ("fp16", "int8", "int8-float-agg"):
+                r = _ratio(result, (name, "float32"), (name, dtype), key)
+                if r:
+                    out.append(f"  - {name} {dtype} speed-up over float32: {r}")
+    rows = {(x["network"], x["dtype"]): x for x in result["networks"]}
+    t1 = result["threads"][0]
+    for cache in result.get("caches", ["warm"]):
+        for t in result["threads"][1:]:
+            for (name, dtype), row in rows.items():
+                if name in ("rednet26", "rednet50", "resnet50") and dtype in ("float32", "fp16", "int8"):
+                    one, many = _timing_label(t1, cache), _timing_label(t, cache)
+                    per = [x / y for x, y in zip(row[one.replace("ms_", "rounds_")], row[many.replace("ms_", "rounds_")])]
+                    out.append(f"- {name} {dtype}, caches {cache}: speed-up from {t1} to {t} threads "
+                               f"{row[one]['median'] / row[many]['median']:.2f}x ({min(per):.2f}-{max(per):.2f} per round)")
     for dtype in ("float32", "int8"):
         for name in ("rednet26", "rednet50"):
-            base, floor = ms.get(("resnet50", dtype)), ms.get((name + SKELETON, dtype))
-            if base and floor:
-                out.append(f"- floor: {name} without its involutions / resnet50, {dtype}: {floor / base:.2f}x")
-    for name in ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2"):
-        if (name, "float32") in ms and (name, "int8") in ms:
-            out.append(f"- {name} int8 speed-up over float32: {ms[name, 'float32'] / ms[name, 'int8']:.2f}x")
-    for name in ("rednet26", "rednet38", "rednet50"):
-        if (name, "float32") in ms and (name, "int8-float-agg") in ms:
-            line = f"- {name} int8-float-agg speed-up over float32: {ms[name, 'float32'] / ms[name, 'int8-float-agg']:.2f}x"
-            if (name, "int8") in ms:
-                line += f", over full int8: {ms[name, 'int8'] / ms[name, 'int8-float-agg']:.2f}x"
-            out.append(line)
+            r = _ratio(result, (name + SKELETON, dtype), ("resnet50", dtype), _timing_label(result["threads"][0], "warm"))
+            if r:
+                out.append(f"- floor: {name} without its involutions / resnet50, {dtype}: {r}")
     return out
 
 
@@ -364,7 +425,7 @@ def plot(result, path):
 
     t = result["threads"][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for dtype, marker in (("float32", "o"), ("int8", "s"), ("int8-float-agg", "^")):
+    for dtype, marker in (("float32", "o"), ("fp16", "D"), ("int8", "s"), ("int8-float-agg", "^")):
         pts = [(r[f"ms_{t}t"]["median"], PUBLISHED_TOP1[r["network"]][0], r["network"]) for r in result["networks"]
                if r["dtype"] == dtype and r["network"] in PUBLISHED_TOP1]
         if not pts:
