@@ -56,6 +56,8 @@ def format_audit(result):
                          + (" (ok)" if g.get("ok") else f" (FAILED{': ' + g['error'] if g.get('error') else ''})"))
             if g.get("ops_on_cpu"):
                 lines.append(f"  ops the GPU does not take (each compiled alone): {', '.join(g['ops_on_cpu'])}")
+    if result.get("identical_outputs"):
+        lines.append(f"  outputs bit-identical to {result['input']} ({result['input_bytes'] / 1024:.1f} KB before)")
     lines.append(f"  converted in {result['convert_seconds']:.1f} s")
     return "\n".join(lines)
 
@@ -96,14 +98,29 @@ def format_audit(result):
 def main(model, output, quantize, io, float_aggregation, calib, calib_samples, data_dir, strategy, report, force, allow_flex,
          custom_module, no_gpu_check, min_agreement, max_rel_error, no_check, arch, input_size, input_range, quiet):
     """Convert MODEL (.h5, .keras, SavedModel dir, or with --arch an official RedNet checkpoint) to .tflite,
-    verify it and audit its ops.
+    verify it and audit its ops.  A .tflite MODEL from another converter is reordered and compacted as
+    invo-convert's own exports are (default output NAME.invo.tflite), its outputs checked bit-identical.
 
     A model that misses the quality gate against Keras on held-out samples (see --min-agreement and
     --max-rel-error) is an error (exit 1) and is left only as NAME.FAILED.tflite.
     """
-    require_tensorflow()  # a board: say what to install before judging the arguments
-    from convert.checks import preflight
+    from convert.checks import is_tflite, preflight
 
+    if is_tflite(model):  # a .tflite from the user's own converter: reorder and compact it, nothing else
+        given = [flag for flag, value in (("--quantize", quantize != "none"), ("--calib", calib), ("--arch", arch),
+                                          ("--float-aggregation", float_aggregation), ("--custom-module", custom_module),
+                                          ("--input-range", input_range)) if value]
+        if given:
+            raise ValueError(f"{model} is already a .tflite file: invo-convert only reorders and compacts it, so "
+                             f"{', '.join(given)} need the Keras model it came from")
+        say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
+        from convert.retouch import retouch_tflite
+
+        result = retouch_tflite(model, output, force=force, report=report, gpu=not no_gpu_check, progress=say)
+        if not quiet:
+            click.echo(format_audit(result))
+        return
+    require_tensorflow()  # a board: say what to install before judging the arguments
     output = preflight(model, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
                        data_dir=data_dir, strategy=strategy, arch=arch, input_range=input_range, report=report,
                        force=force, float_aggregation=float_aggregation)  # before TensorFlow: errors in a second

@@ -42,8 +42,9 @@ def test_the_input_is_checked_before_the_output(tmp_path):
     proc = run_cli("convert.cli", str(tmp_path / "missing.keras"), "-o", str(tmp_path / "nodir" / "x.tflite"))
     assert_one_line_error(proc, "missing.keras: no such file")
     (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 32)
-    proc = run_cli("convert.cli", str(tmp_path / "m.tflite"))  # the default output is the input itself
-    assert_one_line_error(proc, "already a TFLite model")
+    proc = run_cli("convert.cli", str(tmp_path / "m.tflite"))  # a .tflite is reordered: this one is no model
+    assert_one_line_error(proc, "m.tflite", "corrupt")
+    assert not (tmp_path / "m.invo.tflite").exists()
 
 
 def test_train_and_quantize_check_their_input_first(tmp_path):
@@ -62,7 +63,8 @@ def test_train_and_quantize_check_their_input_first(tmp_path):
 @pytest.mark.parametrize("module,argv,needle", [
     ("convert.cli", ["missing.keras"], "no such file"),
     ("convert.cli", ["notes.txt"], "not a Keras model"),
-    ("convert.cli", ["m.tflite"], "already a TFLite model"),
+    ("convert.cli", ["m.tflite", "--quantize", "int8"], "already a .tflite file"),
+    ("convert.cli", ["m.tflite"], "corrupt"),
     ("convert.cli", ["m.keras", "--quantize", "int8", "--calib", "nowhere/"], "no such file or folder"),
     ("quantize.cli", ["evaluate", "m.tflite", "m.keras", "--data", "digits"], "swapped"),
     ("quantize.cli", ["debug", "m.keras", "--calib", "typo"], "not a dataset name"),
