@@ -218,8 +218,7 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
     bar.close()
     s = sorted(times)
     rss1 = _rss_kb()
-    if hasattr(runner, "close"):
-        runner.close()
+    runner.close()
     return {
         "model": path,
         "file_kb": os.path.getsize(path) / 1024,

@@ -115,22 +115,42 @@ def to_input_dtype(real, detail):
         return np.asarray(real, dtype)
     if dtype == np.bool_:
         return np.asarray(real) > 0.5
-    scale, zero = detail.get("scale") or 1.0 / 255, detail.get("zero_point", 0)
+    scale, zero = detail.get("scale"), detail.get("zero_point", 0)
+    if not scale:
+        raise ValueError(f"input {detail.get('name')!r} is {dtype.name} without a quantization scale: float data "
+                         f"cannot be mapped onto it; pass {dtype.name} arrays (--input FILE.npy)")
     info = np.iinfo(dtype)
     return np.clip(np.round(np.asarray(real) / scale + zero), info.min, info.max).astype(dtype)
 
 
 def random_inputs(details, seed=0):
-    """Data matching each input's dtype and quantization: U[0, 1) floats, quantized for integer inputs."""
+    """Data matching each input's dtype and quantization: U[0, 1) floats, quantized for quantized integer
+    inputs; 0s and 1s for integer inputs without a scale (indices, masks), which have no real values."""
     rng = np.random.default_rng(seed)
-    return [to_input_dtype(rng.random(d["shape"], dtype=np.float32), d) for d in details]
+    out = []
+    for d in details:
+        dtype = np.dtype(d["dtype"])
+        if dtype.kind in "iu" and not d.get("scale"):
+            out.append(rng.integers(0, 2, d["shape"]).astype(dtype))
+        else:
+            out.append(to_input_dtype(rng.random(d["shape"], dtype=np.float32), d))
+    return out
 
 
 class Runner:
-    """One loaded model: ``set_inputs``, ``run`` (synchronous, outputs ready), ``outputs``."""
+    """One loaded model: ``inputs`` (details), ``set_inputs``, ``run`` (synchronous, outputs ready), ``outputs``,
+    ``fully_delegated`` (measured, not assumed) and ``close`` (frees the runtime's resources now)."""
 
     runtime = accelerator = None
-    fully_delegated = True
+    _fully_delegated = True
+
+    @property
+    def fully_delegated(self):
+        """Whether the accelerator took every op (subclasses read it from the runtime)."""
+        return self._fully_delegated
+
+    def close(self):
+        """Frees what the runtime holds; a no-op where garbage collection is enough."""
 
     def __init__(self, path):
         self.path = path
@@ -242,7 +262,7 @@ class CompiledRunner(Runner):
                 )
             raise RuntimeUnavailable(f"{path}: the CPU accelerator failed ({failure})")
         self.runtime = "litert-compiled"
-        self.fully_delegated = self.cm.is_fully_accelerated()
+        self._fully_delegated = bool(self.cm.is_fully_accelerated())
         self.accelerator = "CPU" if accelerator == "cpu" else ("GPU (emulated)" if gpu_is_emulated() else "GPU")
         signatures = self.cm.get_signature_list()
         sig = next(iter(signatures))
@@ -303,7 +323,7 @@ def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, 
             if not (use_gpu and gpu_fallback):
                 raise
         runner = CompiledRunner(path, "cpu", num_threads)  # no GPU at all: the fallback that was asked for
-        runner.accelerator, runner.fully_delegated = "CPU (no GPU: fallback)", False
+        runner.accelerator, runner._fully_delegated = "CPU (no GPU: fallback)", False  # noqa: SLF001 - the fallback's fact
         return runner
     if use_gpu and not delegate:
         raise RuntimeUnavailable(f"--use_gpu on {runtime} needs --delegate PATH to the device's GPU delegate library")

@@ -29,6 +29,11 @@ def format_audit(result):
     lines.append(f"  {'op':<24}{'count':>6}")
     for op, n in a["op_histogram"].items():
         lines.append(f"  {op:<24}{n:>6}")
+    f = a.get("gpu_fusion")
+    if f:
+        lines.append(f"  GPU fusion: longest elementwise chain {f['ops']} ops reading {f['textures']} textures "
+                     + ("(within" if f["within"] else "(OVER") + f" WebGPU's default {f['limit']} per shader"
+                     + ("" if f["within"] else ": a GPU delegate may fuse it into a shader the device rejects") + ")")
     if a.get("metadata"):
         lines.append("  metadata: " + ", ".join(f"{k} ({v})" for k, v in a["metadata"].items()))
     for key in ("flex_ops", "custom_ops"):

@@ -336,3 +336,18 @@ def test_evicted_caches_are_said_and_slower_per_run_than_warm(models, tmp_path):
     assert cold["median_ms"] > min(r["median_ms"] for r in warm)  # a 1.2 MB model read from DRAM, not from cache
     proc = run_cli("benchmarks.cli", path, "--evict_cache_mb", "-1", *FAST)
     assert_one_line_error(proc, "--evict_cache_mb")
+
+
+def test_float_data_never_reaches_an_integer_input_without_a_scale():
+    """An int8 input without a quantization scale has no real values: float data for it is an error (it once
+    fell back to 1/255), and random benchmark data for it is 0s and 1s of its dtype."""
+    from benchmarks.runtime import random_inputs, to_input_dtype
+
+    detail = {"name": "ids", "shape": [1, 4], "dtype": "int8", "scale": 0.0, "zero_point": 0}
+    with pytest.raises(ValueError, match="without a quantization scale"):
+        to_input_dtype(np.ones((1, 4), np.float32), detail)
+    (x,) = random_inputs([detail])
+    assert x.dtype == np.int8 and set(np.unique(x)) <= {0, 1}
+    scaled = dict(detail, scale=0.5, zero_point=-3)
+    np.testing.assert_array_equal(to_input_dtype(np.array([[0.0, 1.0, 2.0, 200.0]], np.float32), scaled),
+                                  [[-3, -1, 1, 127]])  # x / scale + zero point, clipped to int8

@@ -129,9 +129,12 @@ def test_xnnpack_audit_names_a_strided_slice(tmp_path):
     assert InterpreterRunner(str(path), use_xnnpack=False).fully_delegated  # builtin kernels: nothing to delegate
 
 
-@pytest.mark.parametrize("name", ["rednet26", "rednet38", "rednet50"])
+# RedNet-38 adds no layer shape that RedNet-26 and -50 lack (its stage-4 rest layers are RedNet-50's);
+# test_stock_converter checks every configuration's layer on its own.
+@pytest.mark.parametrize("name", ["rednet26", "rednet50"])
 def test_exported_rednets_run_entirely_inside_xnnpack(tmp_path, name):
-    """Every op of RedNet, float32 and int8, in one XNNPACK partition (64x64 input: the same ops as 224)."""
+    """Every op of RedNet, float32 and int8, in one XNNPACK partition (64x64 input: the same ops as 224; the
+    stage-4 maps are 2x2, so K=7 windows that read only padding meet the int8 zero-range repair)."""
     from involution.models import build_model
 
     model = build_model(name, (64, 64, 3))  # Keras's initialisers: activations stay finite through 50 layers

@@ -30,7 +30,9 @@ SKELETON = "-without-involution"
 # float32; fp16: the float16 file (invo-convert --quantize float16) run with XNNPACK forced to FP16 arithmetic
 # (invo-bench --precision fp16, CompiledModel); full int8; and int8 with each involution's aggregation in
 # float32 (invo-convert --float-aggregation; only networks with involution layers).
-DTYPES = ("float32", "fp16", "int8", "int8-float-agg")
+# stock-float32: the same network through the stock converter alone (TFLiteConverter.from_keras_model on a
+# batch-1 model, as a user's own pipeline converts it), to measure what invo-convert's operator order adds.
+DTYPES = ("float32", "fp16", "int8", "int8-float-agg", "stock-float32")
 QUANTIZE_OF = {"float32": "none", "fp16": "float16", "int8": "int8", "int8-float-agg": "int8"}
 # Cache regimes: "warm" runs back to back, so a model stays in this server's large last-level cache; "evicted"
 # writes EVICT_MB before every run (more than this machine's 480 MB L3), as a phone's few MB of cache keep no
@@ -142,10 +144,31 @@ def _layer_model(h, c, k, stride, kind):
     return random_weights(keras.Model(inp, layer(inp)))
 
 
+def _stock_convert(model, path, gpu):
+    """The stock converter's float32 file, audited as invo-convert audits its own (no verification against
+    Keras: the file is the user's pipeline's, timed as it is)."""
+    import keras
+    import tensorflow as tf
+
+    from benchmarks.gpu_check import check_gpu
+    from benchmarks.tflite_model import TFLiteModel
+    from benchmarks.xnnpack_check import xnnpack_coverage
+    from convert.export import converter_quiet
+
+    x = keras.Input(model.inputs[0].shape[1:], batch_size=1)
+    with converter_quiet():
+        flat = tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, model(x))).convert()
+    write_atomic(path, flat)
+    return {"audit": TFLiteModel(flat, path).summary(), "xnnpack": xnnpack_coverage(path),
+            "verify": {"max_rel_error": None}, "gpu": check_gpu(path) if gpu else None}
+
+
 def _convert(model, path, dtype, calib, gpu, verify_samples):
     """Saves the Keras model and runs the converter library on it, as invo-convert does."""
     from convert.api import convert_model
 
+    if dtype == "stock-float32":
+        return _stock_convert(model, path, gpu)
     keras_path = os.path.splitext(path)[0] + ".keras"
     if not os.path.exists(keras_path):
         model.save(keras_path)
@@ -212,7 +235,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20,
     for name in networks:
         model = build_network(name, input_size, weights.get(name))
         for dtype in dtypes:
-            if dtype == "int8-float-agg" and not has_involution(name):
+            if dtype in ("int8-float-agg", "stock-float32") and not has_involution(name):
                 continue
             path = os.path.join(out, f"{name}_{dtype}.tflite")
             print(f"converting {name} ({dtype})", flush=True)
@@ -338,12 +361,16 @@ def ratio_lines(result):
     for t, cache, key in _timings(result):
         out.append(f"- {t} thread{'s' * (t > 1)}, caches {cache}:")
         for dtype in DTYPES:
-            base_dtype = "int8" if dtype == "int8-float-agg" else dtype  # ResNet-50 has no aggregation to keep float
+            base_dtype = {"int8-float-agg": "int8", "stock-float32": "float32"}.get(dtype, dtype)  # ResNet-50: invo-convert float32 or int8
             for name in ("rednet26", "rednet38", "rednet50", "mobilenetv2"):
                 r = _ratio(result, (name, dtype), ("resnet50", base_dtype), key)
                 if r:
                     vs = "" if base_dtype == dtype else f" (resnet50 {base_dtype})"
                     out.append(f"  - {name} / resnet50, {dtype}{vs}: {r}")
+        for name in ("rednet26", "rednet38", "rednet50"):
+            r = _ratio(result, (name, "stock-float32"), (name, "float32"), key)
+            if r:
+                out.append(f"  - {name} stock converter's file / invo-convert's, float32: {r}")
         for name in ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2"):
             for dtype in ("fp16", "int8", "int8-float-agg"):
                 r = _ratio(result, (name, "float32"), (name, dtype), key)
