@@ -81,7 +81,8 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
             result["xnnpack"] = xnnpack_coverage(staged)
             say("verifying against Keras" if kind != "savedmodel" else "verifying against the SavedModel")
             x = held_x[:verify_samples]
-            result["verify"] = verify(keras_model, staged, x, None if held_y is None else held_y[: len(x)])
+            result["verify"] = verify(keras_model, staged, x, None if held_y is None else held_y[: len(x)],
+                                      precision="fp16" if quantize == "float16" else "default")
             if check:
                 failures = quality_gate(result["verify"], quantize, min_agreement, max_rel_error)
                 result["quality_gate"] = {"passed": not failures, "failures": failures}

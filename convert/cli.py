@@ -41,7 +41,9 @@ def format_audit(result):
             lines.append(f"  {key.replace('_', ' ')}: {', '.join(a[key])}")
     v = result.get("verify")
     if v:
-        line = f"  vs Keras on {v['samples']} samples: max abs err {v['max_abs_error']:.3g}, rel {v['max_rel_error']:.3g}"
+        arithmetic = f" in {v['arithmetic'].upper()} arithmetic" if v.get("arithmetic") else ""
+        line = (f"  vs Keras on {v['samples']} samples{arithmetic}: max abs err {v['max_abs_error']:.3g}, "
+                f"rel {v['max_rel_error']:.3g}")
         if "top1_keras" in v:
             line += f"; top-1 Keras {v['top1_keras']:.4f} vs TFLite {v['top1_tflite']:.4f}, agreement {v['top1_agreement']:.4f}"
         lines.append(line)

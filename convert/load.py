@@ -12,8 +12,7 @@ import zipfile
 
 from convert.checks import ModelLoadError, model_kind  # noqa: F401 - re-exported: loading's errors and formats
 from involution.layer import Involution
-from involution.reference import InvolutionReference, KerasIoInvolution, NotebookInvolution
-from involution.reference import _PatchInvolution as _PatchLike
+from involution.reference import InvolutionReference, KerasIoInvolution, NotebookInvolution, PatchInvolution
 
 
 def import_custom_module(path):
@@ -172,7 +171,7 @@ def _keras_groups(weights, model):
             n = used.get(base, 0)
             used[base] = n + 1
             key = f"layers/{base}" + (f"_{n}" if n else "")
-            if isinstance(layer, _PatchLike) and key in f:
+            if isinstance(layer, PatchInvolution) and key in f:
                 found = []
                 f[key].visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Group) and name.endswith("vars") else None)
                 out[layer.name] = [[f[key][g][v][()] for v in sorted(f[key][g], key=int)] for g in sorted(found)
@@ -192,7 +191,7 @@ def _h5_groups(path, model):
                 continue
             names = [n.decode() if isinstance(n, bytes) else n for n in root[layer.name].attrs.get("weight_names", [])]
             arrays = [root[layer.name][n][()] for n in names]
-            if not isinstance(layer, _PatchLike):
+            if not isinstance(layer, PatchInvolution):
                 if arrays:
                     layer.set_weights(arrays)
                 continue

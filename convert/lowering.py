@@ -14,14 +14,14 @@ def extract_patches_builtin(images, sizes, strides, rates, padding, name=None):
     """What ``tf.image.extract_patches`` returns, for unit rates, from PAD, STRIDED_SLICE and CONCATENATION."""
     import tensorflow as tf
 
-    from involution.layer import ceil_div, same_padding
+    from involution.layer import ceil_div, window_padding
 
     _, kh, kw, _ = sizes
     _, sh, sw, _ = strides
     h, w = images.shape[1], images.shape[2]
     if str(padding).upper() == "SAME":
         ho, wo = ceil_div(h, sh), ceil_div(w, sw)
-        ph, pw = same_padding(h, kh, sh, "same"), same_padding(w, kw, sw, "same")
+        ph, pw = window_padding(h, kh, sh, "same"), window_padding(w, kw, sw, "same")
         images = tf.pad(images, [[0, 0], list(ph), list(pw), [0, 0]])
     else:
         ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from involution.layer import Involution
-from involution.reference import KerasIoInvolution, _PatchInvolution, builtin_from_reference, copy_kernel_generator
+from involution.reference import KerasIoInvolution, PatchInvolution, builtin_from_reference, copy_kernel_generator
 
 
 class _BuiltinWithKernel(Involution):
@@ -27,7 +27,7 @@ def rewrite_model(model, strategy="shift"):
     rewritten, replaced = [], set()
 
     def clone(layer):
-        if isinstance(layer, _PatchInvolution):
+        if isinstance(layer, PatchInvolution):
             cls = _BuiltinWithKernel if isinstance(layer, KerasIoInvolution) else Involution
             new = builtin_from_reference(layer, tuple(layer.input.shape), strategy, cls=cls)
             rewritten.append(f"{layer.name}: {layer.formulation} (extract_patches, Flex) -> Involution({strategy})")
@@ -43,7 +43,7 @@ def rewrite_model(model, strategy="shift"):
             return new
         return layer.__class__.from_config(layer.get_config())
 
-    if not any(isinstance(l, _PatchInvolution) or (isinstance(l, Involution) and l.strategy != strategy)
+    if not any(isinstance(l, PatchInvolution) or (isinstance(l, Involution) and l.strategy != strategy)
                for l in model.layers):
         return model, []
     new_model = keras.models.clone_model(model, clone_function=clone)

@@ -43,12 +43,34 @@ def _cpu_runner(path, warnings=None):
         return runner
 
 
-def tflite_outputs(path, x, warnings=None):
-    """Runs every sample of ``x`` (float, [N, ...]) through the .tflite model; dequantized float outputs."""
-    runner = _cpu_runner(path, warnings)
+def fp16_runner(path, warnings=None):
+    """The model with XNNPACK forced to FP16 (ai-edge-litert CompiledModel), if FP16 arithmetic really runs here;
+    else None, with a warning saying the check ran in float32."""
+    from benchmarks.bench import float16_measured
+    from benchmarks.runtime import random_inputs
+
+    try:
+        runner = load(path, "litert-compiled", precision="fp16")
+        ran, diff = float16_measured(path, runner, random_inputs(runner.inputs))
+    except RuntimeUnavailable as exc:
+        ran, diff = False, str(exc)
+    if ran:
+        return runner
+    if warnings is not None:
+        warnings.append(f"FP16 inference does not run here ({diff}): the float16 file was checked in float32 "
+                        "arithmetic only")
+    return None
+
+
+def tflite_outputs(path, x, warnings=None, precision="default"):
+    """Runs every sample of ``x`` (float, [N, ...]) through the .tflite model; dequantized float outputs.
+
+    ``precision="fp16"``: with XNNPACK computing in FP16, as a phone runs a file carrying
+    ``reduced_precision_support``, where this CPU can (else float32, with a warning)."""
+    runner = (fp16_runner(path, warnings) if precision == "fp16" else None) or _cpu_runner(path, warnings)
     inp = runner.inputs[0]
-    out_det = runner.interp.get_output_details()[0]
-    o_scale, o_zero = out_det.get("quantization", (0.0, 0))
+    out = runner.model.io("outputs")[0]  # its quantization, read from the file: any runner
+    o_scale, o_zero = out.scale, out.zero_point
     outs = []
     for sample in x:
         y = runner(to_input_dtype(sample[None], inp))[0]
@@ -58,17 +80,21 @@ def tflite_outputs(path, x, warnings=None):
     return np.stack(outs)
 
 
-def verify(keras_model, path, x, y=None):
-    """Float: max abs/rel error vs Keras.  Quantized: relative error, and top-1 float vs tflite with labels."""
+def verify(keras_model, path, x, y=None, precision="default"):
+    """Float: max abs/rel error vs Keras.  Quantized: relative error, and top-1 float vs tflite with labels.
+
+    ``precision="fp16"`` checks the outputs of FP16 arithmetic (``tflite_outputs``)."""
     ref = keras_model.predict(x, verbose=0, batch_size=32)
     ref = ref[0] if isinstance(ref, (list, tuple)) else ref
     warnings = []
-    got = tflite_outputs(path, x, warnings)
+    got = tflite_outputs(path, x, warnings, precision)
     abs_err = float(np.max(np.abs(got - ref)))
     scale = float(np.max(np.abs(ref))) or 1.0
     result = {"samples": int(len(x)), "max_abs_error": abs_err, "max_rel_error": abs_err / scale,
               "mean_abs_error": float(np.mean(np.abs(got - ref))),
               "mean_rel_error": float(np.mean(np.abs(got - ref))) / scale, "output_scale": scale, "warnings": warnings}
+    if precision == "fp16":
+        result["arithmetic"] = "float32" if any("FP16 inference does not run" in w for w in warnings) else "fp16"
     if ref.ndim == 2 and ref.shape[1] > 1:
         top_f, top_q = ref.argmax(1), got.argmax(1)
         result["top1_agreement"] = float(np.mean(top_f == top_q))

@@ -118,7 +118,7 @@ def sum_taps(terms, chain=None):
     return out
 
 
-def same_padding(size, kernel_size, stride, padding):
+def window_padding(size, kernel_size, stride, padding):
     """(before, after) zero padding of one spatial axis; output size is ceil(size / stride).
 
     ``"same"`` is TensorFlow's SAME (what ``extract_patches`` does); ``"symmetric"``
@@ -407,8 +407,8 @@ class Involution(keras.layers.Layer):
     def _padded(self, x, h, w, multiple=1):
         """Zero-pads for the window; with ``multiple``, extra zeros after (never read) round H and W up to it."""
         k, s = self.kernel_size, self.stride
-        ph = same_padding(h, k, s, self.padding)
-        pw = same_padding(w, k, s, self.padding)
+        ph = window_padding(h, k, s, self.padding)
+        pw = window_padding(w, k, s, self.padding)
         ph = (ph[0], ph[1] + (-(h + sum(ph))) % multiple)
         pw = (pw[0], pw[1] + (-(w + sum(pw))) % multiple)
         if ph == (0, 0) and pw == (0, 0):

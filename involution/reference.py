@@ -17,7 +17,7 @@ import tensorflow as tf
 from involution.layer import Involution, ceil_div, output_shape
 
 
-class _PatchInvolution(keras.layers.Layer):
+class PatchInvolution(keras.layers.Layer):
     """Shared forward pass of the extract_patches formulations (kernel generator in ``kernel_gen``)."""
 
     formulation = "InvolutionReference"
@@ -81,7 +81,7 @@ class _PatchInvolution(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="involution")
-class InvolutionReference(_PatchInvolution):
+class InvolutionReference(PatchInvolution):
     """The seed notebook's layer, ``Involution(channel, group_number, kernel_size, stride, reduction_ratio)``."""
 
     def call(self, x):
@@ -94,7 +94,7 @@ class NotebookInvolution(InvolutionReference):
     formulation = "Involution (involution-tf notebook or keras.io)"
 
 
-class KerasIoInvolution(_PatchInvolution):
+class KerasIoInvolution(PatchInvolution):
     """Stand-in for the keras.io example's ``Involution``, which returns ``(output, kernel)``."""
 
     formulation = "Involution (keras.io, returns its kernel)"

@@ -53,6 +53,20 @@ def test_seed_conv_float_modes(trained_seed, tmp_path, quantize):
     assert r["verify"]["max_rel_error"] <= tol, r["verify"]
     assert r["xnnpack"]["fully_delegated"], r["xnnpack"]
     assert_gpu_ok(r)
+    meta = r["audit"]["metadata"]
+    assert meta["min_runtime_version"].startswith("1.")  # the converter's entries survive the editor
+    if quantize == "float16":
+        # Phones run the file in FP16 (XNNPACK reads this entry), and the gate checked FP16 arithmetic's outputs.
+        assert meta["reduced_precision_support"] == "fp16accfp16"
+        assert r["verify"]["arithmetic"] == ("fp16" if _cpu_has_fp16() else "float32"), r["verify"]
+    else:
+        assert "reduced_precision_support" not in meta and "arithmetic" not in r["verify"]
+
+
+def _cpu_has_fp16():
+    with open("/proc/cpuinfo") as f:
+        flags = f.read().split()
+    return any(flag in flags for flag in ("avx512_fp16", "fphp", "asimdhp"))
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])

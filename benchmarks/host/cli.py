@@ -41,7 +41,8 @@ def main():
 @click.option("--out", default="runs/report", show_default=True, type=click.Path())
 @click.option("--num_runs", default=200, show_default=True, type=int)
 @click.option("--rounds", default=3, show_default=True, type=int, help="Interleaved timing rounds (spread = min-max).")
-@click.option("--no-gpu", is_flag=True, help="Skip the GPU column.")
+@click.option("--no-gpu-check", "--no-gpu", "no_gpu", is_flag=True,
+              help="Skip the GPU column (--no-gpu, its former name, still works).")
 @cli_errors
 def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
     """The seed conv vs involution models, float32 vs int8, CPU threads vs GPU: report.md, report.json,
