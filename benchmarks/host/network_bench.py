@@ -452,16 +452,16 @@ def plot(result, path):
 
     t = result["threads"][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for dtype, marker in (("float32", "o"), ("fp16", "D"), ("int8", "s"), ("int8-float-agg", "^")):
+    for k, (dtype, marker) in enumerate((("float32", "o"), ("fp16", "D"), ("int8", "s"), ("int8-float-agg", "^"))):
         pts = [(r[f"ms_{t}t"]["median"], PUBLISHED_TOP1[r["network"]][0], r["network"]) for r in result["networks"]
                if r["dtype"] == dtype and r["network"] in PUBLISHED_TOP1]
         if not pts:
             continue
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=dtype)
         for x, y, name in pts:
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3 - 9 * k), fontsize=7)  # no overlap
     ax.set_xscale("log")
-    ax.set_xlabel(f"latency, ms, log scale ({t} thread, {result['info']['runtime']})")
+    ax.set_xlabel(f"latency, ms, log scale ({t} thread, warm caches; ai-edge-litert, XNNPACK)")
     ax.set_ylabel("published ImageNet top-1, % (not measured here)")
     ax.set_title(f"CPU latency vs published accuracy ({result['info']['input_size']}px)", fontsize=10)
     ax.legend()
