@@ -1,13 +1,12 @@
 """What every command-line tool of the project shares: one-line errors, atomic writes, quiet native logs.
 
-Device-side and import-light (click and the standard library): the host tools reuse it, and
-``import_tensorflow_quietly`` imports TensorFlow only when called.
+Device-side and import-light (click and the standard library): the host tools reuse it.  Importing
+TensorFlow is the host's business (``involution.host_env``).
 """
 
 import atexit
 import contextlib
 import functools
-import logging
 import os
 import sys
 import tempfile
@@ -103,31 +102,3 @@ def native_logs_silenced():
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
-
-
-HOST_ONLY = ("this command runs on the host and needs TensorFlow: pip install 'involution-tflite[host]' "
-             "(a board needs only invo-bench)")
-
-
-def require_tensorflow():
-    """Fails at once, without importing it, where TensorFlow is not installed (a board): the host tools check
-    this before their arguments, whose checks would otherwise name a file when the cause is the machine."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
-        raise RuntimeError(HOST_ONLY)
-
-
-def import_tensorflow_quietly():
-    """Host tools: TensorFlow, imported with its oneDNN/absl banners and C++ INFO lines hidden.
-
-    Called after a command line is parsed (so --help needs no TensorFlow); where TensorFlow is not
-    installed (a board), the error says what to install.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    try:
-        with native_logs_silenced():
-            import tensorflow  # noqa: F401
-    except ImportError:
-        raise RuntimeError(HOST_ONLY) from None

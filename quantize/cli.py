@@ -9,7 +9,8 @@ import json
 
 import click
 
-from benchmarks.plumbing import cli_errors, import_tensorflow_quietly, require_tensorflow
+from benchmarks.plumbing import cli_errors
+from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from convert.checks import check_output
 from involution.catalog import STRATEGIES
 
