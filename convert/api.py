@@ -7,7 +7,6 @@ result against Keras (quality gate), compile it on the GPU path, and only then p
 
 import contextlib
 import json
-import os
 import time
 
 import numpy as np
@@ -15,13 +14,13 @@ import numpy as np
 from benchmarks.gpu_check import check_gpu
 from benchmarks.plumbing import write_atomic
 from benchmarks.runtime import to_input_dtype
-from benchmarks.tflite_model import TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import preflight
 from convert.export import ConversionError, to_tflite
 from convert.load import load_model
 from convert.rewrite import max_difference, rewrite_model
-from convert.verification import calibration_samples, failed_name, gate_bounds, quality_gate, verify
+from convert.publish import audit, staged
+from convert.verification import calibration_samples, gate_bounds, quality_gate, verify
 
 
 def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=None, calib_samples=200,
@@ -43,6 +42,7 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
     say = progress or (lambda msg: None)
 
     t0 = time.perf_counter()
+    say(f"loading {model_path}" + (f" as {arch}" if arch else ""))
     model, kind, image_rule, input_expects = _load(model_path, arch, input_size, input_range, strategy, custom_modules)
     result = {"input": model_path, "output": output, "format": kind, "quantize": quantize,
               "io": io if quantize == "int8" else "float32", "strategy": strategy, "rewritten": []}
@@ -65,35 +65,28 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
     say(f"converting ({quantize})")
     flat = _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress is not None, float_aggregation,
                     result.setdefault("notes", []))
-    info = _audit(flat, output, allow_flex)
+    info = audit(flat, output, allow_flex)
     result["audit"] = info.summary()
     if info.max_rank > 4:
         result.setdefault("notes", []).append(
             f"a tensor of rank {info.max_rank} remains (the model's own reshapes): the mobile GPU takes at most 4-D")
 
     # Checked under a temporary name: the output path gets the model only once it has passed.
-    staged = os.path.join(os.path.dirname(os.path.abspath(output)), f".invo-{os.getpid()}-{os.path.basename(output)}")
-    write_atomic(staged, flat)
-    try:
+    with staged(output, flat) as s:
         result["convert_seconds"] = time.perf_counter() - t0
-        failures = []
         if not info.flex_ops:  # no runtime here runs Flex ops: nothing to measure
-            result["xnnpack"] = xnnpack_coverage(staged)
+            result["xnnpack"] = xnnpack_coverage(s.path)
             say("verifying against Keras" if kind != "savedmodel" else "verifying against the SavedModel")
             x = held_x[:verify_samples]
-            result["verify"] = verify(keras_model, staged, x, None if held_y is None else held_y[: len(x)],
+            result["verify"] = verify(keras_model, s.path, x, None if held_y is None else held_y[: len(x)],
                                       precision="fp16" if quantize == "float16" else "default")
             if check:
-                failures = quality_gate(result["verify"], quantize, min_agreement, max_rel_error)
-                result["quality_gate"] = {"passed": not failures, "failures": failures}
-            if gpu and not failures:
+                s.failures = quality_gate(result["verify"], quantize, min_agreement, max_rel_error)
+                result["quality_gate"] = {"passed": not s.failures, "failures": s.failures}
+            if gpu and not s.failures:
                 say("compiling on the LiteRT GPU accelerator")
-                result["gpu"] = _gpu_check(staged, result, held_x[:1], gate_bounds(quantize, None, max_rel_error)[1])
-        final = failed_name(output) if failures else output
-        os.replace(staged, final)
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
+                result["gpu"] = _gpu_check(s.path, result, held_x[:1], gate_bounds(quantize, None, max_rel_error)[1])
+    failures, final = s.failures, s.final
     if report:
         write_atomic(report, json.dumps(result, indent=2, default=_json_default))
     if failures:
@@ -167,18 +160,6 @@ def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progr
     with lowering:
         return to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress,
                          float_aggregation=float_aggregation, notes=notes)
-
-
-def _audit(flat, output, allow_flex):
-    """The converted model's op audit; models no runtime can load, or Flex ops not allowed, are errors."""
-    info = TFLiteModel(flat, output)
-    bad = [t.name or f"tensor {i}" for i, t in enumerate(info.main["tensors"]) if not np.isfinite(t.scale)]
-    if bad:  # the runtimes abort the process on such a model
-        raise ConversionError(f"calibration gave {len(bad)} tensor(s) a non-finite int8 scale (activations beyond "
-                              "float32's range on the calibration data); check the model's weights and the data")
-    if info.flex_ops and not allow_flex:
-        raise ConversionError(f"the model needs Flex op(s) {', '.join(info.flex_ops)}; pass --allow-flex to accept that")
-    return info
 
 
 def _gpu_check(path, result, x, max_rel_error):

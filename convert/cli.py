@@ -32,9 +32,10 @@ def format_audit(result):
         lines.append(f"  {op:<24}{n:>6}")
     f = a.get("gpu_fusion")
     if f:
-        lines.append(f"  GPU fusion: longest elementwise chain {f['ops']} ops reading {f['textures']} textures "
-                     + ("(within" if f["within"] else "(OVER") + f" WebGPU's default {f['limit']} per shader"
-                     + ("" if f["within"] else ": a GPU delegate may fuse it into a shader the device rejects") + ")")
+        lines.append(f"  GPU fusion: longest elementwise chain {f['ops']} ops, {f['textures']} textures "
+                     f"(WebGPU's default limit {f['limit']}): " + ("within" if f["within"] else "OVER"))
+        if not f["within"]:
+            lines.append("    a GPU delegate may fuse it into one shader that the device rejects")
     if a.get("metadata"):
         lines.append("  metadata: " + ", ".join(f"{k} ({v})" for k, v in a["metadata"].items()))
     for key in ("flex_ops", "custom_ops"):
@@ -43,11 +44,11 @@ def format_audit(result):
     v = result.get("verify")
     if v:
         arithmetic = f" in {v['arithmetic'].upper()} arithmetic" if v.get("arithmetic") else ""
-        line = (f"  vs Keras on {v['samples']} samples{arithmetic}: max abs err {v['max_abs_error']:.3g}, "
-                f"rel {v['max_rel_error']:.3g}")
+        lines.append(f"  vs Keras on {v['samples']} samples{arithmetic}: max abs err {v['max_abs_error']:.3g}, "
+                     f"rel {v['max_rel_error']:.3g}")
         if "top1_keras" in v:
-            line += f"; top-1 Keras {v['top1_keras']:.4f} vs TFLite {v['top1_tflite']:.4f}, agreement {v['top1_agreement']:.4f}"
-        lines.append(line)
+            lines.append(f"    top-1 Keras {v['top1_keras']:.4f}, TFLite {v['top1_tflite']:.4f}, "
+                         f"agreement {v['top1_agreement']:.4f}")
         for w in v.get("warnings", []):
             lines.append(f"  warning: {w}")
     if result.get("xnnpack"):
@@ -59,9 +60,12 @@ def format_audit(result):
         else:
             kind = "emulated GPU (SwiftShader)" if g.get("emulated") else "GPU"
             err = g.get("max_abs_error")
+            unit = " quantization steps" if g.get("unit") == "quantization steps" else ""
             lines.append(f"  {kind}: {'fully accelerated' if g['fully_delegated'] else 'NOT fully accelerated'}"
-                         + (f", max abs err vs CPU {err:.3g} (allowed {g.get('allowed_abs_error', 0):.3g})" if err is not None else "")
-                         + (" (ok)" if g.get("ok") else f" (FAILED{': ' + g['error'] if g.get('error') else ''})"))
+                         + (": ok" if g.get("ok") else f": FAILED{' (' + g['error'] + ')' if g.get('error') else ''}"))
+            if err is not None:
+                lines.append(f"    largest difference from the CPU {err:.3g}{unit} (allowed "
+                             f"{g.get('allowed_abs_error', 0):.3g}{unit})")
             if g.get("ops_on_cpu"):
                 lines.append(f"  ops the GPU does not take (each compiled alone): {', '.join(g['ops_on_cpu'])}")
     if result.get("identical_outputs"):

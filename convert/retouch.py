@@ -19,6 +19,7 @@ from benchmarks.tflite_model import TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import check_output
 from convert.export import ConversionError
+from convert.publish import audit, staged
 
 
 def default_output(path):
@@ -50,25 +51,19 @@ def retouch_tflite(path, output=None, *, force=False, report=None, gpu=True, see
     notes = []
     say("reordering and compacting")
     new = compact(flat, notes)
-    info = TFLiteModel(new, output)
+    info = audit(new, output)
     result = {"input": path, "output": output, "format": "tflite", "quantize": "as given", "rewritten": [],
               "notes": notes, "audit": info.summary(), "input_bytes": len(flat)}
-    staged = os.path.join(os.path.dirname(os.path.abspath(output)), f".invo-{os.getpid()}-{os.path.basename(output)}")
-    write_atomic(staged, new)
-    try:
+    with staged(output, new) as s:  # not bit-identical: an exception, and nothing at the output path
         say("checking the outputs are bit-identical to the input file's")
-        result["identical_outputs"] = _same_outputs(path, staged, seed)
+        result["identical_outputs"] = _same_outputs(path, s.path, seed)
         result["convert_seconds"] = time.perf_counter() - t0
-        result["xnnpack"] = xnnpack_coverage(staged)
+        result["xnnpack"] = xnnpack_coverage(s.path)
         if gpu:
             from benchmarks.gpu_check import check_gpu
 
             say("compiling on the LiteRT GPU accelerator")
-            result["gpu"] = check_gpu(staged)
-        os.replace(staged, output)
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
+            result["gpu"] = check_gpu(s.path)
     if report:
         write_atomic(report, json.dumps(result, indent=2, default=str))
     return result

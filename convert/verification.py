@@ -5,7 +5,6 @@ source's one split (``involution.data.split_indices``), held-out samples from it
 ``convert`` gates every model with it; ``quantize`` reports with it.
 """
 
-import os
 
 import numpy as np
 
@@ -121,9 +120,3 @@ def quality_gate(verify_result, quantize, min_agreement=None, max_rel_error=None
     if not rel <= max_rel_error:  # NaN fails too
         failures.append(f"max error {rel:.3g} of the output scale > {max_rel_error:g} (--max-rel-error)")
     return failures
-
-
-def failed_name(output):
-    """Where a model that fails the quality gate is left, for inspection: ``x.tflite`` -> ``x.FAILED.tflite``."""
-    root, ext = os.path.splitext(output)
-    return f"{root}.FAILED{ext or '.tflite'}"

@@ -249,7 +249,7 @@ def check_source(source, data_dir=None, option="--dataset"):
     ``DATASETS``, a .npz/.npy file or an image folder."""
     if source in DATASETS:
         if data_dir and not os.path.isdir(data_dir):
-            raise DataError(f"{data_dir}: no such directory (--data-dir takes a local cifar-10-batches-py)")
+            raise DataError(f"{data_dir}: no such CIFAR-10 directory (--data-dir takes a local cifar-10-batches-py)")
         return
     if os.path.isdir(source) or (os.path.isfile(source) and source.endswith((".npz", ".npy"))):
         return

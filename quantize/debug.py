@@ -11,12 +11,12 @@ import io as _io
 
 import numpy as np
 
-from benchmarks.plumbing import write_atomic
 from benchmarks.tflite_edit import compact
-from convert.export import converter_quiet, int8_keeping_float, representative_dataset, tflite_converter
+from convert.export import ConversionError, converter_quiet, int8_keeping_float, representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model
-from convert.verification import calibration_samples, failed_name, quality_gate, verify
+from convert.publish import audit, staged
+from convert.verification import calibration_samples, quality_gate, verify
 
 
 def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules):
@@ -74,23 +74,18 @@ def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(),
 
     model_kind(model_path)  # the input first: a missing model is the cause, whatever the output path says
     if os.path.exists(output) and not force:
-        raise ValueError(f"{output}: exists; pass --force to overwrite")
+        raise ConversionError(f"{output}: exists; pass --force to overwrite")
     if not keep_nodes and not keep_ops:
-        raise ValueError("name at least one --keep-node or --keep-op to leave in float")
+        raise ConversionError("name at least one --keep-node or --keep-op to leave in float")
     model, cal, held_x, held_y = _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules)
     with tflite_converter(model, "int8", io, cal) as conv:
         flat = compact(int8_keeping_float(conv, io, keep_nodes=keep_nodes, keep_ops=keep_ops))
-    # Checked under a temporary name: the output path gets the model only once it has passed.
-    staged = os.path.join(os.path.dirname(os.path.abspath(output)), f".invo-{os.getpid()}-{os.path.basename(output)}")
-    write_atomic(staged, flat)
-    try:
-        result = verify(model, staged, held_x, held_y)
-        failures = quality_gate(result, "int8")
-        os.replace(staged, failed_name(output) if failures else output)
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
-    if failures:
-        raise ValueError(f"the selectively quantized model fails the int8 check against Keras on {result['samples']} "
-                         f"held-out samples: {'; '.join(failures)}; left as {failed_name(output)}, not as {output}")
+    audit(flat, output)  # the same audit as invo-convert's: a non-finite scale is an error, not a file
+    with staged(output, flat) as s:  # the output path gets the model only once it has passed
+        result = verify(model, s.path, held_x, held_y)
+        s.failures = quality_gate(result, "int8")
+    if s.failures:
+        raise ConversionError(f"the selectively quantized model fails the int8 check against Keras on "
+                              f"{result['samples']} held-out samples: {'; '.join(s.failures)}; left as {s.final}, "
+                              f"not as {output}")
     return result

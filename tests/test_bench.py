@@ -35,6 +35,7 @@ def test_several_models_side_by_side_with_json_and_csv(models, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("inv_f32.tflite", "inv_int8.tflite", "conv_f32.tflite"):
         assert name in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100  # a terminal's width; every figure in --json
     results = json.loads((tmp_path / "r.json").read_text())
     assert [os.path.basename(r["model"]) for r in results] == ["inv_f32.tflite", "inv_int8.tflite", "conv_f32.tflite"]
     for r in results:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import keras
@@ -41,6 +42,16 @@ def test_seed_involution_to_int8_as_a_user_runs_it(trained_seed, tmp_path):
     assert r["xnnpack"]["fully_delegated"] and r["quality_gate"]["passed"], r["xnnpack"]
     assert "XNNPACK: all" in proc.stdout
     assert_gpu_ok(r)
+    # The GPU line says its unit: int8 outputs are compared in quantization steps.
+    assert r["gpu"]["unit"] == "quantization steps" and "quantization steps (allowed" in proc.stdout
+    assert "fully accelerated: ok" in proc.stdout
+    assert "GPU fusion: longest elementwise chain" in proc.stdout and "(WebGPU's default limit 16): within" in proc.stdout
+    assert "metadata: min_runtime_version" in proc.stdout
+    # Every step says what it does (no silent seconds), on stderr, before the audit.
+    for step in ("loading TensorFlow", "loading " + str(model), "converting (int8)", "verifying against Keras",
+                 "compiling on the LiteRT GPU accelerator"):
+        assert f"... {step}" in proc.stderr, proc.stderr
+    assert max(len(line) for line in proc.stdout.splitlines() if not line.startswith(str(tmp_path))) <= 100
 
 
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
@@ -54,7 +65,7 @@ def test_seed_conv_float_modes(trained_seed, tmp_path, quantize):
     assert r["xnnpack"]["fully_delegated"], r["xnnpack"]
     assert_gpu_ok(r)
     meta = r["audit"]["metadata"]
-    assert meta["min_runtime_version"].startswith("1.")  # the converter's entries survive the editor
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["min_runtime_version"])  # the converter's entries survive the editor
     if quantize == "float16":
         # Phones run the file in FP16 (XNNPACK reads this entry), and the gate checked FP16 arithmetic's outputs.
         assert meta["reduced_precision_support"] == "fp16accfp16"
@@ -158,7 +169,7 @@ def bad_inputs(tmp_path_factory, trained_seed):
 
 @pytest.mark.parametrize("args,needle", [
     (["{d}/missing.h5"], "no such file"),
-    (["{d}/model.tflite"], "already a TFLite model"),
+    (["{d}/model.tflite"], "corrupt or truncated TFLite model"),  # a .tflite is reordered: this one is no model
     (["{d}/notes.h5"], "not a Keras model"),
     (["{d}/trunc.h5"], "corrupt or truncated"),
     (["{d}/mystery.keras"], "Mystery"),

@@ -12,7 +12,8 @@ from benchmarks.runtime import InterpreterRunner
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.api import convert_model
 from convert.export import to_tflite
-from convert.verification import failed_name, quality_gate, verify
+from convert.publish import failed_name
+from convert.verification import quality_gate, verify
 from involution import Involution
 
 
@@ -37,8 +38,10 @@ def test_involution_calibrated_on_standard_normal_data(tmp_path, stride):
     model.save(tmp_path / "m.keras")
     calib = _normal_npz(tmp_path / "n.npz", (28, 28, 32))
     r = convert_model(str(tmp_path / "m.keras"), str(tmp_path / "m.tflite"), quantize="int8", calib=calib, gpu=False)
-    # 49 requantized ADDs: about 1% on average, at most about a tenth of the output scale
-    assert r["verify"]["mean_rel_error"] < 0.03 and r["verify"]["max_rel_error"] < 0.15, r["verify"]
+    # 48 requantized ADDs: under 1% on average (the tree of sum_taps: 0.006-0.009 over 3 seeds and both strides,
+    # the former single chain 0.010-0.014).  The single largest error over 8 samples swings 0.05-0.19 with the
+    # seed for either order, so it is held to the gate's own bound.
+    assert r["verify"]["mean_rel_error"] < 0.015 and r["verify"]["max_rel_error"] < 0.25, r["verify"]
     assert r["quality_gate"]["passed"]
     assert r["xnnpack"]["fully_delegated"], r["xnnpack"]
 

@@ -141,3 +141,15 @@ def test_floor_lines_add_up_the_parts_of_a_rednet():
     (line,) = [x for x in nb.floor_lines(result) if x.startswith("- rednet50")]
     assert f"parts {parts:.1f} ms" in line and f"{90 - parts:+.1f} ms beyond them" in line, line
     assert f"floor {floor:.1f} ms = {floor / 60:.2f}x resnet50 (measured 1.50x)" in line, line
+
+
+def test_flex_facts_are_recorded_quietly(tmp_path, capfd):
+    """What happens to the extract_patches formulation: refused without Flex, 6-D with it, run nowhere here;
+    the expected failure's C++ lines and Keras's 'Saved artifact' blocks stay off the terminal."""
+    facts = layer_bench.flex_facts(str(tmp_path))
+    out, err = capfd.readouterr()
+    assert "FlexExtractImagePatches" in facts["with_flex"]["ops"] and facts["with_flex"]["max_rank"] == 6
+    assert "ExtractImagePatches" in facts["builtins_only"]
+    assert "ran (unexpected)" not in (facts["tf.lite.Interpreter"], facts["ai_edge_litert Interpreter"])
+    for noise in ("Saved artifact", "neither a custom op nor a flex op", "INFO: Created TensorFlow Lite"):
+        assert noise not in out and noise not in err, (noise, out[-500:], err[-500:])
