@@ -12,3 +12,16 @@ REDNET_DEPTHS = {"rednet26": (1, 2, 4, 1), "rednet38": (2, 3, 5, 2), "rednet50":
 DISTRIBUTE = ("default", "mirrored", "multi-worker")
 # What the input of a model built from an official checkpoint takes (involution.pretrained).
 INPUT_RANGES = ("normalized", "0-255")
+
+
+def check_train_options(model, distribute, epochs, batch_size, learning_rate):
+    """invo-train's options, checked without TensorFlow (the CLI runs this before importing it, train() too)."""
+    if model not in MODEL_NAMES:
+        raise ValueError(f"unknown --model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    if distribute not in DISTRIBUTE:
+        raise ValueError(f"unknown --strategy {distribute!r}; choose one of: {', '.join(DISTRIBUTE)}")
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if not learning_rate > 0:
+        raise ValueError(f"--learning-rate must be positive, got {learning_rate}")

@@ -6,7 +6,7 @@ import click
 
 from benchmarks.plumbing import cli_errors
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
-from involution.catalog import DISTRIBUTE, MODEL_NAMES
+from involution.catalog import DISTRIBUTE, MODEL_NAMES, check_train_options
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,13 +33,7 @@ def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out,
     from involution.data import check_source
 
     # What can be checked without TensorFlow first, so that a typo costs a second, not the import.
-    if model not in MODEL_NAMES:
-        raise ValueError(f"unknown --model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    if distribute not in DISTRIBUTE:
-        raise ValueError(f"unknown --strategy {distribute!r}; choose one of: {', '.join(DISTRIBUTE)}")
-    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
+    check_train_options(model, distribute, epochs, batch_size, learning_rate)
     check_source(dataset, data_dir)
     if distribute != "multi-worker" and os.path.isdir(out) and os.listdir(out) and not force:
         raise ValueError(f"{os.path.abspath(out)} exists and is not empty; pass --force to replace it")

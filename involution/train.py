@@ -15,10 +15,10 @@ import warnings
 
 import numpy as np
 
-from involution.catalog import DISTRIBUTE
+from involution.catalog import DISTRIBUTE, check_train_options
 from involution.data import SPLIT_SEED, load_dataset
 from involution.layer import Involution
-from involution.models import MODEL_NAMES, build_model
+from involution.models import build_model
 
 
 class TrainError(ValueError):
@@ -138,15 +138,10 @@ def train(model="seed-involution", dataset="digits", *, epochs=10, batch_size=25
 
     from involution import plots
 
-    if model not in MODEL_NAMES:
-        raise TrainError(f"unknown model {model!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    if distribute not in DISTRIBUTE:
-        raise TrainError(f"unknown --strategy {distribute!r}; choose one of: {', '.join(DISTRIBUTE)}")
-    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
-        if value < 1:
-            raise TrainError(f"{flag} must be at least 1, got {value}")
-    if not learning_rate > 0:
-        raise TrainError(f"--learning-rate must be positive, got {learning_rate}")
+    try:
+        check_train_options(model, distribute, epochs, batch_size, learning_rate)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
     out = os.path.abspath(out)
     # Multi-worker: every worker trains (and saves, as the strategy needs), only the chief keeps the outputs.
     chief = distribute != "multi-worker" or is_chief()

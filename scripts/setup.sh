@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-PIP_QUIET=(-q --disable-pip-version-check --root-user-action=ignore)
+PIP=(--disable-pip-version-check --root-user-action=ignore)  # pip's own lines show progress: installs take a while
 
 say() { echo "setup: $*" >&2; }
 
@@ -30,7 +30,7 @@ fi
 if ! .venv/bin/python -c "import tensorflow, ai_edge_litert, pytest, involution" 2>/dev/null \
    || [ setup.cfg -nt .venv/.installed ]; then
   say "installing this package with its host extras into .venv (TensorFlow: a few minutes the first time)"
-  .venv/bin/pip install "${PIP_QUIET[@]}" -e '.[dev]'
+  .venv/bin/pip install "${PIP[@]}" -e '.[dev]'
   touch .venv/.installed
 fi
 
@@ -39,10 +39,11 @@ if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tfli
   say "creating .venv-legacy (tflite-runtime 2.14, numpy<2: an old board)"
   rm -rf .venv-legacy
   "$PY" -m venv .venv-legacy
-  .venv-legacy/bin/pip install "${PIP_QUIET[@]}" "tflite-runtime==2.14.0" "numpy<2" "click>=8" "tflite>=2.18"
+  .venv-legacy/bin/pip install "${PIP[@]}" "tflite-runtime==2.14.0" "numpy<2" "click>=8" "tflite>=2.18"
 fi
 # Installed as a board installs it (a copy, not a link), built outside the tree so no build/ is left here.
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 cp -r setup.cfg pyproject.toml README.md involution convert quantize benchmarks "$stage"
-.venv-legacy/bin/pip install "${PIP_QUIET[@]}" --no-deps --force-reinstall "$stage" >/dev/null
+say "installing this package's device side into .venv-legacy"
+.venv-legacy/bin/pip install "${PIP[@]}" -q --no-deps --force-reinstall "$stage" >/dev/null

@@ -74,6 +74,25 @@ def randomize(model, seed=0):
     return model
 
 
+def long_chain_model_file(path, terms=60):
+    """A .tflite summing ``terms`` products of shifted windows in one chain of ADDs (stock converter): a GPU
+    delegate fuses it into one shader reading ``terms`` + 1 textures, past SwiftShader's 48; the accelerator
+    then calls the model fully accelerated and returns wrong numbers.  A model the GPU computes wrongly."""
+    import keras
+    import tensorflow as tf
+
+    x = keras.Input((16, 16, 8), batch_size=1)
+    xp = keras.ops.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    rng = np.random.default_rng(0)
+    out = None
+    for n in range(terms):
+        i, j = divmod(n, 8)
+        term = xp[:, i : i + 16, j : j + 16, :] * rng.uniform(0.5, 1.5, (1, 1, 1, 8)).astype(np.float32)
+        out = term if out is None else out + term
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, out)).convert())
+    return path
+
+
 @pytest.fixture(scope="session")
 def trained_seed(tmp_path_factory):
     """seed-involution and seed-conv trained briefly on the offline digits set, saved by invo-train."""

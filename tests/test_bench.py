@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import LEGACY_VENV, ROOT, assert_one_line_error, require_gpu, run_cli
+from conftest import LEGACY_VENV, ROOT, assert_one_line_error, long_chain_model_file, require_gpu, run_cli
 
 from convert.api import convert_model
 
@@ -247,22 +247,7 @@ def test_compiled_model_takes_each_inputs_own_quantization(tmp_path):
 
 @pytest.fixture(scope="module")
 def wrong_on_gpu(tmp_path_factory):
-    """60 products summed in one chain: the GPU delegate fuses them into a shader reading 61 textures, past
-    SwiftShader's 48; the accelerator calls the model fully accelerated and returns wrong numbers."""
-    import keras
-    import tensorflow as tf
-
-    x = keras.Input((16, 16, 8), batch_size=1)
-    xp = keras.ops.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    rng = np.random.default_rng(0)
-    out = None
-    for n in range(60):
-        i, j = divmod(n, 8)
-        term = xp[:, i : i + 16, j : j + 16, :] * rng.uniform(0.5, 1.5, (1, 1, 1, 8)).astype(np.float32)
-        out = term if out is None else out + term
-    path = tmp_path_factory.mktemp("wrong") / "chain60.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, out)).convert())
-    return path
+    return long_chain_model_file(tmp_path_factory.mktemp("wrong") / "chain60.tflite")
 
 
 def test_check_gpu_exits_1_naming_the_largest_difference(wrong_on_gpu, models):

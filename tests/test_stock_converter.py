@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import randomize, require_gpu
+from conftest import long_chain_model_file, randomize, require_gpu
 
 from benchmarks.gpu_check import check_gpu
 from benchmarks.tflite_model import GPU_TEXTURE_LIMIT, TFLiteModel
@@ -88,16 +88,7 @@ def test_stock_converter_export_is_deployable(models, tmp_path, batch, precision
 def test_the_audit_catches_a_chain_past_the_limit(tmp_path):
     """A model summing 60 products in one chain: the audit says the fused shader would read too many textures,
     and the GPU accelerator, which calls it fully accelerated, returns wrong numbers (SwiftShader's limit is 48)."""
-    x = keras.Input((16, 16, 8), batch_size=1)
-    xp = keras.ops.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)))
-    rng = np.random.default_rng(0)
-    out = None
-    for n in range(60):
-        i, j = divmod(n, 8)
-        term = xp[:, i : i + 16, j : j + 16, :] * rng.uniform(0.5, 1.5, (1, 1, 1, 8)).astype(np.float32)
-        out = term if out is None else out + term
-    path = tmp_path / "chain60.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, out)).convert())
+    path = long_chain_model_file(tmp_path / "chain60.tflite")
     chain = TFLiteModel.from_file(str(path)).fusable_chain()
     assert not chain["within"] and chain["ops"] == 60 and chain["textures"] == 61, chain
     require_gpu()
