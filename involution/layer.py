@@ -186,6 +186,8 @@ class Involution(keras.layers.Layer):
             raise ValueError(f"group_number must be a positive integer dividing channel; got {group_number!r}")
         if group_channels is not None and (not isinstance(group_channels, int) or group_channels < 1):
             raise ValueError(f"group_channels must be a positive integer dividing channel; got {group_channels!r}")
+        if isinstance(bn_epsilon, bool) or not isinstance(bn_epsilon, (int, float)) or not bn_epsilon > 0:
+            raise ValueError(f"bn_epsilon must be a positive number (Keras 1e-3, PyTorch 1e-5); got {bn_epsilon!r}")
         _check_choice("strategy", strategy, STRATEGIES)
         _check_choice("group_layout", group_layout, GROUP_LAYOUTS)
         _check_choice("padding", padding, PADDINGS)
@@ -245,6 +247,7 @@ class Involution(keras.layers.Layer):
             self._validate_channels(self.channel)
         elif c is not None and c != self.channel:
             raise ValueError(f"channel={self.channel} but the input has {c} channels")
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: self.channel})  # NHWC with these channels
         k, g = self.kernel_size, self.groups
         self.pool = keras.layers.AveragePooling2D(self.stride, self.stride, padding="same", name="pool") if self.stride > 1 else None
         self.reduce = keras.layers.Conv2D(self.channel // self.reduction_ratio, 1, use_bias=self.reduce_bias, name="reduce")

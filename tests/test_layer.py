@@ -180,6 +180,8 @@ def test_seed_notebook_call_and_group_size_form():
     (dict(channel=8, group_number=1, kernel_size=3, strategy="gather"), "strategy"),
     (dict(channel=8, group_number=1, kernel_size=3, stride=0), "stride"),
     (dict(channel=8, group_number=1, kernel_size=3, group_layout="x"), "group_layout"),
+    (dict(channel=8, group_number=1, kernel_size=3, bn_epsilon=0.0), "bn_epsilon"),
+    (dict(channel=8, group_number=1, kernel_size=3, bn_epsilon="1e-5"), "bn_epsilon"),
 ])
 def test_bad_arguments_name_the_argument_and_allowed_values(kwargs, argument):
     with pytest.raises(ValueError, match=argument) as info:
@@ -188,6 +190,24 @@ def test_bad_arguments_name_the_argument_and_allowed_values(kwargs, argument):
         assert "'shift'" in str(info.value) and "'depthwise'" in str(info.value)
     if argument == "group_number":
         assert "[1, 2, 4, 8]" in str(info.value)
+
+
+def test_channel_none_takes_the_inputs_channels_and_checks_them_after():
+    """Involution(channel=None) builds for its input's channels (groups from group_channels), computes what the
+    explicit layer computes with the same weights, and then refuses an input of other channels (input_spec)."""
+    x = np.random.default_rng(0).standard_normal((2, 9, 9, 32)).astype(np.float32)
+    implicit = Involution(group_channels=8, kernel_size=3, reduction_ratio=4)
+    explicit = Involution(channel=32, group_channels=8, kernel_size=3, reduction_ratio=4)
+    want = explicit(x)
+    got = implicit(x)
+    assert implicit.channel == 32 and implicit.groups == 4
+    implicit.set_weights(explicit.get_weights())
+    np.testing.assert_allclose(implicit(x), want, rtol=1e-5, atol=1e-5)
+    assert got.shape == want.shape
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 32"):
+        implicit(np.zeros((1, 9, 9, 16), np.float32))
+    with pytest.raises(ValueError, match="expected ndim=4"):
+        implicit(np.zeros((9, 9, 32), np.float32))
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])

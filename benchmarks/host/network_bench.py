@@ -20,8 +20,9 @@ import time
 
 import numpy as np
 
-from benchmarks.bench import benchmark, machine_description, spread
+from benchmarks.bench import machine_description, spread
 from benchmarks.host.layer_bench import floor_model, random_weights, slice_floor_model
+from benchmarks.host.timing import EVICT_MB, interleaved
 from benchmarks.plumbing import write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
@@ -35,10 +36,8 @@ SKELETON = "-without-involution"
 DTYPES = ("float32", "fp16", "int8", "int8-float-agg", "stock-float32")
 QUANTIZE_OF = {"float32": "none", "fp16": "float16", "int8": "int8", "int8-float-agg": "int8"}
 # Cache regimes: "warm" runs back to back, so a model stays in this server's large last-level cache; "evicted"
-# writes EVICT_MB before every run (more than this machine's 480 MB L3), as a phone's few MB of cache keep no
-# model between runs.
+# writes EVICT_MB before every run (benchmarks.host.timing).
 CACHES = ("warm", "evicted")
-EVICT_MB = 512
 # Published ImageNet top-1 (%), not measured here: RedNets from the official repository's table
 # (github.com/d-li14/involution, README), the Keras architectures from the Keras Applications table
 # (keras.io/api/applications) for the weights Keras ships.
@@ -182,23 +181,15 @@ def has_involution(name):
     return name.startswith("rednet") and not name.endswith(SKELETON)
 
 
-def _time(jobs, rounds, num_runs, threads, caches=("warm",)):
-    """{(key, threads, cache): [per-round medians]}: every job once per round, interleaved, each thread count
-    and cache regime in a phase of its own (a 2-thread run's spinning workers slow a following 1-thread run).
+def _fp16_forced(key):
+    """benchmark options of a job: "fp16" jobs run with XNNPACK forced to FP16 (CompiledModel); a forced run
+    that did not compute in FP16 is an error, not a figure."""
+    return {"runtime": "litert-compiled", "precision": "fp16"} if key[-1] == "fp16" else {}
 
-    A job's key ends with its dtype; "fp16" jobs run with XNNPACK forced to FP16 (CompiledModel), the rest on
-    the Interpreter.  A forced-FP16 run that did not compute in FP16 is an error, not a figure."""
-    times = {}
-    for cache in caches:
-        for t in threads:
-            for _ in range(rounds):
-                for key, path in jobs:
-                    fp16 = key[-1] == "fp16"
-                    r = benchmark(path, runtime="litert-compiled" if fp16 else "litert", num_threads=t, warmup_runs=2,
-                                  num_runs=num_runs, min_secs=0, progress=False, precision="fp16" if fp16 else "default",
-                                  evict_cache_mb=EVICT_MB if cache == "evicted" else 0)
-                    times.setdefault((key, t, cache), []).append(r["median_ms"])
-    return times
+
+def _time(jobs, rounds, num_runs, threads, caches=("warm",)):
+    """{(key, threads, cache): [per-round medians]} (``benchmarks.host.timing.interleaved``)."""
+    return interleaved(jobs, rounds, num_runs, threads, caches, options=_fp16_forced)
 
 
 def _timing_label(t, cache):

@@ -16,6 +16,7 @@ import sys
 import time
 
 from benchmarks.bench import benchmark, machine_description, spread
+from benchmarks.host.timing import interleaved
 from benchmarks.plumbing import one_line, write_atomic
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
 
@@ -93,16 +94,10 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
                          "validation_samples": conv["verify"]["samples"]})
     say(f"timing {len(rows)} files on the CPU, {len(threads)} thread counts x {rounds} interleaved rounds of "
         f"{num_runs} runs")
-    per_round = {}
-    for _ in range(rounds):
-        for row in rows:
-            for t in threads:
-                r = benchmark(row["file"], runtime="litert", num_threads=t, warmup_runs=10, num_runs=num_runs, min_secs=0,
-                              progress=False)
-                per_round.setdefault((row["file"], t), []).append(r["median_ms"])
+    per_round = interleaved([(row["file"], row["file"]) for row in rows], rounds, num_runs, threads, warmup_runs=10)
     for row in rows:
         for t in threads:
-            row[f"cpu_{t}t"] = spread(per_round[row["file"], t])
+            row[f"cpu_{t}t"] = spread(per_round[row["file"], t, "warm"])
             row[f"cpu_{t}t_ms"] = row[f"cpu_{t}t"]["median"]
         row["gpu_ms"], row["gpu"] = None, "no GPU"
         if gpu:

@@ -1,0 +1,26 @@
+"""Interleaved timing for the host reports: every file once per round, each thread count and cache regime in
+a phase of its own, so that ratios come from one run and a 2-thread run's spinning workers never slow the
+1-thread run after it."""
+
+from benchmarks.bench import benchmark
+
+# Written before every run in the "evicted" regime: more than this server's 480 MB L3, as a phone's few MB of
+# cache keep no model between runs.
+EVICT_MB = 512
+
+
+def interleaved(jobs, rounds, num_runs, threads=(1,), caches=("warm",), warmup_runs=2, options=None):
+    """{(key, threads, cache): [per-round medians, ms]} for ``jobs`` [(key, path)].
+
+    ``options(key)`` gives extra ``benchmark`` keywords per job (a runtime, a precision); the default times
+    every file on ai-edge-litert's Interpreter with XNNPACK."""
+    times = {}
+    for cache in caches:
+        for t in threads:
+            for _ in range(rounds):
+                for key, path in jobs:
+                    kwargs = {"runtime": "litert", **(options(key) if options else {})}
+                    r = benchmark(path, num_threads=t, warmup_runs=warmup_runs, num_runs=num_runs, min_secs=0,
+                                  progress=False, evict_cache_mb=EVICT_MB if cache == "evicted" else 0, **kwargs)
+                    times.setdefault((key, t, cache), []).append(r["median_ms"])
+    return times
