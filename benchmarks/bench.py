@@ -190,7 +190,6 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
                 f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
                 "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
     runner.set_inputs(arrays)
-    evict = np.ones(evict_cache_mb * (1 << 20) // 8) if evict_cache_mb else None
 
     t = time.perf_counter()
     runner.run()
@@ -201,6 +200,10 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
         runner.run()
         warm.append((time.perf_counter() - t) * 1000)
 
+    # The eviction buffer is allocated after the model's first runs and the RSS read before it, so that
+    # peak_rss_kb stays the model's (ru_maxrss is the process's peak).
+    rss_model = _rss_kb()
+    evict = np.ones(evict_cache_mb * (1 << 20) // 8) if evict_cache_mb else None
     times = []
     bar = Progress(os.path.basename(path), num_runs, progress)
     start = time.perf_counter()
@@ -217,7 +220,7 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
             break
     bar.close()
     s = sorted(times)
-    rss1 = _rss_kb()
+    rss1 = rss_model if evict is not None else _rss_kb()
     runner.close()
     return {
         "model": path,

@@ -89,17 +89,19 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
 def largest_difference(ref, out):
     """{output, index, cpu, gpu, abs_error} of the largest |gpu - cpu| over all outputs; a non-finite GPU value
     where the CPU's is finite counts as an infinite error (NaN must never compare as small)."""
-    worst = {"abs_error": 0.0}
+    worst = None
     for k, (r, o) in enumerate(zip(ref, out)):
+        if not r.size:
+            continue
         r64, o64 = r.astype(np.float64), o.astype(np.float64)
         diff = np.abs(o64 - r64)
         diff[~np.isfinite(o64) & np.isfinite(r64)] = np.inf
         diff[np.isnan(diff)] = 0.0  # both non-finite alike: the CPU's own overflow, not the GPU's error
-        i = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else ()
-        if diff.size and diff[i] > worst["abs_error"] or k == 0:
-            worst = {"output": k, "index": [int(v) for v in i], "cpu": float(r64[i]) if diff.size else None,
-                     "gpu": float(o64[i]) if diff.size else None, "abs_error": float(diff[i]) if diff.size else 0.0}
-    return worst
+        i = np.unravel_index(int(np.argmax(diff)), diff.shape)
+        if worst is None or diff[i] > worst["abs_error"]:
+            worst = {"output": k, "index": [int(v) for v in i], "cpu": float(r64[i]), "gpu": float(o64[i]),
+                     "abs_error": float(diff[i])}
+    return worst or {"abs_error": 0.0}
 
 
 def describe_failure(path, result):
