@@ -212,17 +212,17 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     out = tmp_path / "nb"
     proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
                    f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
-                   "--dtypes", "float32,fp16,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
+                   "--dtypes", "float32,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
                    "--rounds", "1", "--num_runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
+    # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py).
     assert [(r["network"], r["dtype"]) for r in rows] == [
-        ("rednet26", "float32"), ("rednet26", "fp16"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
-        ("rednet26-without-involution", "float32"), ("rednet26-without-involution", "fp16")]
+        ("rednet26", "float32"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
+        ("rednet26-without-involution", "float32")]
     assert rows[0]["weights"] == str(ck["rednet26"][1]) and all(r["xnnpack"]["fully_delegated"] for r in rows)
     by = {r["dtype"]: r for r in rows if r["network"] == "rednet26"}
-    assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and by["fp16"]["max_rel_error_vs_keras"] < 2e-2
-    assert by["fp16"]["file_bytes"] < 0.6 * by["float32"]["file_bytes"]  # float16 weights
+    assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and by["stock-float32"]["ops"] == by["float32"]["ops"]
     for r in rows:  # one round: each figure is that round's median, in both cache regimes
         for key in ("ms_1t", "ms_1t_evicted"):
             assert [r[key]["median"]] == r[key.replace("ms_", "rounds_")]
