@@ -197,7 +197,7 @@ def _timing_label(t, cache):
     return f"ms_{t}t" + ("" if cache == "warm" else f"_{cache}")
 
 
-def ops_per_involution(input_size=224):
+def ops_per_involution():
     """{label: ops} of the exported stage-1 (56x56x64, K7) and stage-2 strided (56->28, 128 ch) layers."""
     from convert.export import to_tflite
 
@@ -335,15 +335,20 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def _ratio_of(row_a, key_a, row_b, key_b):
+    """(ratio of the medians, [per-round ratios]) of row_a's timing key_a over row_b's key_b."""
+    per_round = [x / y for x, y in zip(row_a.get(key_a.replace("ms_", "rounds_")) or [],
+                                       row_b.get(key_b.replace("ms_", "rounds_")) or [])]
+    return row_a[key_a]["median"] / row_b[key_b]["median"], per_round
+
+
 def _ratio(result, a, b, key):
     """Median of a's per-round medians over b's, and the min-max of the per-round ratios: ' 0.61x (0.58-0.62)'."""
     rows = {(r["network"], r["dtype"]): r for r in result["networks"]}
     if a not in rows or b not in rows or key not in rows[a] or key not in rows[b]:
         return None
-    rk = key.replace("ms_", "rounds_")
-    per_round = [x / y for x, y in zip(rows[a].get(rk) or [], rows[b].get(rk) or [])]
-    text = f"{rows[a][key]['median'] / rows[b][key]['median']:.2f}x"
-    return text + (f" ({min(per_round):.2f}-{max(per_round):.2f})" if per_round else "")
+    ratio, per_round = _ratio_of(rows[a], key, rows[b], key)
+    return f"{ratio:.2f}x" + (f" ({min(per_round):.2f}-{max(per_round):.2f})" if per_round else "")
 
 
 def ratio_lines(result):
@@ -373,10 +378,9 @@ def ratio_lines(result):
         for t in result["threads"][1:]:
             for (name, dtype), row in rows.items():
                 if name in ("rednet26", "rednet50", "resnet50") and dtype in ("float32", "fp16", "int8"):
-                    one, many = _timing_label(t1, cache), _timing_label(t, cache)
-                    per = [x / y for x, y in zip(row[one.replace("ms_", "rounds_")], row[many.replace("ms_", "rounds_")])]
+                    ratio, per = _ratio_of(row, _timing_label(t1, cache), row, _timing_label(t, cache))
                     out.append(f"- {name} {dtype}, caches {cache}: speed-up from {t1} to {t} threads "
-                               f"{row[one]['median'] / row[many]['median']:.2f}x ({min(per):.2f}-{max(per):.2f} per round)")
+                               f"{ratio:.2f}x ({min(per):.2f}-{max(per):.2f} per round)")
     for dtype in ("float32", "int8"):
         for name in ("rednet26", "rednet50"):
             r = _ratio(result, (name + SKELETON, dtype), ("resnet50", dtype), _timing_label(result["threads"][0], "warm"))
