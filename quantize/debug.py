@@ -68,13 +68,10 @@ def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(),
     Held to invo-convert's int8 quality gate: a model that misses it raises and is left only as
     ``NAME.FAILED.tflite``.
     """
-    import os
+    from convert.checks import check_input, check_output
 
-    from convert.load import model_kind
-
-    model_kind(model_path)  # the input first: a missing model is the cause, whatever the output path says
-    if os.path.exists(output) and not force:
-        raise ConversionError(f"{output}: exists; pass --force to overwrite")
+    check_input(model_path)  # the input first: a missing model is the cause, whatever the output path says
+    check_output(output, force)
     if not keep_nodes and not keep_ops:
         raise ConversionError("name at least one --keep-node or --keep-op to leave in float")
     model, cal, held_x, held_y = _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules)
