@@ -145,7 +145,7 @@ def float16_measured(path, runner, arrays):
 
 
 def _has_fp16_metadata(path):
-    from benchmarks.tflite_model import TFLiteModel
+    from invo_base.tflite_model import TFLiteModel
 
     return b"fp16" in TFLiteModel.from_file(path).metadata.get("reduced_precision_support", b"")
 

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from benchmarks.plumbing import cli_errors, write_atomic
+from invo_base.plumbing import cli_errors, write_atomic
 from benchmarks.runtime import PRECISIONS, RUNTIMES, SWIFTSHADER_ICD
 
 # Every figure, for --json and --csv; the terminal table shows TABLE_COLUMNS, in 100 columns.

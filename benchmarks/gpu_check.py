@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.plumbing import one_line
+from invo_base.plumbing import one_line
 from benchmarks.runtime import SWIFTSHADER_ICD
 
 INT_TOLERANCE = 0.03  # of the output range, for integer (quantized) outputs
@@ -127,8 +127,8 @@ def single_op_models(path, directory):
     Control flow (WHILE, IF) is skipped: it cannot stand alone.  Needs ai-edge-litert's schema
     module (no TensorFlow).
     """
-    from benchmarks import tflite_edit
-    from benchmarks.tflite_model import TFLiteModel
+    from invo_base import tflite_edit
+    from invo_base.tflite_model import TFLiteModel
 
     with open(path, "rb") as f:
         data = f.read()

@@ -6,14 +6,15 @@ Runtimes, best first:
   * ``tflite-runtime``: the legacy ``tflite_runtime.interpreter`` (2.14), external delegates.
 """
 
+import collections
 import gc
 import importlib
 import os
 
 import numpy as np
 
-from benchmarks.plumbing import native_logs_silenced, one_line
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.plumbing import native_logs_silenced, one_line
+from invo_base.tflite_model import TFLiteModel
 
 RUNTIMES = ("litert", "litert-compiled", "tflite-runtime")
 _MODULES = {"litert": "ai_edge_litert.interpreter", "litert-compiled": "ai_edge_litert.compiled_model",
@@ -48,7 +49,7 @@ def check_precision(precision, runtime):
             "CPUs with FP16 arithmetic")
 
 
-def _import(runtime):
+def import_runtime(runtime):
     try:
         with native_logs_silenced():  # LiteRT registers its accelerators, loudly, on import
             return importlib.import_module(_MODULES[runtime])
@@ -60,7 +61,7 @@ def available_runtimes():
     out = []
     for name in RUNTIMES:
         try:
-            _import(name)
+            import_runtime(name)
             out.append(name)
         except RuntimeUnavailable:
             pass
@@ -137,6 +138,42 @@ def random_inputs(details, seed=0):
     return out
 
 
+# --- the execution plan a runtime made: which ops its delegate took ---------------------------------------
+
+
+def _partitions(ops):
+    """[(delegate node, set of original node indices it runs)] from ``_get_ops_details()``."""
+    producer = {}
+    for op in ops:
+        if op["op_name"] != "DELEGATE":
+            for t in op["outputs"]:
+                producer[int(t)] = op["index"]
+    out = []
+    for d in (op for op in ops if op["op_name"] == "DELEGATE"):
+        boundary = {int(t) for t in d["inputs"]}
+        members, stack = set(), [int(t) for t in d["outputs"]]
+        while stack:
+            t = stack.pop()
+            node = producer.get(t)
+            if t in boundary or node is None or node in members:
+                continue
+            members.add(node)
+            stack.extend(int(i) for i in ops[node]["inputs"] if i >= 0)
+        out.append((d["index"], members))
+    return out
+
+
+def plan_coverage(interp):
+    """{ops, delegated_ops, partitions, outside: {op: count}} of a loaded interpreter's execution plan."""
+    ops = interp._get_ops_details()  # noqa: SLF001 - the runtime's only view of its execution plan
+    parts = _partitions(ops)
+    inside = set().union(*(m for _, m in parts)) if parts else set()
+    original = [op for op in ops if op["op_name"] != "DELEGATE"]
+    outside = collections.Counter(op["op_name"] for op in original if op["index"] not in inside)
+    return {"ops": len(original), "delegated_ops": len(inside), "partitions": len(parts),
+            "outside": dict(outside.most_common())}
+
+
 class Runner:
     """One loaded model: ``inputs`` (details), ``set_inputs``, ``run`` (synchronous, outputs ready), ``outputs``,
     ``fully_delegated`` (measured, not assumed) and ``close`` (frees the runtime's resources now)."""
@@ -179,7 +216,7 @@ class Runner:
 class InterpreterRunner(Runner):
     def __init__(self, path, runtime="litert", num_threads=1, use_xnnpack=True, delegate=None):
         super().__init__(path)
-        mod = _import(runtime)
+        mod = import_runtime(runtime)
         kwargs = {"model_path": path, "num_threads": num_threads}
         if not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -211,8 +248,6 @@ class InterpreterRunner(Runner):
         """
         if not self._delegated:
             return True
-        from benchmarks.xnnpack_check import plan_coverage
-
         return not plan_coverage(self.interp)["outside"]
 
     def _details(self, d):
@@ -237,7 +272,7 @@ class CompiledRunner(Runner):
 
     def __init__(self, path, accelerator="cpu", num_threads=1, allow_cpu_fallback=False, precision="default"):
         super().__init__(path)
-        cm = _import("litert-compiled")
+        cm = import_runtime("litert-compiled")
         check_precision(precision, "litert-compiled")
         accel = cm.HardwareAccelerator.GPU if accelerator == "gpu" else cm.HardwareAccelerator.CPU
         if accelerator == "gpu" and allow_cpu_fallback:

@@ -12,39 +12,16 @@ partition's outputs without crossing its inputs.  No TensorFlow needed.
     python -m benchmarks.xnnpack_check MODEL.tflite
 """
 
-import collections
 import json
 import sys
 
-from benchmarks.plumbing import native_logs_silenced, one_line
-from benchmarks.runtime import _import
-
-
-def _partitions(ops):
-    """[(delegate node, set of original node indices it runs)] from ``_get_ops_details()``."""
-    producer = {}
-    for op in ops:
-        if op["op_name"] != "DELEGATE":
-            for t in op["outputs"]:
-                producer[int(t)] = op["index"]
-    out = []
-    for d in (op for op in ops if op["op_name"] == "DELEGATE"):
-        boundary = {int(t) for t in d["inputs"]}
-        members, stack = set(), [int(t) for t in d["outputs"]]
-        while stack:
-            t = stack.pop()
-            node = producer.get(t)
-            if t in boundary or node is None or node in members:
-                continue
-            members.add(node)
-            stack.extend(int(i) for i in ops[node]["inputs"] if i >= 0)
-        out.append((d["index"], members))
-    return out
+from invo_base.plumbing import native_logs_silenced, one_line
+from benchmarks.runtime import import_runtime, plan_coverage
 
 
 def xnnpack_coverage(path, runtime="litert", num_threads=1):
     """{ops, delegated_ops, partitions, outside: {op: count}, fully_delegated} as the runtime partitioned it."""
-    mod = _import(runtime)
+    mod = import_runtime(runtime)
     try:
         with native_logs_silenced():
             interp = mod.Interpreter(model_path=path, num_threads=num_threads)
@@ -53,17 +30,6 @@ def xnnpack_coverage(path, runtime="litert", num_threads=1):
         return {"available": False, "error": f"{runtime} with XNNPACK cannot load the model ({one_line(exc, 200)})"}
     c = plan_coverage(interp)
     return {"available": True, "runtime": runtime, **c, "fully_delegated": not c["outside"] and c["partitions"] <= 1}
-
-
-def plan_coverage(interp):
-    """{ops, delegated_ops, partitions, outside: {op: count}} of a loaded interpreter's execution plan."""
-    ops = interp._get_ops_details()  # noqa: SLF001 - the runtime's only view of its execution plan
-    parts = _partitions(ops)
-    inside = set().union(*(m for _, m in parts)) if parts else set()
-    original = [op for op in ops if op["op_name"] != "DELEGATE"]
-    outside = collections.Counter(op["op_name"] for op in original if op["index"] not in inside)
-    return {"ops": len(original), "delegated_ops": len(inside), "partitions": len(parts),
-            "outside": dict(outside.most_common())}
 
 
 def format_coverage(c):

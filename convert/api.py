@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from benchmarks.gpu_check import check_gpu
-from benchmarks.plumbing import write_atomic
+from invo_base.plumbing import write_atomic
 from benchmarks.runtime import to_input_dtype
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import preflight

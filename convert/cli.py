@@ -2,7 +2,7 @@
 
 import click
 
-from benchmarks.plumbing import cli_errors
+from invo_base.plumbing import cli_errors
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import IO_TYPES, QUANTIZE

@@ -1,7 +1,8 @@
 """Keras model -> .tflite bytes: float32, float16, dynamic-range or full int8, batch 1.
 
-The converter's output is compacted by ``benchmarks.tflite_edit.compact`` (shared constants, repaired
-zero-range int8 scales, operators in depth-first order).
+The converter's output is compacted by ``convert.compact.compact`` (shared constants, repaired
+zero-range int8 scales, operators in depth-first order).  The converter's private switches are reached
+through ``convert.compat`` only.
 """
 
 import contextlib
@@ -12,7 +13,8 @@ import warnings
 
 import numpy as np
 
-from benchmarks.tflite_edit import compact
+from convert import compat
+from convert.compact import compact
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("int8", "uint8", "float32")
@@ -93,7 +95,7 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
             conv.target_spec.supported_types = [tf.float16]
             # Writes the reduced_precision_support metadata (fp16accfp16): XNNPACK then runs the model in FP16
             # on CPUs that have it (ARMv8.2+ phones, AVX512-FP16), its "FP16 inference"; others run float32.
-            conv.target_spec._experimental_supported_accumulation_type = tf.float16  # noqa: SLF001
+            compat.allow_fp16_accumulation(conv)
         elif quantize == "dynamic":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
         elif quantize == "int8":
@@ -159,7 +161,7 @@ def involution_scopes(model):
     """The names of the model's Involution layers (nested models included): their graph name scopes."""
     from involution.layer import Involution
 
-    return sorted({layer.name for layer in model._flatten_layers() if isinstance(layer, Involution)})  # noqa: SLF001
+    return sorted({layer.name for layer in compat.all_layers(model) if isinstance(layer, Involution)})
 
 
 def scope_nodes(sg, scopes, skip_ops=KERNEL_GENERATION_OPS):
@@ -191,12 +193,9 @@ def int8_keeping_float(conv, io, keep_nodes=(), keep_ops=(), keep_scopes=()):
     selective quantization (``mlir_quantize`` with a denylist), but with the requested input/output type:
     the debugger's own ``get_nondebug_quantized_model`` always leaves float32 inputs and outputs.
     """
-    from tensorflow.lite.python import convert as tf_convert
+    from invo_base.tflite_model import TFLiteModel
 
-    from benchmarks.tflite_model import TFLiteModel
-
-    conv._experimental_calibrate_only = True  # noqa: SLF001 - the documented debugger does the same
-    calibrated = run_converter(conv)
+    calibrated = run_converter(compat.calibrated_only(conv))
     sg = TFLiteModel(calibrated).main
     _check_present(sg, keep_nodes, keep_ops)
     nodes = list(keep_nodes) + scope_nodes(sg, keep_scopes)
@@ -204,10 +203,8 @@ def int8_keeping_float(conv, io, keep_nodes=(), keep_ops=(), keep_scopes=()):
         raise ConversionError("nothing to keep in float: the model has no op inside the named layers")
     try:
         with converter_quiet():
-            return tf_convert.mlir_quantize(
-                calibrated, disable_per_channel=conv._experimental_disable_per_channel,  # noqa: SLF001
-                input_data_type=_tf_dtype(io), output_data_type=_tf_dtype(io),  # as the converter itself calls it
-                denylisted_nodes=nodes or None, denylisted_ops=[o.upper() for o in keep_ops] or None)
+            return compat.quantize_calibrated(conv, calibrated, _tf_dtype(io), denylisted_nodes=nodes,
+                                              denylisted_ops=[o.upper() for o in keep_ops])
     except Exception as exc:
         raise ConversionError(f"selective quantization failed: {' '.join(str(exc).split())[:300]}") from None
 
@@ -229,7 +226,7 @@ def converter_quiet():
     ``from_keras_model`` exports the model), and TF's deprecation warning, kept from the user."""
     import io
 
-    from benchmarks.plumbing import native_logs_silenced
+    from invo_base.plumbing import native_logs_silenced
 
     with native_logs_silenced(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         # Calibrating by signature, the converter itself opens tf.lite.Interpreter, which warns it is deprecated.
@@ -244,10 +241,10 @@ def run_converter(conv):
             flat = conv.convert()
     except Exception as exc:  # the converter reports unsupported ops as ConverterError
         text = str(exc)
-        flex = sorted(set(re.findall(r"tf\.(\w+)", text)))
-        if "SELECT_TF_OPS" in text or "Flex" in text or flex:
+        flex = compat.flex_ops_named(text)
+        if flex:
             raise ConversionError(
-                f"the model needs TensorFlow op(s) {', '.join(flex) or '?'} that are no TFLite builtins; "
+                f"the model needs TensorFlow op(s) {', '.join(flex)} that are no TFLite builtins; "
                 "load it from .h5/.keras so its involution layers can be rewritten, or pass --allow-flex"
             ) from None
         raise ConversionError(f"conversion failed: {' '.join(text.split())[:300]}") from None

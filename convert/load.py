@@ -7,9 +7,9 @@ class stands in for the name ``Involution``.
 
 import importlib.util
 import os
-import re
 import zipfile
 
+from convert import compat
 from convert.checks import ModelLoadError, model_kind  # noqa: F401 - re-exported: loading's errors and formats
 from involution.layer import Involution
 from involution.reference import InvolutionReference, KerasIoInvolution, NotebookInvolution, PatchInvolution
@@ -37,13 +37,13 @@ def _custom_objects(patch_class):
 
 def _explain(path, exc):
     text = str(exc)
-    found = re.search(r"Could not (?:locate|deserialize) class '([^']+)'", text) or re.search(r"Unknown layer: '?([\w>]+)", text)
-    if found:
+    unknown = compat.unknown_class(exc)
+    if unknown:
         return ModelLoadError(
-            f"{path}: unknown layer class '{found.group(1)}': decorate it with "
+            f"{path}: unknown layer class '{unknown}': decorate it with "
             "@keras.saving.register_keras_serializable() in a .py file and pass --custom-module FILE.py"
         )
-    if "truncated" in text or "Unable to" in text or "signature" in text.lower() or isinstance(exc, (OSError, zipfile.BadZipFile)):
+    if compat.file_is_corrupt(exc) or isinstance(exc, (OSError, zipfile.BadZipFile)):
         return ModelLoadError(f"{path}: corrupt or truncated model file ({' '.join(text.split())[:160]})")
     return ModelLoadError(f"{path}: cannot load the model ({type(exc).__name__}: {' '.join(text.split())[:200]})")
 
@@ -104,7 +104,7 @@ def load_model(path, custom_modules=()):
             return model, kind
         except Exception as exc:  # noqa: BLE001 - explained below
             error = error or exc
-    if "could not be loaded" in str(error) or "mismatch" in str(error).lower() or "expected" in str(error):
+    if compat.weights_did_not_fit(error):
         # The architecture loads but the weights do not: a user's involution class that names or nests
         # its kernel generator otherwise.  Match its saved arrays by role and shape instead.
         for patch_class in (NotebookInvolution, KerasIoInvolution):
@@ -148,9 +148,7 @@ def _load_by_structure(path, kind, patch_class):
         else:
             with h5py.File(path, "r") as f:
                 config = f.attrs["model_config"]
-            from keras.src.legacy.saving import saving_utils  # what keras.saving.load_model uses for .h5
-
-            model = saving_utils.model_from_config(json.loads(config), custom_objects=objects)
+            model = compat.model_from_h5_config(json.loads(config), objects)
             groups = _h5_groups(path, model)
     for layer in model.layers:
         if isinstance(layer, patch_class):
@@ -162,12 +160,11 @@ def _keras_groups(weights, model):
     """{involution layer name: [[arrays of one sub-layer], ...]} from a .keras weights file; other layers'
     paths follow Keras's naming of a list of layers (snake-case class name, numbered)."""
     import h5py
-    from keras.src.utils.naming import to_snake_case
 
     used, out = {}, {}
     with h5py.File(weights, "r") as f:
         for layer in model.layers:
-            base = to_snake_case(type(layer).__name__)
+            base = compat.weights_path_name(layer)
             n = used.get(base, 0)
             used[base] = n + 1
             key = f"layers/{base}" + (f"_{n}" if n else "")

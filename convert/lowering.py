@@ -7,7 +7,7 @@ channel order (offset row, offset column, input channel).  Values are identical;
 the patches afterwards (often a 6-D reshape) stays as it is, and the audit reports the tensor rank.
 """
 
-import contextlib
+from convert import compat
 
 
 def extract_patches_builtin(images, sizes, strides, rates, padding, name=None):
@@ -31,20 +31,12 @@ def extract_patches_builtin(images, sizes, strides, rates, padding, name=None):
     return tf.concat(pieces, axis=-1, name=name)
 
 
-@contextlib.contextmanager
 def builtin_extract_patches():
     """Within the block, ``tf.image.extract_patches`` (unit rates, known spatial size) is the builtin version."""
-    import tensorflow as tf
 
-    original = tf.image.extract_patches
-
-    def extract_patches(images, sizes, strides, rates, padding, name=None):
+    def extract_patches(original, images, sizes, strides, rates, padding, name=None):
         if list(rates) != [1, 1, 1, 1] or images.shape[1] is None or images.shape[2] is None:
             return original(images, sizes, strides, rates, padding, name=name)
         return extract_patches_builtin(images, sizes, strides, rates, padding, name=name)
 
-    tf.image.extract_patches = extract_patches
-    try:
-        yield
-    finally:
-        tf.image.extract_patches = original
+    return compat.replaced_extract_patches(extract_patches)

@@ -7,8 +7,8 @@ import os
 
 import numpy as np
 
-from benchmarks.plumbing import write_atomic
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.plumbing import write_atomic
+from invo_base.tflite_model import TFLiteModel
 from convert.export import ConversionError
 
 

@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 
-from benchmarks.plumbing import write_atomic
+from invo_base.plumbing import write_atomic
 from benchmarks.runtime import InterpreterRunner, random_inputs
-from benchmarks.tflite_edit import compact
-from benchmarks.tflite_model import TFLiteModel
+from convert.compact import compact
+from invo_base.tflite_model import TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import check_output
 from convert.export import ConversionError

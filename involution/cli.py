@@ -4,7 +4,7 @@ import json
 
 import click
 
-from benchmarks.plumbing import cli_errors
+from invo_base.plumbing import cli_errors
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from involution.catalog import DISTRIBUTE, MODEL_NAMES, check_train_options
 

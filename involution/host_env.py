@@ -8,7 +8,7 @@ arguments and ``import_tensorflow_quietly`` after, so ``--help`` and argument er
 import logging
 import os
 
-from benchmarks.plumbing import native_logs_silenced
+from invo_base.plumbing import native_logs_silenced
 
 HOST_ONLY = ("this command runs on the host and needs TensorFlow: pip install 'involution-tflite[host]' "
              "(a board needs only invo-bench)")

@@ -9,7 +9,7 @@ import json
 
 import click
 
-from benchmarks.plumbing import cli_errors
+from invo_base.plumbing import cli_errors
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from convert.checks import check_output
 from involution.catalog import STRATEGIES
@@ -41,7 +41,7 @@ def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom
     if json_path:
         check_output(json_path, True)
     import_tensorflow_quietly()
-    from benchmarks.plumbing import write_atomic
+    from invo_base.plumbing import write_atomic
     from quantize.debug import layer_errors
 
     rows = layer_errors(model, calib, calib_samples=calib_samples, strategy=strategy, data_dir=data_dir,
@@ -115,7 +115,7 @@ def evaluate(keras_model, tflite_model, source, samples, data_dir, custom_module
     if json_path:
         check_output(json_path, True)
     import_tensorflow_quietly()
-    from benchmarks.plumbing import write_atomic
+    from invo_base.plumbing import write_atomic
     from quantize.evaluate import compare_accuracy
 
     r = compare_accuracy(keras_model, tflite_model, source, samples=samples, data_dir=data_dir,

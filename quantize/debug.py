@@ -11,7 +11,7 @@ import io as _io
 
 import numpy as np
 
-from benchmarks.tflite_edit import compact
+from convert.compact import compact
 from convert.export import ConversionError, converter_quiet, int8_keeping_float, representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.rewrite import rewrite_model

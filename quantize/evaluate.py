@@ -1,6 +1,6 @@
 """Accuracy of a float Keras model against its .tflite (int8) conversion on held-out data."""
 
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.tflite_model import TFLiteModel
 from convert.load import load_model
 from convert.verification import calibration_samples, verify
 

@@ -1,4 +1,5 @@
-"""The architecture as an import graph: the device side reaches no host code, and packages form no cycle.
+"""The architecture as an import graph: the base stands alone, the device side reaches no host code, and
+packages form no cycle.
 
 Imports are read from the source (every ``import`` statement, at module level or inside a function, since
 a function-level import runs on the device too), so the check needs nothing installed.
@@ -10,7 +11,9 @@ import os
 import pytest
 from conftest import ROOT
 
-PACKAGES = ("involution", "convert", "quantize", "benchmarks")
+PACKAGES = ("invo_base", "involution", "convert", "quantize", "benchmarks")
+# What the base may import besides the standard library: the device side installs these and a runtime only.
+BASE_DEPENDENCIES = ("numpy", "click", "flatbuffers", "invo_base")
 HOST_ONLY = ("tensorflow", "keras", "involution", "convert", "quantize", "benchmarks.host")
 
 
@@ -51,7 +54,8 @@ def _within(name, prefixes):
 
 
 def device_side(graph):
-    return [m for m in graph if _within(m, ("benchmarks",)) and not _within(m, ("benchmarks.host",))]
+    """invo-bench's modules and the base they stand on."""
+    return [m for m in graph if _within(m, ("benchmarks", "invo_base")) and not _within(m, ("benchmarks.host",))]
 
 
 def host_reached(graph, start):
@@ -96,7 +100,7 @@ def package_cycles(graph):
 def test_device_side_reaches_no_host_code():
     graph = import_graph(ROOT)
     device = device_side(graph)
-    assert {"benchmarks.cli", "benchmarks.bench", "benchmarks.runtime", "benchmarks.plumbing"} <= set(device)
+    assert {"benchmarks.cli", "benchmarks.bench", "benchmarks.runtime", "invo_base.plumbing"} <= set(device)
     leaks = {m: host_reached(graph, m) for m in device}
     leaks = {m: chains for m, chains in leaks.items() if chains}
     assert not leaks, "\n".join(" -> ".join(chain) for chains in leaks.values() for chain in chains.values())
@@ -108,6 +112,17 @@ def test_device_side_never_imports_tensorflow():
     graph = import_graph(ROOT)
     for module in device_side(graph):
         assert not [n for n in graph[module] if _within(n, ("tensorflow", "keras"))], module
+
+
+def test_the_base_imports_only_its_own_dependencies():
+    """invo_base: the standard library, numpy, click and flatbuffers; no other package of the project."""
+    import sys
+
+    graph = import_graph(ROOT)
+    for module in (m for m in graph if _within(m, ("invo_base",))):
+        foreign = [n for n in graph[module] if n.split(".")[0] not in sys.stdlib_module_names
+                   and not _within(n, BASE_DEPENDENCIES)]
+        assert not foreign, (module, foreign)
 
 
 def test_packages_form_no_cycle():

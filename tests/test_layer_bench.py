@@ -5,7 +5,7 @@ import json
 import numpy as np
 
 from benchmarks.host import layer_bench
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.tflite_model import TFLiteModel
 
 
 def test_floor_model_is_the_shift_arithmetic():

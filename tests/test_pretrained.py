@@ -12,7 +12,7 @@ from conftest import assert_one_line_error, require_gpu, run_cli
 from numpy_rednet import DEPTHS, forward, official_state
 from PIL import Image
 
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.tflite_model import TFLiteModel
 from involution.checkpoint import CheckpointError, load_state_dict
 from involution.models import build_model
 from involution.pretrained import IMAGENET_MEAN, IMAGENET_STD

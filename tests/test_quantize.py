@@ -7,7 +7,7 @@ import numpy as np
 from click.testing import CliRunner
 from conftest import assert_one_line_error, run_cli
 
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.tflite_model import TFLiteModel
 from convert.api import convert_model
 from quantize.cli import main as quantize_cli
 from quantize.debug import layer_errors, selective_quantize

@@ -11,9 +11,12 @@ import pytest
 import tensorflow as tf
 from conftest import randomize
 
-from benchmarks import tflite_edit
 from benchmarks.runtime import InterpreterRunner, random_inputs
-from benchmarks.tflite_model import TFLiteModel
+from convert import compat
+from convert.compact import _zero_range, compact
+from invo_base import tflite_edit
+from invo_base import tflite_schema as schema
+from invo_base.tflite_model import TFLiteModel
 from involution import Involution
 
 
@@ -35,7 +38,7 @@ def stock(model, precision, io="float32"):
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if precision == "float16":
         conv.target_spec.supported_types = [tf.float16]
-        conv.target_spec._experimental_supported_accumulation_type = tf.float16  # noqa: SLF001
+        compat.allow_fp16_accumulation(conv)
     if precision == "int8":
         rng = np.random.default_rng(0)
         shapes = [(1, *t.shape[1:]) for t in model.inputs]
@@ -77,9 +80,9 @@ def facts(flat):
     repaired = set()
     for op in sg.operators:  # the one intended change of a value: the converter's zero-range scales
         for o in _arr(op.outputs):
-            if tflite_edit._zero_range(sg.tensors[o].quantization):  # noqa: SLF001
+            if _zero_range(sg.tensors[o].quantization):  # noqa: SLF001 - the fingerprint under test
                 repaired.add(o)
-    codes = tflite_edit._builtin_codes(m)  # noqa: SLF001
+    codes = tflite_edit.builtin_codes(m)
     ops = collections.Counter(
         repr((codes[op.opcodeIndex], op.builtinOptionsType, _options(op), op.customOptions,
               [tensor_fact(m, sg, i, repaired) for i in _arr(op.inputs)],
@@ -100,9 +103,7 @@ def facts(flat):
 
 def buffer_alignments(flat):
     """The file offset of every non-empty buffer's data, modulo 16."""
-    import tflite
-
-    root = tflite.Model.GetRootAsModel(flat, 0)
+    root = schema.Model.GetRootAsModel(flat, 0)
     out = []
     for b in range(root.BuffersLength()):
         buf = root.Buffers(b)
@@ -143,7 +144,7 @@ def models():
 def test_compaction_keeps_what_it_does_not_mean_to_change(models, which, precision, io):
     before = stock(models[which], precision, io)
     notes = []
-    after = tflite_edit.compact(before, notes)
+    after = compact(before, notes)
     assert not notes and after != before  # it did edit (names, shared constants, order) ...
     assert_kept(before, after)  # ... and kept the rest
     meta = TFLiteModel(after).metadata
@@ -154,8 +155,6 @@ def test_compaction_keeps_what_it_does_not_mean_to_change(models, which, precisi
 
 def _add_metadata(flat, name, data):
     """A user's own metadata entry (as TFLite Support's writer adds labels and normalisation)."""
-    from ai_edge_litert import schema_py_generated as schema
-
     m = tflite_edit.unpack(flat)
     buf = schema.BufferT()
     buf.data = np.frombuffer(data, np.uint8)
@@ -170,7 +169,7 @@ def _add_metadata(flat, name, data):
 def test_a_users_own_metadata_keeps_its_bytes(models):
     payload = bytes(range(256)) * 3 + b"labels: cat, dog"
     before = _add_metadata(stock(models["one"], "float32"), "TFLITE_METADATA", payload)
-    after = tflite_edit.compact(before)
+    after = compact(before)
     assert TFLiteModel(after).metadata["TFLITE_METADATA"] == payload
     assert_kept(before, after)
 
@@ -191,7 +190,7 @@ def test_several_signatures_are_left_untouched_and_said():
     before = conv.convert()
     assert len(tflite_edit.unpack(before).subgraphs) == 2
     notes = []
-    assert tflite_edit.compact(before, notes) == before
+    assert compact(before, notes) == before
     assert len(notes) == 1 and "2 subgraphs" in notes[0]
 
 
@@ -203,7 +202,7 @@ def test_custom_ops_are_left_untouched_and_said():
     before = conv.convert()
     assert TFLiteModel(before).flex_ops
     notes = []
-    assert tflite_edit.compact(before, notes) == before
+    assert compact(before, notes) == before
     assert "custom ops" in notes[0]
 
 
@@ -219,7 +218,7 @@ def test_sparse_tensors_are_left_untouched_and_said():
     before = conv.convert()
     assert any(t.sparsity is not None for t in tflite_edit.unpack(before).subgraphs[0].tensors)
     notes = []
-    assert tflite_edit.compact(before, notes) == before
+    assert compact(before, notes) == before
     assert "sparse" in notes[0]
 
 

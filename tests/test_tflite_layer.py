@@ -6,7 +6,7 @@ import pytest
 from conftest import randomize, require_gpu
 
 from benchmarks.runtime import CompiledRunner, InterpreterRunner
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.tflite_model import TFLiteModel
 from convert.export import to_tflite
 from involution import Involution
 from involution.reference import InvolutionReference
@@ -124,7 +124,7 @@ def test_gpu_accelerator_runs_rednet_stage1_layer_correctly(tmp_path, k, quantiz
 
 def _peak_alive(flat):
     """Most computed tensors alive at once when the main subgraph's operators run in their listed order."""
-    from benchmarks.tflite_edit import unpack
+    from invo_base.tflite_edit import unpack
 
     sg = unpack(flat).subgraphs[0]
     ops = [(list(op.inputs), list(op.outputs)) for op in sg.operators]

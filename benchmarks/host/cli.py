@@ -9,7 +9,7 @@ import os
 
 import click
 
-from benchmarks.plumbing import cli_errors
+from invo_base.plumbing import cli_errors
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
 
 

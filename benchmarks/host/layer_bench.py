@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 
 from benchmarks.bench import benchmark
-from benchmarks.plumbing import native_logs_silenced, one_line, write_atomic
-from benchmarks.tflite_model import TFLiteModel
+from invo_base.plumbing import native_logs_silenced, one_line, write_atomic
+from invo_base.tflite_model import TFLiteModel
 
 LAYER_NAMES = {
     "shift": "involution, shift (default)",

@@ -23,7 +23,7 @@ import numpy as np
 from benchmarks.bench import machine_description, spread
 from benchmarks.host.layer_bench import floor_model, random_weights, slice_floor_model
 from benchmarks.host.timing import EVICT_MB, interleaved
-from benchmarks.plumbing import write_atomic
+from invo_base.plumbing import write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
@@ -150,7 +150,7 @@ def _stock_convert(model, path, gpu):
     import tensorflow as tf
 
     from benchmarks.gpu_check import check_gpu
-    from benchmarks.tflite_model import TFLiteModel
+    from invo_base.tflite_model import TFLiteModel
     from benchmarks.xnnpack_check import xnnpack_coverage
     from convert.export import converter_quiet
 
@@ -201,7 +201,7 @@ def ops_per_involution():
     """{label: ops} of the exported stage-1 (56x56x64, K7) and stage-2 strided (56->28, 128 ch) layers."""
     from convert.export import to_tflite
 
-    from benchmarks.tflite_model import TFLiteModel
+    from invo_base.tflite_model import TFLiteModel
 
     out = {}
     for label, h, c, k, s, _ in LAYER_CONFIGS[1:3]:

@@ -17,7 +17,7 @@ import time
 
 from benchmarks.bench import benchmark, machine_description, spread
 from benchmarks.host.timing import interleaved
-from benchmarks.plumbing import one_line, write_atomic
+from invo_base.plumbing import one_line, write_atomic
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
 
 MODELS = ("seed-conv", "seed-involution")

@@ -1,8 +1,8 @@
-"""Reads a .tflite flatbuffer with the maintained ``tflite`` package (pure Python, on ``flatbuffers``): ops,
-tensors, sizes.
+"""Reads a .tflite flatbuffer with the schema's generated reader (``invo_base.tflite_schema``): ops, tensors,
+sizes, metadata, GPU fusion chains.
 
 A board has no TensorFlow and the interpreter cannot even open a Flex model, so the op audit reads the file
-itself; ``tflite`` is the schema's generated reader and runs wherever numpy does (tflite-runtime boards too).
+itself; the reader is pure Python on ``flatbuffers`` and runs wherever numpy does (tflite-runtime boards too).
 """
 
 import collections
@@ -10,11 +10,12 @@ import os
 import struct
 
 import numpy as np
-import tflite
 
-CUSTOM_OP = tflite.BuiltinOperator.CUSTOM
-BUILTIN_OPS = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
-TENSOR_TYPES = {v: k for k, v in vars(tflite.TensorType).items() if not k.startswith("_")}
+from invo_base import tflite_schema as schema
+
+CUSTOM_OP = schema.BuiltinOperator.CUSTOM
+BUILTIN_OPS = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+TENSOR_TYPES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
 
 class ModelFormatError(ValueError):
@@ -67,7 +68,7 @@ class TFLiteModel:
             return cls(f.read(), path)
 
     def _parse(self, buf):
-        root = tflite.Model.GetRootAsModel(buf, 0)
+        root = schema.Model.GetRootAsModel(buf, 0)
         codes, self.custom_codes = [], set()
         for i in range(root.OperatorCodesLength()):
             oc = root.OperatorCodes(i)

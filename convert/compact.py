@@ -1,102 +1,17 @@
-"""Editing .tflite flatbuffers (no TensorFlow): compaction after conversion, one-op models for the GPU audit.
+"""What invo-convert does to the converter's output before it writes it: ``compact``.
 
-The one place that unpacks a model into the schema's object API and packs it back; ``convert`` compacts
-what the converter wrote, ``benchmarks.gpu_check`` cuts one-op models to name what a GPU refuses.
-Needs ai-edge-litert's generated schema module and ``flatbuffers`` (reading alone needs neither:
-``benchmarks.tflite_model``).
+Passes over the object tree of ``invo_base.tflite_edit``: shared constants and quantization tables, no
+intermediate tensor names, repaired zero-range int8 scales, inputs in signature order, operators in
+depth-first order.  ``invo-convert FILE.tflite`` runs the same passes on a file another converter wrote
+(``convert.retouch``).  No TensorFlow.
 """
 
 import re
 
 import numpy as np
 
-
-def _schema():
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
-def unpack(flat):
-    """The model as the schema's mutable object tree (``ModelT``)."""
-    schema = _schema()
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(flat, 0))
-
-
-def pack(model, size_hint=1024):
-    """``ModelT`` -> .tflite bytes, every buffer's data 16-byte aligned as the converter writes it."""
-    import flatbuffers
-
-    buffers = model.buffers
-    model.buffers = [_AlignedBuffer(b) for b in buffers or []]
-    try:
-        builder = flatbuffers.Builder(size_hint)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    finally:
-        model.buffers = buffers
-    return bytes(builder.Output())
-
-
-class _AlignedBuffer:
-    """Packs a ``BufferT`` with its data aligned to 16 bytes (schema.fbs: ``force_align: 16``).
-
-    The generated object API aligns a byte vector to 1 byte; runtimes then copy or refuse to map
-    misaligned weights.
-    """
-
-    ALIGN = 16
-
-    def __init__(self, buffer):
-        self.buffer = buffer
-
-    def Pack(self, builder):  # noqa: N802 - the generated object API's name
-        schema = _schema()
-        data = self.buffer.data
-        vector = None
-        if data is not None:
-            payload = np.asarray(data, np.uint8).tobytes()
-            builder.StartVector(1, len(payload), self.ALIGN)
-            builder.head -= len(payload)
-            builder.Bytes[builder.head : builder.head + len(payload)] = payload
-            builder.vectorNumElems = len(payload)
-            vector = builder.EndVector()
-        schema.BufferStart(builder)
-        if vector is not None:
-            schema.BufferAddData(builder, vector)
-        schema.BufferAddOffset(builder, self.buffer.offset)
-        schema.BufferAddSize(builder, self.buffer.size)
-        return schema.BufferEnd(builder)
-
-
-def unsupported(model):
-    """Why ``compact`` must leave ``model`` as it is, or None.
-
-    The editor understands one subgraph of builtin ops with dense tensors whose data sits inside the
-    flatbuffer.  Control flow (several subgraphs), custom ops (their options are opaque bytes), sparse
-    tensors and data stored outside the flatbuffer (models over 2 GB) are left untouched, never edited
-    half-understood.
-    """
-    schema = _schema()
-    if len(model.subgraphs or []) != 1:
-        return f"{len(model.subgraphs or [])} subgraphs (control flow or several signatures)"
-    if any(max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.CUSTOM for c in model.operatorCodes):
-        return "custom ops, whose options it cannot read"
-    if any(t.sparsity is not None for t in model.subgraphs[0].tensors):
-        return "sparse tensors"
-    if any(b.offset > 1 or b.size for b in model.buffers or []) or model.externalBuffers:
-        return "tensor data stored outside the flatbuffer"
-    return None
-
-
-def _as_list(v):
-    """An index vector of the object API (None, list or numpy array) as a list of ints."""
-    return [] if v is None else [int(i) for i in v]
-
-
-def _builtin_codes(model):
-    """Each operator code's builtin operator (the schema keeps small codes in the deprecated field too)."""
-    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-
+from invo_base.tflite_edit import as_list, builtin_codes, pack, unpack, unsupported
+from invo_base.tflite_schema import BuiltinOperator, TensorType
 
 # The converter widens a calibrated range of exactly zero (min = max = 0: a dead ReLU) to [-1e-6, 1e-6],
 # which it stores as this scale with zero point 0.  A small but real range gets its own scale and is
@@ -112,7 +27,7 @@ def share_constants(model):
     the rest renumbered (operators, subgraph inputs/outputs, signatures).
     """
     for si, sg in enumerate(model.subgraphs):
-        io = set(_as_list(sg.inputs)) | set(_as_list(sg.outputs))
+        io = set(as_list(sg.inputs)) | set(as_list(sg.outputs))
         canon, remap = {}, {}
         for i, t in enumerate(sg.tensors):
             data = model.buffers[t.buffer].data if t.buffer else None
@@ -122,24 +37,24 @@ def share_constants(model):
             qkey = None if q is None else tuple(
                 np.asarray(v).tobytes() for v in (q.scale, q.zeroPoint, q.min, q.max) if v is not None
             ) + (q.quantizedDimension,)
-            key = (t.type, tuple(_as_list(t.shape)), np.asarray(data, np.uint8).tobytes(), qkey)
+            key = (t.type, tuple(as_list(t.shape)), np.asarray(data, np.uint8).tobytes(), qkey)
             remap[i] = canon.setdefault(key, i)
         if all(k == v for k, v in remap.items()):
             continue
         for op in sg.operators:
-            op.inputs = [remap.get(i, i) for i in _as_list(op.inputs)]
+            op.inputs = [remap.get(i, i) for i in as_list(op.inputs)]
         used = io | {i for i, t in enumerate(sg.tensors) if t.isVariable}
         for op in sg.operators:
-            used |= {i for i in _as_list(op.inputs) + _as_list(op.outputs) + _as_list(op.intermediates) if i >= 0}
+            used |= {i for i in as_list(op.inputs) + as_list(op.outputs) + as_list(op.intermediates) if i >= 0}
         new = {old: n for n, old in enumerate(sorted(used))}
         sg.tensors = [sg.tensors[i] for i in sorted(used)]
         for op in sg.operators:
-            op.inputs = [new[i] if i >= 0 else i for i in _as_list(op.inputs)]
-            op.outputs = [new[i] for i in _as_list(op.outputs)]
+            op.inputs = [new[i] if i >= 0 else i for i in as_list(op.inputs)]
+            op.outputs = [new[i] for i in as_list(op.outputs)]
             if op.intermediates is not None:
-                op.intermediates = [new[i] for i in _as_list(op.intermediates)]
-        sg.inputs = [new[i] for i in _as_list(sg.inputs)]
-        sg.outputs = [new[i] for i in _as_list(sg.outputs)]
+                op.intermediates = [new[i] for i in as_list(op.intermediates)]
+        sg.inputs = [new[i] for i in as_list(sg.inputs)]
+        sg.outputs = [new[i] for i in as_list(sg.outputs)]
         for sig in model.signatureDefs or []:
             if sig.subgraphIndex == si:
                 for ref in (sig.inputs or []) + (sig.outputs or []):
@@ -203,8 +118,7 @@ def repair_zero_ranges(model):
     scale of its activation inputs (a sum of zeros is as fine as its inputs); an op without such
     inputs 2^-8.  A window that reads only padding (2x2 maps with K=7) is such a product.
     """
-    schema = _schema()
-    codes = _builtin_codes(model)
+    codes = builtin_codes(model)
     for sg in model.subgraphs:
 
         def constant(t):
@@ -220,10 +134,10 @@ def repair_zero_ranges(model):
         for op in sg.operators:
             for o in (int(i) for i in op.outputs):
                 t = sg.tensors[o]
-                if constant(t) or t.type != schema.TensorType.INT8 or not _zero_range(t.quantization):
+                if constant(t) or t.type != TensorType.INT8 or not _zero_range(t.quantization):
                     continue
                 scales = [s for s in (activation_scale(int(i)) for i in op.inputs if i >= 0) if s is not None]
-                if codes[op.opcodeIndex] == schema.BuiltinOperator.MUL and len(scales) == 2:
+                if codes[op.opcodeIndex] == BuiltinOperator.MUL and len(scales) == 2:
                     scale = 128.0 * scales[0] * scales[1]
                 else:
                     scale = max(scales, default=2.0**-8)
@@ -273,27 +187,27 @@ def schedule_depth_first(model):
     window, MUL, ADD per offset with a few tensors alive.  Any topological order computes the same
     values; subgraphs with stateful or control-flow ops, or ops without outputs, keep their order.
     """
-    b = _schema().BuiltinOperator
+    b = BuiltinOperator
     keep = {b.VAR_HANDLE, b.ASSIGN_VARIABLE, b.READ_VARIABLE, b.CALL_ONCE, b.WHILE, b.IF, b.CALL, b.CUSTOM}
-    codes = _builtin_codes(model)
+    codes = builtin_codes(model)
     for sg in model.subgraphs:
         ops = sg.operators or []
-        if any(codes[o.opcodeIndex] in keep or not _as_list(o.outputs) for o in ops):
+        if any(codes[o.opcodeIndex] in keep or not as_list(o.outputs) for o in ops):
             continue
-        producer = {t: n for n, op in enumerate(ops) for t in _as_list(op.outputs)}
+        producer = {t: n for n, op in enumerate(ops) for t in as_list(op.outputs)}
         order, done, open_ = [], set(), set()
         # From the outputs, in order; then whatever no output needs, in its old order.
-        for root in [producer.get(t) for t in _as_list(sg.outputs)] + list(range(len(ops))):
+        for root in [producer.get(t) for t in as_list(sg.outputs)] + list(range(len(ops))):
             if root is None or root in done:
                 continue
-            stack = [(root, iter(_as_list(ops[root].inputs)))]
+            stack = [(root, iter(as_list(ops[root].inputs)))]
             open_.add(root)
             while stack:  # iterative post-order: an involution's chain of ADDs is thousands of ops deep
                 n, pending = stack[-1]
                 for t in pending:
                     m = producer.get(t)
                     if m is not None and m not in done and m not in open_:
-                        stack.append((m, iter(_as_list(ops[m].inputs))))
+                        stack.append((m, iter(as_list(ops[m].inputs))))
                         open_.add(m)
                         break
                 else:
@@ -339,53 +253,3 @@ def compact(flat, notes=None):
     drop_static_signatures(model)
     share_quantization(model)
     return pack(model, len(flat))
-
-
-def single_op_model(model, index):
-    """.tflite bytes of operator ``index`` of ``model``'s main subgraph alone.
-
-    Its non-constant inputs become the model's inputs; its constants and options stay.
-    """
-    import copy
-
-    schema = _schema()
-    sg = model.subgraphs[0]
-    op = sg.operators[index]
-    outs = [int(i) for i in op.outputs]
-    buffers = [schema.BufferT()]
-    tensors, remap, inputs = [], {}, []
-    for i in dict.fromkeys([int(i) for i in op.inputs if i >= 0] + outs):
-        t = copy.deepcopy(sg.tensors[i])
-        data = model.buffers[t.buffer].data if t.buffer else None
-        if data is not None and len(data) and i not in outs:
-            b = schema.BufferT()
-            b.data = data
-            buffers.append(b)
-            t.buffer = len(buffers) - 1
-        else:
-            t.buffer = 0
-            if i not in outs:
-                inputs.append(len(tensors))
-        t.name = f"t{len(tensors)}"
-        remap[i] = len(tensors)
-        tensors.append(t)
-    one = copy.deepcopy(op)
-    one.inputs = [remap[int(i)] if i >= 0 else -1 for i in op.inputs]
-    one.outputs = [remap[i] for i in outs]
-    graph = schema.SubGraphT()
-    graph.tensors, graph.operators = tensors, [one]
-    graph.inputs, graph.outputs = inputs, [remap[i] for i in outs]
-    sig = schema.SignatureDefT()
-    sig.signatureKey, sig.subgraphIndex = "serving_default", 0
-    sig.inputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.inputs]
-    sig.outputs = [_tensor_map(schema, tensors[i].name, i) for i in graph.outputs]
-    small = schema.ModelT()
-    small.version, small.operatorCodes, small.subgraphs = model.version, model.operatorCodes, [graph]
-    small.buffers, small.signatureDefs, small.description = buffers, [sig], "single op"
-    return pack(small)
-
-
-def _tensor_map(schema, name, index):
-    m = schema.TensorMapT()
-    m.name, m.tensorIndex = name, index
-    return m
