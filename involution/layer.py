@@ -32,6 +32,9 @@ from keras import ops
 from involution.catalog import DEFAULT_GROUP_CHANNELS, STRATEGIES
 
 GROUP_LAYOUTS = ("interleaved", "contiguous")
+# How a batch-1 input is aggregated (``Involution(batch_one_layout=...)``); any other batch, or an unknown one,
+# is aggregated channels-last.  "auto" picks by the measured thresholds below.
+BATCH_ONE_LAYOUTS = ("auto", "planes", "groups-innermost", "channels-last")
 # Batch 1: output maps of at most this many pixels, with at least this many channels, are aggregated
 # channels-last; the rest on channel planes.  Measured with XNNPACK on exported (depth-first ordered)
 # layers, 1 thread, float32 / int8: channels-last 0.57 / 0.63 vs 1.18 / 1.19 ms at 7x7x512 (K=7),
@@ -74,9 +77,10 @@ def ceil_div(a, b):
     return -(-a // b)
 
 
-def planar_strips(ho, wo, c):
-    """How many horizontal strips a batch-1 output of Ho x Wo x C is computed in on channel planes."""
-    return min(ho, ceil_div(ho * wo * c, PLANAR_STRIP_VALUES))
+def planar_strips(ho, wo, c, strip_values=None):
+    """How many horizontal strips a batch-1 output of Ho x Wo x C is computed in on planes, each of at most
+    ``strip_values`` values (default ``PLANAR_STRIP_VALUES``)."""
+    return min(ho, ceil_div(ho * wo * c, strip_values or PLANAR_STRIP_VALUES))
 
 
 def strip_bounds(rows, strips):
@@ -158,6 +162,13 @@ class Involution(keras.layers.Layer):
         bn_epsilon: BatchNorm epsilon (Keras 1e-3; PyTorch weights want 1e-5).
         reduce_bias: whether the C -> C/r conv has a bias (the extract_patches versions do; the
             official PyTorch one, followed by BatchNorm, does not).
+        batch_one_layout: how a static batch of 1 (the exported graph) is aggregated with ``"shift"``:
+            ``"auto"`` (default) by the measured thresholds (``GROUP_MINOR_MIN_GROUPS``,
+            ``CHANNELS_LAST_MAX_PIXELS``), or forced: ``"planes"`` (channel planes, any stride),
+            ``"groups-innermost"`` ([C/G, H, W, G] planes; stride 1, else channel planes), ``"channels-last"``.
+            Any other batch is aggregated channels-last.  Every choice computes the same values.
+        strip_values: on planes, the output is computed in horizontal strips of at most this many values
+            (default ``PLANAR_STRIP_VALUES``); a larger value means fewer, larger ops.
     """
 
     def __init__(
@@ -173,6 +184,8 @@ class Involution(keras.layers.Layer):
         padding="same",
         bn_epsilon=1e-3,
         reduce_bias=True,
+        batch_one_layout="auto",
+        strip_values=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -191,6 +204,11 @@ class Involution(keras.layers.Layer):
         _check_choice("strategy", strategy, STRATEGIES)
         _check_choice("group_layout", group_layout, GROUP_LAYOUTS)
         _check_choice("padding", padding, PADDINGS)
+        _check_choice("batch_one_layout", batch_one_layout, BATCH_ONE_LAYOUTS)
+        if strip_values is not None and (isinstance(strip_values, bool) or not isinstance(strip_values, int)
+                                         or strip_values < 1):
+            raise ValueError(f"strip_values must be a positive integer or None; got {strip_values!r}")
+        self._channel_arg = channel  # the config keeps what was asked; build resolves None
         self.channel = channel
         self.group_number = group_number
         self.kernel_size = kernel_size
@@ -202,6 +220,8 @@ class Involution(keras.layers.Layer):
         self.padding = padding
         self.bn_epsilon = bn_epsilon
         self.reduce_bias = bool(reduce_bias)
+        self.batch_one_layout = batch_one_layout
+        self.strip_values = strip_values
         if channel is not None:
             self._validate_channels(channel)
 
@@ -300,11 +320,10 @@ class Involution(keras.layers.Layer):
         """
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
         g = self.groups
-        small = (ceil_div(h, self.stride) * ceil_div(w, self.stride) <= CHANNELS_LAST_MAX_PIXELS
-                 and c >= CHANNELS_LAST_MIN_CHANNELS)
-        if self.strategy == "shift" and x.shape[0] == 1 and self.stride == 1 and g >= GROUP_MINOR_MIN_GROUPS:
+        layout = self.batch_one_path(x.shape) if self.strategy == "shift" else "channels-last"
+        if layout == "groups-innermost":
             return self._aggregate_group_minor(x, kernel, h, w, c, g)
-        if self.strategy == "shift" and x.shape[0] == 1 and not small:
+        if layout == "planes":
             return self._aggregate_planar(x, kernel, h, w, c, g)
         # With G = 1 (one group of all channels) or G = C (a group per channel) the two group layouts
         # assign every channel the same group, so only 1 < G < C needs the channels permuted.
@@ -322,6 +341,23 @@ class Involution(keras.layers.Layer):
             x = self._swap_channel_blocks(x, g, c // g)
         out = self._aggregate_depthwise(x, kernel, h, w, c, g)
         return self._swap_channel_blocks(out, c // g, g) if permute else out  # back: undoes (G, C/G)
+
+    def batch_one_path(self, input_shape):
+        """The aggregation layout ``"shift"`` uses for an input of this shape: at a static batch of 1 the
+        ``batch_one_layout`` choice (``"auto"`` resolved by the measured thresholds), else channels-last."""
+        b, h, w, c = input_shape
+        if b != 1:
+            return "channels-last"
+        layout = self.batch_one_layout
+        if layout == "auto":
+            small = (ceil_div(h, self.stride) * ceil_div(w, self.stride) <= CHANNELS_LAST_MAX_PIXELS
+                     and c >= CHANNELS_LAST_MIN_CHANNELS)
+            layout = ("groups-innermost" if self.stride == 1 and self.groups >= GROUP_MINOR_MIN_GROUPS
+                      else "channels-last" if small else "planes")
+        return "planes" if layout == "groups-innermost" and self.stride != 1 else layout
+
+    def _strips(self, ho, wo, c):
+        return planar_strips(ho, wo, c, self.strip_values or PLANAR_STRIP_VALUES)
 
     def _aggregate_planar(self, x, kernel, h, w, c, g):
         """Batch 1 (export): shift-and-multiply on channel planes, every slice with unit strides.
@@ -362,7 +398,7 @@ class Involution(keras.layers.Layer):
             return patch * piece(i * k + j, r0, r1)
 
         outs = [sum_taps(term(i, j, r0, r1) for i in range(k) for j in range(k))
-                for r0, r1 in strip_bounds(ho, planar_strips(ho, wo, c))]  # output rows r0 <= r < r1
+                for r0, r1 in strip_bounds(ho, self._strips(ho, wo, c))]  # output rows r0 <= r < r1
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
         return ops.transpose(ops.reshape(out, (1, c, ho, wo)), (0, 2, 3, 1))
 
@@ -388,7 +424,7 @@ class Involution(keras.layers.Layer):
             return planes[:, i + r0 : i + r1, j : j + w, :] * kern[n : n + 1, r0:r1]
 
         outs = [sum_taps(term(i, j, r0, r1) for i in range(k) for j in range(k))
-                for r0, r1 in strip_bounds(h, planar_strips(h, w, c))]  # output rows r0 <= r < r1
+                for r0, r1 in strip_bounds(h, self._strips(h, w, c))]  # output rows r0 <= r < r1
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
         # Back to channel g*T + t ([H, W, G, T]) or t*G + g ([H, W, T, G]).
         out = ops.transpose(out, (1, 2, 3, 0) if self.group_layout == "contiguous" else (1, 2, 0, 3))
@@ -502,7 +538,7 @@ class Involution(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            channel=self.channel,
+            channel=self._channel_arg,
             group_number=self.group_number,
             kernel_size=self.kernel_size,
             stride=self.stride,
@@ -513,5 +549,7 @@ class Involution(keras.layers.Layer):
             padding=self.padding,
             bn_epsilon=self.bn_epsilon,
             reduce_bias=self.reduce_bias,
+            batch_one_layout=self.batch_one_layout,
+            strip_values=self.strip_values,
         )
         return config

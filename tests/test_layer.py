@@ -80,30 +80,19 @@ def test_batch_one_export_path_matches_numpy(case):
     maps, each in row strips on the largest, channels-last on small ones, stride phases, the pool as a depthwise
     conv): every path against the independent numpy formulas for strides 1-3, both paddings, both group layouts,
     odd and even sizes."""
-    import involution.layer as layer_module
-
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((1, case["h"], case["w"], case["c"])).astype(np.float32)
+    layout = case["path"].replace(" in strips", "").replace("groups innermost", "groups-innermost")
     layer = Involution(channel=case["c"], group_number=case["g"], kernel_size=case["k"], stride=case["s"],
                        reduction_ratio=2 if case["c"] >= 2 else 1, group_layout=case["layout"],
-                       padding=case["padding"])
+                       padding=case["padding"], batch_one_layout=layout,
+                       # from one row per strip to a single strip
+                       strip_values=case["strip_values"] if case["path"].endswith("in strips") else None)
     layer.build(x.shape)
     randomize(layer, case["seed"])
-    names = ("CHANNELS_LAST_MAX_PIXELS", "CHANNELS_LAST_MIN_CHANNELS", "PLANAR_STRIP_VALUES", "GROUP_MINOR_MIN_GROUPS")
-    saved = [getattr(layer_module, n) for n in names]
     # Groups innermost takes stride 1 only: at other strides those cases run on channel planes.
-    layer_module.GROUP_MINOR_MIN_GROUPS = 1 if case["path"].startswith("groups innermost") else 10**9
-    if case["path"].startswith("planes") or case["path"].startswith("groups innermost"):
-        layer_module.CHANNELS_LAST_MAX_PIXELS = 0
-    else:
-        layer_module.CHANNELS_LAST_MAX_PIXELS, layer_module.CHANNELS_LAST_MIN_CHANNELS = 10**9, 1
-    if case["path"].endswith("in strips"):  # from one row per strip to a single strip
-        layer_module.PLANAR_STRIP_VALUES = case["strip_values"]
-    try:
-        got = np.asarray(layer(x, training=False))
-    finally:
-        for n, v in zip(names, saved):
-            setattr(layer_module, n, v)
+    assert layer.batch_one_path(x.shape) == ("planes" if layout == "groups-innermost" and case["s"] > 1 else layout)
+    got = np.asarray(layer(x, training=False))
     want = involution_nhwc(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer),
                            padding=case["padding"], layout=case["layout"])
     assert got.shape == want.shape
@@ -208,6 +197,35 @@ def test_channel_none_takes_the_inputs_channels_and_checks_them_after():
         implicit(np.zeros((1, 9, 9, 16), np.float32))
     with pytest.raises(ValueError, match="expected ndim=4"):
         implicit(np.zeros((9, 9, 32), np.float32))
+    # The config is what was asked, before and after build: a copy builds for its own input too.
+    assert implicit.get_config()["channel"] is None and explicit.get_config()["channel"] == 32
+    assert Involution.from_config(implicit.get_config())(np.zeros((1, 9, 9, 16), np.float32)).shape == (1, 9, 9, 16)
+
+
+@pytest.mark.parametrize("shape,stride,groups,want", [
+    ((1, 56, 56, 64), 1, 4, "groups-innermost"),  # stride 1 with 4+ groups
+    ((1, 56, 56, 32), 1, 2, "planes"),            # few groups, a large map
+    ((1, 56, 56, 128), 2, 8, "planes"),           # stride 2 on a large map
+    ((1, 14, 14, 512), 2, 32, "channels-last"),   # stride 2 on a map of at most 196 output pixels
+    ((2, 56, 56, 64), 1, 4, "channels-last"),     # any other batch
+    ((None, 56, 56, 64), 1, 4, "channels-last"),  # a dynamic batch
+])
+def test_auto_batch_one_layout_follows_the_measured_thresholds(shape, stride, groups, want):
+    layer = Involution(channel=shape[-1], group_number=groups, kernel_size=7, stride=stride)
+    assert layer.batch_one_path(shape) == want
+    forced = Involution(channel=shape[-1], group_number=groups, kernel_size=7, stride=stride,
+                        batch_one_layout="channels-last")
+    assert forced.batch_one_path(shape) == "channels-last"
+
+
+def test_batch_one_layout_and_strips_are_checked_and_kept_in_the_config():
+    with pytest.raises(ValueError, match="batch_one_layout must be one of"):
+        Involution(8, batch_one_layout="rows")
+    with pytest.raises(ValueError, match="strip_values must be a positive integer"):
+        Involution(8, strip_values=0)
+    layer = Involution(8, group_number=2, kernel_size=3, batch_one_layout="planes", strip_values=64)
+    copy = Involution.from_config(layer.get_config())
+    assert (copy.batch_one_layout, copy.strip_values) == ("planes", 64)
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])
