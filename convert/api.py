@@ -20,7 +20,7 @@ from convert.export import ConversionError, to_tflite
 from convert.load import load_model
 from convert.rewrite import max_difference, rewrite_model
 from convert.publish import audit, staged
-from convert.verification import calibration_samples, gate_bounds, quality_gate, verify
+from convert.verification import calibration_and_held_out, gate_bounds, quality_gate, verify
 
 
 def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=None, calib_samples=200,
@@ -55,7 +55,7 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
 
     if calib:
         say(f"loading calibration data from {calib}")
-        cal_x, held_x, held_y = calibration_samples(calib, input_shape, calib_samples, data_dir, image_rule)
+        cal_x, held_x, held_y = calibration_and_held_out(calib, input_shape, calib_samples, data_dir, image_rule)
     else:  # float conversions need no data: random inputs check the arithmetic, and there are no labels
         cal_x, held_y = None, None
         held_x = np.random.default_rng(seed).random((8, *input_shape), dtype=np.float32)

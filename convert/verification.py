@@ -17,8 +17,9 @@ MIN_AGREEMENT = {"none": 0.99, "float16": 0.99, "dynamic": 0.98, "int8": 0.97}
 MAX_REL_ERROR = {"none": 1e-3, "float16": 0.02, "dynamic": 0.1, "int8": 0.25}
 
 
-def calibration_samples(source, input_shape, count=200, data_dir=None, image_rule=None):
-    """(calibration x, held-out x, held-out y or None) from a --calib source.
+def calibration_and_held_out(source, input_shape, count=200, data_dir=None, image_rule=None):
+    """(calibration x, held-out x, held-out y or None) from a --calib source: ``count`` samples to calibrate
+    on, and the held-out part that verification and accuracy use.
 
     Calibration draws only from the training part of the source's one split; verification and
     accuracy use its validation part.  ``image_rule`` maps image-folder pixels to the model's input
@@ -28,6 +29,12 @@ def calibration_samples(source, input_shape, count=200, data_dir=None, image_rul
 
     ds = load_dataset(source, input_shape, data_dir=data_dir, labels=False, image_rule=image_rule)
     return ds.x_train[:count], ds.x_val, ds.y_val
+
+
+def held_out(source, input_shape, data_dir=None):
+    """(held-out x, held-out y or None) of a data source: what an accuracy comparison evaluates on."""
+    _, x, y = calibration_and_held_out(source, input_shape, 0, data_dir)
+    return x, y
 
 
 def _cpu_runner(path, warnings=None):

@@ -1,16 +1,24 @@
 """Training curves and per-pixel kernel maps, written as PNG files."""
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from involution.layer import Involution
 
-from involution.layer import Involution  # noqa: E402
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend: every chart of the project is written, never shown
+    (no display on a server or in CI).  The one place the backend is chosen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_histories(histories, out_prefix):
     """``histories``: {label: keras History.history dict}.  Writes ``<prefix>loss.png``, ``<prefix>accuracy.png``."""
+    plt = pyplot()
     paths = []
     for metric in ("loss", "accuracy"):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -48,6 +56,7 @@ def involution_kernels(model, images):
 def plot_kernel_maps(model, images, path):
     """The seed's figure: each input next to the summed per-pixel kernel of each involution layer, with a
     colour bar per map (the kernel's sum over its taps and groups at each output pixel, unitless)."""
+    plt = pyplot()
     kernels = involution_kernels(model, images)
     cols = 1 + len(kernels)
     fig, axes = plt.subplots(len(images), cols, figsize=(2.6 * cols, 2.4 * len(images) + 0.6), squeeze=False)

@@ -12,6 +12,7 @@ import click
 from invo_base.plumbing import cli_errors
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from convert.checks import check_output
+from convert.export import IO_TYPES
 from involution.catalog import STRATEGIES
 
 
@@ -72,7 +73,8 @@ def short_name(name, width=NAME_WIDTH):
 @click.option("--calib", required=True)
 @click.option("--keep-node", multiple=True, help="Tensor name (from 'debug') whose op stays float.")
 @click.option("--keep-op", multiple=True, help="Op type that stays float everywhere, e.g. MUL.")
-@click.option("--io", type=click.Choice(["float32", "int8", "uint8"]), default="float32", show_default=True)
+@click.option("--io", type=click.Choice(IO_TYPES), default="int8", show_default=True,
+              help="Input/output type of the int8 model (as invo-convert's --io).")
 @click.option("--calib-samples", default=200, show_default=True, type=int)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True)
 @click.option("--data-dir", type=click.Path())

@@ -16,7 +16,7 @@ from convert.export import ConversionError, converter_quiet, int8_keeping_float,
 from convert.load import load_model
 from convert.rewrite import rewrite_model
 from convert.publish import audit, staged
-from convert.verification import calibration_samples, quality_gate, verify
+from convert.verification import calibration_and_held_out, quality_gate, verify
 
 
 def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules):
@@ -26,7 +26,7 @@ def _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_module
     else:
         model, _ = rewrite_model(model, strategy)
         shape = tuple(model.inputs[0].shape[1:])
-    cal_x, held_x, held_y = calibration_samples(calib, shape, calib_samples, data_dir)
+    cal_x, held_x, held_y = calibration_and_held_out(calib, shape, calib_samples, data_dir)
     return model, [s[None] for s in cal_x], held_x, held_y
 
 
@@ -60,7 +60,7 @@ def layer_errors(model_path, calib, *, calib_samples=100, strategy="shift", data
     return rows
 
 
-def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(), io="float32", calib_samples=200,
+def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(), io="int8", calib_samples=200,
                        strategy="shift", data_dir=None, custom_modules=(), force=False):
     """int8 everywhere except the named tensors (``keep_nodes``) or op types (``keep_ops``), which stay float.
 

@@ -2,7 +2,7 @@
 
 from invo_base.tflite_model import TFLiteModel
 from convert.load import load_model
-from convert.verification import calibration_samples, verify
+from convert.verification import held_out, verify
 
 
 def compare_accuracy(keras_path, tflite_path, source, *, samples=500, data_dir=None, custom_modules=()):
@@ -10,7 +10,7 @@ def compare_accuracy(keras_path, tflite_path, source, *, samples=500, data_dir=N
     model, kind = load_model(keras_path, custom_modules)
     TFLiteModel.from_file(tflite_path)  # a clear error for a missing or corrupt .tflite
     shape = model.input_shape if kind == "savedmodel" else tuple(model.inputs[0].shape[1:])
-    _, x, y = calibration_samples(source, shape, 1, data_dir)
+    x, y = held_out(source, shape, data_dir)
     if y is None:
         raise ValueError(f"{source}: accuracy needs labels (a dataset, an image folder, or a .npz with y)")
     result = verify(model, tflite_path, x[:samples], y[:samples])

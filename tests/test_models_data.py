@@ -137,7 +137,7 @@ def _rows(a):
 
 def test_one_split_per_dataset_disjoint_reproducible_and_independent_of_training(tmp_path):
     """Training, calibration and held-out evaluation all use involution.data.split_indices."""
-    from convert.verification import calibration_samples
+    from convert.verification import calibration_and_held_out
     from involution.data import SPLIT_SEED, split_indices
 
     train, val = split_indices(100)
@@ -155,7 +155,7 @@ def test_one_split_per_dataset_disjoint_reproducible_and_independent_of_training
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
     for source, shape in (("digits", (16, 16, 3)), (str(tmp_path / "d.npz"), (8, 8, 3)), (str(tmp_path / "imgs"), (8, 8, 3))):
         ds = load_dataset(source, shape)  # what invo-train trains on (any --seed)
-        cal, held, _ = calibration_samples(source, shape, count=10_000)
+        cal, held, _ = calibration_and_held_out(source, shape, count=10_000)
         assert _rows(cal) <= _rows(ds.x_train), source
         assert not _rows(held) & _rows(ds.x_train), source  # no held-out sample was trained on
         assert len(held) == len(ds.x_val) and _rows(held) == _rows(ds.x_val)

@@ -213,7 +213,7 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
                    f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
                    "--dtypes", "float32,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
-                   "--rounds", "1", "--num_runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
+                   "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
     # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py).

@@ -10,7 +10,7 @@ def test_deployment_report_from_a_training_directory(trained_seed, tmp_path):
     out, results = trained_seed
     report_dir = tmp_path / "report"
     proc = run_cli("benchmarks.host.cli", "deployment", "--train-dir", str(out), "--out", str(report_dir),
-                   "--num_runs", "5", "--rounds", "1", "--no-gpu")
+                   "--num-runs", "5", "--rounds", "1", "--no-gpu-check")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((report_dir / "report.json").read_text())
     rows = {(r["model"], r["dtype"]): r for r in report["rows"]}
@@ -39,5 +39,5 @@ def test_deployment_report_from_a_training_directory(trained_seed, tmp_path):
 def test_deployment_report_names_a_wrong_training_directory(tmp_path):
     proc = run_cli("benchmarks.host.cli", "deployment", "--train-dir", str(tmp_path), "--out", str(tmp_path / "r"))
     assert_one_line_error(proc, "seed-conv", "invo-train --compare")
-    proc = run_cli("benchmarks.host.cli", "deployment", "--num_runs", "0")
-    assert proc.returncode == 2 and "--num_runs must be at least 1" in proc.stderr
+    proc = run_cli("benchmarks.host.cli", "deployment", "--num-runs", "0")
+    assert proc.returncode == 2 and "--num-runs must be at least 1" in proc.stderr

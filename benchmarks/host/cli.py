@@ -14,7 +14,7 @@ from involution.host_env import import_tensorflow_quietly, require_tensorflow
 
 
 def _positive(**values):
-    bad = [f"--{name} must be at least 1, got {v}" for name, v in values.items() if v < 1]
+    bad = [f"--{name.replace('_', '-')} must be at least 1, got {v}" for name, v in values.items() if v < 1]
     if bad:
         raise click.UsageError("; ".join(bad))
 
@@ -40,7 +40,7 @@ def main():
 @click.option("--train-dir", type=click.Path(), help="An 'invo-train --compare' output; default: train here on digits.")
 @click.option("--epochs", default=15, show_default=True, type=int, help="Epochs when training here.")
 @click.option("--out", default="runs/report", show_default=True, type=click.Path())
-@click.option("--num_runs", default=200, show_default=True, type=int)
+@click.option("--num-runs", "--num_runs", "num_runs", default=200, show_default=True, type=int)
 @click.option("--rounds", default=3, show_default=True, type=int, help="Interleaved timing rounds (spread = min-max).")
 @click.option("--no-gpu-check", "--no-gpu", "no_gpu", is_flag=True,
               help="Skip the GPU column (--no-gpu, its former name, still works).")
@@ -77,7 +77,7 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
 @click.option("--caches", default="warm,evicted", show_default=True,
               help="Cache regimes: warm (runs back to back), evicted (512 MB written before every run).")
 @click.option("--rounds", type=int, default=3, show_default=True)
-@click.option("--num_runs", type=int, default=20, show_default=True)
+@click.option("--num-runs", "--num_runs", "num_runs", type=int, default=20, show_default=True)
 @click.option("--input-size", type=int, default=224, show_default=True)
 @click.option("--calib", help="int8 calibration data (FILE.npz or an image folder); default standard-normal images.")
 @click.option("--weights", multiple=True, metavar="NAME=FILE",
@@ -115,7 +115,7 @@ def networks(networks, dtypes, threads, caches, rounds, num_runs, input_size, ca
 
 
 @main.command()
-@click.option("--num_runs", type=int, default=100, show_default=True)
+@click.option("--num-runs", "--num_runs", "num_runs", type=int, default=100, show_default=True)
 @click.option("--threads", default="1,2", show_default=True)
 @click.option("--out", default="runs/layer_bench", show_default=True, type=click.Path())
 @cli_errors

@@ -440,10 +440,9 @@ def stride_lines(result):
 
 def plot(result, path):
     """Latency (1 thread) against the published ImageNet top-1 of each architecture."""
-    import matplotlib
+    from involution.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     t = result["threads"][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))

@@ -169,10 +169,9 @@ def markdown(report, threads=(1, 2)):
 
 
 def charts(rows, threads, out, dataset="digits"):
-    import matplotlib
+    from involution.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     labels = [f"{r['model'].replace('seed-', '')}\n{r['dtype']}" for r in rows]
