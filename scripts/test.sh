@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test suite as the README runs it: set-up (idempotent), then pytest in the project's .venv.
-# Extra arguments go to pytest (e.g. -k gpu, -x).
+# Tests run in one pytest-xdist worker per core (at most 4: each holds TensorFlow, ~2 GB); every test makes
+# its own files under pytest's tmp_path, so workers share nothing. Extra arguments go to pytest (e.g. -k gpu,
+# -x, or -n 0 for one process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest tests -v --durations=15 "$@"
+exec .venv/bin/python -m pytest tests -v --durations=15 -n auto --maxprocesses 4 "$@"
