@@ -1,5 +1,6 @@
 """Latency, memory and size of a .tflite model on the device's runtime: the library behind invo-bench."""
 
+import dataclasses
 import os
 import platform
 import resource
@@ -150,16 +151,49 @@ def _has_fp16_metadata(path):
     return b"fp16" in TFLiteModel.from_file(path).metadata.get("reduced_precision_support", b"")
 
 
-def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1, num_runs=50, min_secs=1.0,
-              max_secs=150.0, use_xnnpack=True, delegate=None, input_file=None, require_full_delegation=False,
-              gpu_fallback=False, progress=True, precision="default", evict_cache_mb=0):
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    """How one model is run and timed, in benchmark_model's vocabulary (invo-bench's flags)."""
+
+    runtime: str = None              # litert, litert-compiled or tflite-runtime; None: the best one present
+    use_gpu: bool = False            # the LiteRT GPU accelerator (or ``delegate`` on tflite-runtime)
+    gpu_fallback: bool = False       # with use_gpu: ops the GPU refuses run on the CPU
+    num_threads: int = 1
+    warmup_runs: int = 1
+    num_runs: int = 50               # at least this many timed runs ...
+    min_secs: float = 1.0            # ... and at least this long, at most max_secs
+    max_secs: float = 150.0
+    use_xnnpack: bool = True
+    delegate: str = None             # an external delegate library (.so)
+    require_full_delegation: bool = False
+    input_file: str = None           # .npy / .npz inputs; None: random
+    # "fp16" forces XNNPACK's FP16 inference (ai-edge-litert CompiledModel) and fails when the outputs show
+    # it did not run.
+    precision: str = "default"
+    # Whether an FP16 run is measured against float32 reference kernels (what fp16_ran reports); a timing loop
+    # that runs the same file again measures it once (``benchmarks.host.timing``).
+    check_fp16: bool = True
+    # Before every timed run, write a buffer of this size (larger than the last-level cache) so that each run
+    # starts with cold caches, as on a phone whose few MB of cache keep no model between runs; 0: warm.
+    evict_cache_mb: int = 0
+
+    @classmethod
+    def of(cls, options=None, **fields):
+        """``options`` (or the defaults) with ``fields`` replaced; an unknown field is a ``ValueError``."""
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown benchmark option(s): {', '.join(unknown)}")
+        return dataclasses.replace(options or cls(), **fields)
+
+
+def benchmark(path, options=None, *, progress=True, **fields):
     """Benchmarks one model the way TFLite's benchmark_model does; returns a dict of figures (ms, KB).
 
-    ``precision="fp16"`` forces XNNPACK's FP16 inference (ai-edge-litert CompiledModel) and fails when the
-    outputs show it did not run.  ``evict_cache_mb``: before every timed run, write a buffer of that size
-    (larger than the last-level cache) so that each run starts with cold caches, as on a phone whose few MB
-    of cache do not keep the model between runs; 0 times runs back to back (warm caches).
+    ``options``: a ``BenchOptions``; ``fields`` replace its fields by name (``benchmark(p, num_threads=2)``).
     """
+    o = BenchOptions.of(options, **fields)
+    runtime, use_gpu, num_threads, warmup_runs, num_runs = o.runtime, o.use_gpu, o.num_threads, o.warmup_runs, o.num_runs
+    precision, evict_cache_mb, use_xnnpack, delegate = o.precision, o.evict_cache_mb, o.use_xnnpack, o.delegate
     if num_runs < 1:
         raise ValueError(f"--num_runs must be at least 1, got {num_runs}")
     if warmup_runs < 0:
@@ -176,14 +210,14 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
     rss0 = _rss_kb()
     t0 = time.perf_counter()
     runner = rt.load(path, runtime, use_gpu=use_gpu, num_threads=num_threads, use_xnnpack=use_xnnpack,
-                     delegate=delegate, gpu_fallback=gpu_fallback, precision=precision)
+                     delegate=delegate, gpu_fallback=o.gpu_fallback, precision=precision)
     init_ms = (time.perf_counter() - t0) * 1000
-    if require_full_delegation and not runner.fully_delegated:
+    if o.require_full_delegation and not runner.fully_delegated:
         raise rt.RuntimeUnavailable(f"{path}: not fully delegated to {runner.accelerator} (--require_full_delegation)")
-    arrays = load_input_file(input_file, runner) if input_file else rt.random_inputs(runner.inputs)
+    arrays = load_input_file(o.input_file, runner) if o.input_file else rt.random_inputs(runner.inputs)
     arrays = runner.check_inputs(arrays)
     fp16, fp16_diff = None, None
-    if precision == "fp16" or (not use_gpu and use_xnnpack and _has_fp16_metadata(path)):
+    if o.check_fp16 and (precision == "fp16" or (not use_gpu and use_xnnpack and _has_fp16_metadata(path))):
         fp16, fp16_diff = float16_measured(path, runner, arrays)
         if precision == "fp16" and fp16 is False:
             raise rt.RuntimeUnavailable(
@@ -216,7 +250,7 @@ def benchmark(path, *, runtime=None, use_gpu=False, num_threads=1, warmup_runs=1
         times.append((time.perf_counter() - t) * 1000)
         bar.update(len(times))
         elapsed = time.perf_counter() - start
-        if (len(times) >= num_runs and elapsed >= min_secs) or elapsed >= max_secs:
+        if (len(times) >= num_runs and elapsed >= o.min_secs) or elapsed >= o.max_secs:
             break
     bar.close()
     s = sorted(times)

@@ -91,25 +91,19 @@ def write_csv(results, path):
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the figures as CSV.")
 @click.option("--quiet", is_flag=True, help="No table, no progress bar.")
 @cli_errors
-def bench(models, runtime, num_threads, warmup_runs, num_runs, min_secs, max_secs, use_gpu, gpu_fallback,
-          precision, evict_cache_mb, use_xnnpack, delegate, require_full_delegation, check_gpu, input_file, json_path,
-          csv_path, quiet):
+def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
     """Benchmark one or more .tflite MODELS in the vocabulary of TFLite's benchmark_model.
 
     Runs where TensorFlow is absent (ai-edge-litert or tflite-runtime, and numpy); the host-side reports
     that also build and convert models are 'invo-report'.
     """
-    from benchmarks.bench import benchmark, gpu_correctness
+    from benchmarks.bench import BenchOptions, benchmark, gpu_correctness
 
+    options = BenchOptions(**settings)  # the flags' names are its fields
     if check_gpu:
         for m in models:
-            click.echo(gpu_correctness(m, input_file), err=True)
-    results = [benchmark(m, runtime=runtime, use_gpu=use_gpu, num_threads=num_threads, warmup_runs=warmup_runs,
-                         num_runs=num_runs, min_secs=min_secs, max_secs=max_secs, use_xnnpack=use_xnnpack,
-                         delegate=delegate, input_file=input_file, require_full_delegation=require_full_delegation,
-                         gpu_fallback=gpu_fallback, progress=not quiet, precision=precision,
-                         evict_cache_mb=evict_cache_mb)
-               for m in models]
+            click.echo(gpu_correctness(m, options.input_file), err=True)
+    results = [benchmark(m, options, progress=not quiet) for m in models]
     if json_path:
         write_atomic(json_path, json.dumps(results, indent=2))
     if csv_path:

@@ -18,16 +18,17 @@ from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import preflight
 from convert.export import ConversionError, to_tflite
 from convert.load import load_model
+from convert.options import ConvertOptions
 from convert.rewrite import max_difference, rewrite_model
 from convert.publish import audit, staged
 from convert.verification import calibration_and_held_out, gate_bounds, quality_gate, verify
 
 
-def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=None, calib_samples=200,
-                  data_dir=None, strategy="shift", custom_modules=(), allow_flex=False, arch=None, input_size=224,
-                  input_range=None, verify_samples=200, check=True, min_agreement=None, max_rel_error=None,
-                  gpu=True, report=None, force=False, seed=0, progress=None, float_aggregation=False):
+def convert_model(model_path, output=None, options=None, *, report=None, force=False, progress=None, **fields):
     """Converts, verifies and audits; returns the report dict (also written to ``report``).
+
+    ``options``: a ``ConvertOptions`` (precision, data, model source, checks); ``fields`` replace its fields
+    by name, so ``convert_model(path, quantize="int8", calib="digits")`` reads as the CLI does.
 
     With ``check`` (the default), a model that misses the quality gate against Keras on the held-out
     samples (``convert.verification.quality_gate``) raises ``ConversionError`` and is left only as
@@ -36,36 +37,34 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
     ``progress``: a callable taking one-line messages.  ``float_aggregation`` (int8): each Involution layer's
     aggregation stays float32 (``convert.export.to_tflite``).
     """
-    output = preflight(model_path, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
-                       data_dir=data_dir, strategy=strategy, arch=arch, input_range=input_range, report=report,
-                       force=force, float_aggregation=float_aggregation)
+    o = ConvertOptions.of(options, **fields)
+    output = preflight(model_path, output, o, report=report, force=force)
     say = progress or (lambda msg: None)
 
     t0 = time.perf_counter()
-    say(f"loading {model_path}" + (f" as {arch}" if arch else ""))
-    model, kind, image_rule, input_expects = _load(model_path, arch, input_size, input_range, strategy, custom_modules)
-    result = {"input": model_path, "output": output, "format": kind, "quantize": quantize,
-              "io": io if quantize == "int8" else "float32", "strategy": strategy, "rewritten": []}
-    if arch:
-        result["arch"], result["input_expects"] = arch, input_expects
-    keras_model, input_shape, result["rewritten"] = _builtin_model(model, kind, strategy, model_path)
-    if float_aggregation:
+    say(f"loading {model_path}" + (f" as {o.arch}" if o.arch else ""))
+    model, kind, image_rule, input_expects = _load(model_path, o)
+    result = {"input": model_path, "output": output, "format": kind, "quantize": o.quantize,
+              "io": o.io if o.quantize == "int8" else "float32", "strategy": o.strategy, "rewritten": []}
+    if o.arch:
+        result["arch"], result["input_expects"] = o.arch, input_expects
+    keras_model, input_shape, result["rewritten"] = _builtin_model(model, kind, o.strategy, model_path)
+    if o.float_aggregation:
         _check_has_involution(keras_model, model_path)
         result["float_aggregation"] = True
 
-    if calib:
-        say(f"loading calibration data from {calib}")
-        cal_x, held_x, held_y = calibration_and_held_out(calib, input_shape, calib_samples, data_dir, image_rule)
+    if o.calib:
+        say(f"loading calibration data from {o.calib}")
+        cal_x, held_x, held_y = calibration_and_held_out(o.calib, input_shape, o.calib_samples, o.data_dir, image_rule)
     else:  # float conversions need no data: random inputs check the arithmetic, and there are no labels
         cal_x, held_y = None, None
-        held_x = np.random.default_rng(seed).random((8, *input_shape), dtype=np.float32)
+        held_x = np.random.default_rng(o.seed).random((8, *input_shape), dtype=np.float32)
     if result["rewritten"]:
         result["rewrite_max_abs_error"] = _check_rewrite(model, keras_model, held_x[:8])
 
-    say(f"converting ({quantize})")
-    flat = _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress is not None, float_aggregation,
-                    result.setdefault("notes", []))
-    info = audit(flat, output, allow_flex)
+    say(f"converting ({o.quantize})")
+    flat = _convert(keras_model, o, cal_x, progress is not None, result.setdefault("notes", []))
+    info = audit(flat, output, o.allow_flex)
     result["audit"] = info.summary()
     if info.max_rank > 4:
         result.setdefault("notes", []).append(
@@ -77,34 +76,36 @@ def convert_model(model_path, output=None, *, quantize="none", io="int8", calib=
         if not info.flex_ops:  # no runtime here runs Flex ops: nothing to measure
             result["xnnpack"] = xnnpack_coverage(s.path)
             say("verifying against Keras" if kind != "savedmodel" else "verifying against the SavedModel")
-            x = held_x[:verify_samples]
+            x = held_x[:o.verify_samples]
             result["verify"] = verify(keras_model, s.path, x, None if held_y is None else held_y[: len(x)],
-                                      precision="fp16" if quantize == "float16" else "default")
-            if check:
-                s.failures = quality_gate(result["verify"], quantize, min_agreement, max_rel_error)
+                                      precision="fp16" if o.quantize == "float16" else "default")
+            if o.check:
+                s.failures = quality_gate(result["verify"], o.quantize, o.min_agreement, o.max_rel_error)
                 result["quality_gate"] = {"passed": not s.failures, "failures": s.failures}
-            if gpu and not s.failures:
+            if o.gpu and not s.failures:
                 say("compiling on the LiteRT GPU accelerator")
-                result["gpu"] = _gpu_check(s.path, result, held_x[:1], gate_bounds(quantize, None, max_rel_error)[1])
+                result["gpu"] = _gpu_check(s.path, result, held_x[:1],
+                                           gate_bounds(o.quantize, None, o.max_rel_error)[1])
     failures, final = s.failures, s.final
     if report:
         write_atomic(report, json.dumps(result, indent=2, default=_json_default))
     if failures:
-        raise ConversionError(f"the {quantize if quantize != 'none' else 'float32'} model fails the check against "
+        raise ConversionError(f"the {o.quantize if o.quantize != 'none' else 'float32'} model fails the check against "
                               f"Keras on {result['verify']['samples']} held-out samples: {'; '.join(failures)}; "
                               f"left as {final} for inspection, not as {output}")
     return result
 
 
-def _load(model_path, arch, input_size, input_range, strategy, custom_modules):
+def _load(model_path, o):
     """(model, format, image rule for image-folder data, description of the input) of the input file."""
-    if not arch:
-        model, kind = load_model(model_path, custom_modules)
+    if not o.arch:
+        model, kind = load_model(model_path, o.custom_modules)
         return model, kind, None, None
     from involution import pretrained
 
-    model = _official_model(model_path, arch, input_size, input_range, strategy)
-    return model, "checkpoint", pretrained.image_rule(input_range), pretrained.describe_input(input_range, input_size)
+    model = _official_model(model_path, o.arch, o.input_size, o.input_range, o.strategy)
+    return (model, "checkpoint", pretrained.image_rule(o.input_range),
+            pretrained.describe_input(o.input_range, o.input_size))
 
 
 def _official_model(path, arch, input_size, input_range, strategy):
@@ -149,17 +150,16 @@ def _check_has_involution(keras_model, model_path):
                               "a SavedModel's layers are not known), and this model has none")
 
 
-def _convert(keras_model, quantize, io, cal_x, allow_flex, custom_modules, progress, float_aggregation=False,
-             notes=None):
+def _convert(keras_model, o, cal_x, progress, notes):
     representative = None if cal_x is None else [s[None] for s in cal_x]
     lowering = contextlib.nullcontext()
-    if custom_modules:  # the user's own classes keep their code: their extract_patches is lowered to builtins
+    if o.custom_modules:  # the user's own classes keep their code: their extract_patches is lowered to builtins
         from convert.lowering import builtin_extract_patches
 
         lowering = builtin_extract_patches()
     with lowering:
-        return to_tflite(keras_model, quantize, io, representative, allow_flex, progress=progress,
-                         float_aggregation=float_aggregation, notes=notes)
+        return to_tflite(keras_model, o.quantize, o.io, representative, o.allow_flex, progress=progress,
+                         float_aggregation=o.float_aggregation, notes=notes)
 
 
 def _gpu_check(path, result, x, max_rel_error):

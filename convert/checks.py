@@ -84,15 +84,16 @@ def check_data_source(source, data_dir=None, option="--calib"):
         raise ConversionError(str(exc)) from None
 
 
-def preflight(model_path, output=None, *, quantize="none", io="int8", calib=None, calib_samples=200, data_dir=None,
-              strategy="shift", arch=None, input_range=None, report=None, force=False, float_aggregation=False):
-    """Every check of an ``invo-convert`` call that needs no TensorFlow; returns the output path."""
-    check_options(quantize, io, strategy, calib, calib_samples, arch, input_range)
-    check_float_aggregation(quantize, float_aggregation)
+def preflight(model_path, output, options, report=None, force=False):
+    """Every check of an ``invo-convert`` call (``options``: a ``convert.options.ConvertOptions``) that needs
+    no TensorFlow; returns the output path."""
+    o = options
+    check_options(o.quantize, o.io, o.strategy, o.calib, o.calib_samples, o.arch, o.input_range)
+    check_float_aggregation(o.quantize, o.float_aggregation)
     # The input first: a missing or wrong input is the real cause, whatever the output path says.
-    check_input(model_path, arch)
-    if calib:
-        check_data_source(calib, data_dir)
+    check_input(model_path, o.arch)
+    if o.calib:
+        check_data_source(o.calib, o.data_dir)
     output = output or os.path.splitext(model_path.rstrip("/"))[0] + ".tflite"
     check_output(output, force)
     if report:

@@ -107,8 +107,7 @@ def format_audit(result):
                    "ImageNet normalisation folded into the model). Image folders are centre-cropped to match.")
 @click.option("--quiet", is_flag=True)
 @cli_errors
-def main(model, output, quantize, io, float_aggregation, calib, calib_samples, data_dir, strategy, report, force, allow_flex,
-         custom_module, no_gpu_check, min_agreement, max_rel_error, no_check, arch, input_size, input_range, quiet):
+def main(model, output, report, force, quiet, custom_module, no_gpu_check, no_check, **choices):
     """Convert MODEL (.h5, .keras, SavedModel dir, or with --arch an official RedNet checkpoint) to .tflite,
     verify it and audit its ops.  A .tflite MODEL from another converter is reordered and compacted as
     invo-convert's own exports are (default output NAME.invo.tflite), its outputs checked bit-identical.
@@ -117,11 +116,15 @@ def main(model, output, quantize, io, float_aggregation, calib, calib_samples, d
     --max-rel-error) is an error (exit 1) and is left only as NAME.FAILED.tflite.
     """
     from convert.checks import is_tflite, preflight
+    from convert.options import ConvertOptions
 
+    # The flags as one ConvertOptions (its field names are the flags'): what the library takes.
+    options = ConvertOptions(**choices, custom_modules=custom_module, gpu=not no_gpu_check, check=not no_check)
     if is_tflite(model):  # a .tflite from the user's own converter: reorder and compact it, nothing else
-        given = [flag for flag, value in (("--quantize", quantize != "none"), ("--calib", calib), ("--arch", arch),
-                                          ("--float-aggregation", float_aggregation), ("--custom-module", custom_module),
-                                          ("--input-range", input_range)) if value]
+        o = options
+        given = [flag for flag, value in (("--quantize", o.quantize != "none"), ("--calib", o.calib), ("--arch", o.arch),
+                                          ("--float-aggregation", o.float_aggregation),
+                                          ("--custom-module", o.custom_modules), ("--input-range", o.input_range)) if value]
         if given:
             raise ValueError(f"{model} is already a .tflite file: invo-convert only reorders and compacts it, so "
                              f"{', '.join(given)} need the Keras model it came from")
@@ -133,21 +136,14 @@ def main(model, output, quantize, io, float_aggregation, calib, calib_samples, d
             click.echo(format_audit(result))
         return
     require_tensorflow()  # a board: say what to install before judging the arguments
-    output = preflight(model, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
-                       data_dir=data_dir, strategy=strategy, arch=arch, input_range=input_range, report=report,
-                       force=force, float_aggregation=float_aggregation)  # before TensorFlow: errors in a second
+    output = preflight(model, output, options, report=report, force=force)  # before TensorFlow: errors in a second
     say = None if quiet else (lambda msg: click.echo(f"... {msg}", err=True))
     if say:
         say("loading TensorFlow")
     import_tensorflow_quietly()
     from convert.api import convert_model
 
-    result = convert_model(model, output, quantize=quantize, io=io, calib=calib, calib_samples=calib_samples,
-                           strategy=strategy, report=report, force=force, allow_flex=allow_flex,
-                           custom_modules=custom_module, data_dir=data_dir, gpu=not no_gpu_check, progress=say,
-                           check=not no_check, min_agreement=min_agreement, max_rel_error=max_rel_error,
-                           arch=arch, input_size=input_size, input_range=input_range,
-                           float_aggregation=float_aggregation)
+    result = convert_model(model, output, options, report=report, force=force, progress=say)
     if not quiet:
         click.echo(format_audit(result))
 

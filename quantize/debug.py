@@ -60,21 +60,25 @@ def layer_errors(model_path, calib, *, calib_samples=100, strategy="shift", data
     return rows
 
 
-def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(), io="int8", calib_samples=200,
-                       strategy="shift", data_dir=None, custom_modules=(), force=False):
+def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(), force=False, options=None, **fields):
     """int8 everywhere except the named tensors (``keep_nodes``) or op types (``keep_ops``), which stay float.
 
+    The data and model choices are invo-convert's (``convert.options.ConvertOptions``: ``io``, ``calib_samples``,
+    ``strategy``, ``data_dir``, ``custom_modules``), given as ``options`` or by name in ``fields``.
     Returns the verification of the result against Keras on the held-out samples (top-1 when labels exist).
     Held to invo-convert's int8 quality gate: a model that misses it raises and is left only as
     ``NAME.FAILED.tflite``.
     """
     from convert.checks import check_input, check_output
+    from convert.options import ConvertOptions
 
+    o = ConvertOptions.of(options, **fields)
+    io = o.io
     check_input(model_path)  # the input first: a missing model is the cause, whatever the output path says
     check_output(output, force)
     if not keep_nodes and not keep_ops:
         raise ConversionError("name at least one --keep-node or --keep-op to leave in float")
-    model, cal, held_x, held_y = _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules)
+    model, cal, held_x, held_y = _prepare(model_path, calib, o.calib_samples, o.strategy, o.data_dir, o.custom_modules)
     with tflite_converter(model, "int8", io, cal) as conv:
         flat = compact(int8_keeping_float(conv, io, keep_nodes=keep_nodes, keep_ops=keep_ops))
     audit(flat, output)  # the same audit as invo-convert's: a non-finite scale is an error, not a file

@@ -1,0 +1,46 @@
+"""``ConvertOptions``: every choice of one conversion in one object, so that ``convert_model``, ``preflight``
+and the CLI pass one value instead of twenty keywords.  No TensorFlow."""
+
+import dataclasses
+
+from convert.export import ConversionError
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """What to convert to and how to check it; the defaults are invo-convert's."""
+
+    # Precision.
+    quantize: str = "none"           # none (float32), float16, dynamic or int8
+    io: str = "int8"                 # int8 models' input/output type: int8, uint8 or float32
+    float_aggregation: bool = False  # int8: each involution's aggregation stays float32
+    allow_flex: bool = False         # accept TF Select ops (most devices cannot run them)
+    # Data: calibration (int8) and the held-out samples the checks use.
+    calib: str = None                # digits, cifar10, FILE.npz/.npy or an image folder
+    calib_samples: int = 200
+    data_dir: str = None             # a local cifar-10-batches-py
+    # The model.
+    strategy: str = "shift"          # the Involution gather of rewritten layers
+    custom_modules: tuple = ()       # .py files registering the user's layer classes
+    arch: str = None                 # the input is an official RedNet checkpoint of this architecture
+    input_size: int = 224            # with arch: the square input size
+    input_range: str = None          # with arch: "normalized" (default) or "0-255"
+    # Checks against Keras and on the GPU path.
+    verify_samples: int = 200
+    check: bool = True               # a model that misses the quality gate is an error
+    min_agreement: float = None      # quality gate bounds; None: the precision's default
+    max_rel_error: float = None
+    gpu: bool = True                 # compile and compare on the LiteRT GPU accelerator
+    seed: int = 0                    # random inputs of float conversions without data
+
+    def __post_init__(self):
+        object.__setattr__(self, "custom_modules", tuple(self.custom_modules or ()))
+
+    @classmethod
+    def of(cls, options=None, **fields):
+        """``options`` (or the defaults) with ``fields`` replaced; an unknown field is a ``ConversionError``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise ConversionError(f"unknown conversion option(s): {', '.join(unknown)}")
+        return dataclasses.replace(options or cls(), **fields)
