@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import LEGACY_VENV, ROOT, assert_one_line_error, long_chain_model_file, require_gpu, run_cli
+from conftest import ROOT, assert_one_line_error, legacy_python, long_chain_model_file, require_gpu, run_cli
 
 from convert.api import convert_model
 
@@ -67,11 +67,7 @@ def test_no_tensorflow_on_the_bench_path(models):
 
 def test_legacy_board_tflite_runtime_214(models, tmp_path):
     """A venv with only tflite-runtime 2.14, numpy<2 and this package (no TensorFlow), as .ci/run builds it."""
-    python = os.path.join(LEGACY_VENV, "bin", "python")
-    if not os.path.exists(python):
-        if os.environ.get("CI"):
-            pytest.fail("the legacy venv is missing: scripts/setup.sh builds it")
-        pytest.skip("no legacy venv (run scripts/setup.sh)")
+    python = legacy_python()
     check = run_cli("pip", "list", "--format", "json", python=python)
     installed = {p["name"].lower(): p["version"] for p in json.loads(check.stdout)}
     assert installed["tflite-runtime"] == "2.14.0" and installed["numpy"].startswith("1.")
@@ -302,9 +298,7 @@ def test_precision_fp16_runs_fp16_or_refuses(models, tmp_path):
 
 
 def test_precision_fp16_is_refused_on_the_legacy_board(models):
-    python = os.path.join(LEGACY_VENV, "bin", "python")
-    if not os.path.exists(python):
-        pytest.fail("the legacy venv is missing: scripts/setup.sh builds it")
+    python = legacy_python()
     proc = run_cli("benchmarks.cli", str(models / "conv_f32.tflite"), "--precision", "fp16", *FAST, python=python,
                    env={"PYTHONPATH": ""})
     assert_one_line_error(proc, "ai-edge-litert", "tflite-runtime 2.14")
@@ -338,3 +332,13 @@ def test_float_data_never_reaches_an_integer_input_without_a_scale():
     scaled = dict(detail, scale=0.5, zero_point=-3)
     np.testing.assert_array_equal(to_input_dtype(np.array([[0.0, 1.0, 2.0, 200.0]], np.float32), scaled),
                                   [[-3, -1, 1, 127]])  # x / scale + zero point, clipped to int8
+
+
+def test_percentiles_are_numpys_linear_ones():
+    """p90/p99 as benchmark_model reports them: linear interpolation between the sorted runs."""
+    from benchmarks.bench import _percentile
+
+    for n in (1, 2, 7, 50):
+        ms = sorted(np.random.default_rng(n).random(n) * 10)
+        for p in (0, 50, 90, 99, 100):
+            assert _percentile(ms, p) == pytest.approx(np.percentile(ms, p))

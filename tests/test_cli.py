@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import LEGACY_VENV, ROOT, assert_one_line_error, run_cli
+from conftest import ROOT, assert_one_line_error, legacy_python, run_cli
 
 HOST_CLIS = ["convert.cli", "quantize.cli", "involution.cli", "benchmarks.host.cli"]
 
@@ -27,9 +27,7 @@ def test_help_imports_no_tensorflow(module):
                                          ("benchmarks.host.cli", ["networks", "--rounds", "1"])])
 def test_host_tools_on_a_board_say_what_to_install(tmp_path, module, args):
     """The legacy venv (tflite-runtime, no TensorFlow): one Error line naming the host extras, no traceback."""
-    python = os.path.join(LEGACY_VENV, "bin", "python")
-    if not os.path.exists(python):
-        pytest.fail("the legacy venv is missing: run scripts/setup.sh")
+    python = legacy_python()
     (tmp_path / "m.keras").write_bytes(b"PK")
     argv = [str(tmp_path / a) if a.endswith(".keras") else a for a in args]
     proc = subprocess.run([python, "-m", module, *argv], capture_output=True, text=True, cwd=str(tmp_path), timeout=120,

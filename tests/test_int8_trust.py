@@ -155,11 +155,9 @@ def test_xnnpack_audit_runs_on_the_legacy_runtime(tmp_path):
     """tflite-runtime 2.14 (no TensorFlow, numpy<2) partitions the same model the same way."""
     import subprocess
 
-    from conftest import LEGACY_VENV
+    from conftest import legacy_python
 
-    python = os.path.join(LEGACY_VENV, "bin", "python")
-    if not os.path.exists(python):
-        pytest.fail("the legacy venv is missing: run scripts/setup.sh")
+    python = legacy_python()
     model = _layer(h=16, stride=2)
     path = tmp_path / "s2.tflite"
     path.write_bytes(to_tflite(model))

@@ -179,3 +179,28 @@ def test_calibration_takes_a_flat_folder_of_images_training_needs_classes(tmp_pa
     assert any(np.array_equal(first, s) for s in x)  # the one documented rule: resize, then pixels / 255
     with pytest.raises(DataError, match="one sub-folder of images per class"):
         load_dataset(str(tmp_path), (16, 16, 3))
+
+
+def test_npy_file_is_images_without_labels(tmp_path):
+    """A .npy holds images only: calibration takes it as stored; training, which needs labels, refuses it."""
+    x = np.random.default_rng(0).random((12, 8, 8, 3), dtype=np.float32)
+    np.save(tmp_path / "cal.npy", x)
+    ds = load_dataset(str(tmp_path / "cal.npy"), (8, 8, 3), labels=False)
+    got = np.concatenate([ds.x_train, ds.x_val])
+    assert got.shape == x.shape and ds.y_val is None
+    assert sorted(map(bytes, got.reshape(12, -1).view(np.uint8))) == sorted(map(bytes, x.reshape(12, -1).view(np.uint8)))
+    with pytest.raises(DataError):
+        load_dataset(str(tmp_path / "cal.npy"), (8, 8, 3), labels=True)
+
+
+def test_center_crop_is_the_imagenet_evaluation_transform():
+    """Short side to 256/224 of the crop, then the centre: a 300x200 image to 32x32 keeps its centre column."""
+    from involution.data import _center_crop
+
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[:, 140:160] = 255  # a white stripe through the centre
+    out = np.asarray(_center_crop(Image.fromarray(img), 32, 32))
+    assert out.shape == (32, 32, 3)
+    assert out[:, 15:17].min() > 100 and out[:, :8].max() == 0 and out[:, -8:].max() == 0
+    wide = np.asarray(_center_crop(Image.fromarray(np.zeros((40, 400, 3), np.uint8)), 32, 32))
+    assert wide.shape == (32, 32, 3)  # the short side is scaled to 37, never below the crop

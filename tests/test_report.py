@@ -1,7 +1,9 @@
-"""invo-report deployment, run for real on the briefly trained seed models (few runs, one round)."""
+"""invo-report deployment, run for real on the briefly trained seed models (few runs, two rounds)."""
 
 import json
 import os
+
+import pytest
 
 from conftest import assert_one_line_error, run_cli
 
@@ -10,7 +12,7 @@ def test_deployment_report_from_a_training_directory(trained_seed, tmp_path):
     out, results = trained_seed
     report_dir = tmp_path / "report"
     proc = run_cli("benchmarks.host.cli", "deployment", "--train-dir", str(out), "--out", str(report_dir),
-                   "--num-runs", "5", "--rounds", "1", "--no-gpu-check")
+                   "--num-runs", "5", "--rounds", "2", "--no-gpu-check")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((report_dir / "report.json").read_text())
     rows = {(r["model"], r["dtype"]): r for r in report["rows"]}
@@ -21,17 +23,17 @@ def test_deployment_report_from_a_training_directory(trained_seed, tmp_path):
         assert r["validation_samples"] == 359 and abs(r["top1_keras"] - results[model]["val_accuracy"]) < 1e-6
         if dtype == "float32":
             assert r["top1"] == r["top1_keras"]
-        t1 = r["cpu_1t"]
-        assert t1["min"] == t1["median"] == t1["max"] == r["cpu_1t_ms"]  # one round
+        t1 = r["cpu_1t"]  # two rounds: their median is their mean, between them
+        assert t1["min"] <= t1["median"] <= t1["max"] and t1["median"] == r["cpu_1t_ms"]
+        assert t1["median"] == pytest.approx((t1["min"] + t1["max"]) / 2)
         assert r["gpu"] == "no GPU" and r["gpu_ms"] is None
     text = (report_dir / "report.md").read_text()
     assert proc.stdout.strip() == text.strip()
     conv, inv = rows["seed-conv", "float32"], rows["seed-involution", "float32"]
-    assert f"{inv['file_kb'] / conv['file_kb']:.3f}x float32" in text
-    assert f"{inv['cpu_1t']['median'] / conv['cpu_1t']['median']:.2f}x" in text
+    # The size ratio is the files' own, read from disk, not the report's figures.
+    assert f"{os.path.getsize(inv['file']) / os.path.getsize(conv['file']):.3f}x float32" in text
     for trust in report["trust"]:
         assert "error" not in trust, trust
-        assert trust["ratio_of_medians"] == trust["invo_bench_ms"]["median"] / trust["benchmark_litert_model_ms"]["median"]
     for png in ("latency.png", "size.png"):
         assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

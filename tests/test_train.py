@@ -126,3 +126,20 @@ def test_multi_worker_training_runs_and_only_the_chief_writes(tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".train-")]
     r = convert_model(str(tmp_path / "worker0" / "model.keras"), str(tmp_path / "w.tflite"), gpu=False)
     assert r["verify"]["max_rel_error"] < 1e-4 and r["xnnpack"]["fully_delegated"]
+
+
+@pytest.mark.parametrize("config,chief", [
+    (None, True),                                                                      # single process
+    ({"task": {"type": "chief", "index": 0}, "cluster": {"chief": ["a"], "worker": ["b"]}}, True),
+    ({"task": {"type": "worker", "index": 0}, "cluster": {"chief": ["a"], "worker": ["b"]}}, False),  # explicit chief
+    ({"task": {"type": "worker", "index": 0}, "cluster": {"worker": ["a", "b"]}}, True),  # worker 0 leads
+    ({"task": {"type": "worker", "index": 1}, "cluster": {"worker": ["a", "b"]}}, False),
+])
+def test_only_the_chief_writes(monkeypatch, config, chief):
+    from involution.train import is_chief
+
+    if config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    assert is_chief() is chief

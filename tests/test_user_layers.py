@@ -60,3 +60,16 @@ def test_custom_module_lowers_extract_patches_to_builtins(user_models, tmp_path,
     expected = np.load(user_models / "ExtraConv_expected.npz")
     got = np.concatenate([InterpreterRunner(str(target))(x[None])[0] for x in expected["x"]])
     np.testing.assert_allclose(got, expected["y"], rtol=0, atol=1e-5 * np.abs(expected["y"]).max())
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_builtin_extract_patches_equals_tensorflows(padding, stride):
+    """The lowering of a user's extract_patches gives TensorFlow's values for both paddings and strides."""
+    import tensorflow as tf
+
+    from convert.lowering import extract_patches_builtin
+
+    x = tf.constant(np.random.default_rng(stride).standard_normal((2, 9, 8, 3)).astype(np.float32))
+    args = ([1, 3, 3, 1], [1, stride, stride, 1], [1, 1, 1, 1], padding)
+    np.testing.assert_array_equal(extract_patches_builtin(x, *args).numpy(), tf.image.extract_patches(x, *args).numpy())

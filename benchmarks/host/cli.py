@@ -68,7 +68,8 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
 
 @main.command()
 @click.option("--networks", default=None, help="Comma-separated; default all of: rednet26, rednet38, rednet50, "
-              "resnet50, mobilenetv2, rednet26-without-involution, rednet50-without-involution.")
+              "resnet50, mobilenetv2, rednet26-without-involution, rednet50-without-involution; 'none': the "
+              "per-layer table only.")
 @click.option("--dtypes", default="float32,fp16,int8,int8-float-agg", show_default=True,
               help="fp16: the float16 file with XNNPACK forced to FP16 (invo-bench --precision fp16); int8-float-agg: "
                    "int8 with each involution's aggregation in float32 (invo-convert --float-aggregation); also "
@@ -93,7 +94,9 @@ def networks(networks, dtypes, threads, caches, rounds, num_runs, input_size, ca
     require_tensorflow()  # a board: say what to install before judging the arguments
     from benchmarks.host import network_bench as nb
 
-    chosen = [n for n in (networks or ",".join(nb.NETWORKS)).split(",") if n]
+    chosen = [] if networks == "none" else [n for n in (networks or ",".join(nb.NETWORKS)).split(",") if n]
+    if not chosen and no_layers:
+        raise click.UsageError("--networks none with --no-layers leaves nothing to time")
     unknown = [n for n in chosen if n not in nb.NETWORKS]
     if unknown:
         raise click.UsageError(f"unknown network(s) {', '.join(unknown)}; choose from {', '.join(nb.NETWORKS)}")

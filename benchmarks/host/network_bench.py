@@ -250,36 +250,66 @@ def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20,
                 row[label] = spread(per_round)
                 row[label.replace("ms_", "rounds_")] = per_round  # per-round medians, in order
     info["ops_per_involution"] = ops_per_involution()
-
-    layer_rows = []
-    if layers:
-        from benchmarks.xnnpack_check import xnnpack_coverage
-        from convert.export import to_tflite
-
-        layer_jobs = []
-        for label, h, c, k, s, _ in LAYER_CONFIGS:
-            for kind in LAYER_KINDS:
-                model = _layer_model(h, c, k, s, kind)
-                for dtype in (d for d in dtypes if d in ("float32", "int8")):
-                    slug = kind.replace(", ", "_").replace(" ", "_")
-                    path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{slug}_{dtype}.tflite")
-                    rng = np.random.default_rng(1)
-                    rep = [[rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs]
-                           for _ in range(4)]
-                    write_atomic(path, to_tflite(model, "int8" if dtype == "int8" else "none", "int8",
-                                                 rep if dtype == "int8" else None))
-                    layer_jobs.append(((label, kind, dtype), path))
-        ltimes = _time(layer_jobs, rounds, num_runs, threads[:1])
-        for (label, kind, dtype), path in layer_jobs:
-            layer_rows.append({"layer": label, "kind": kind, "dtype": dtype,
-                               "ms": spread(ltimes[(label, kind, dtype), threads[0], "warm"]),
-                               "xnnpack_full": xnnpack_coverage(path)["fully_delegated"]})
+    layer_rows = layer_table(dtypes, threads, rounds, num_runs, out) if layers else []
     result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads), "caches": list(caches)}
     write_atomic(os.path.join(out, "network_bench.json"), json.dumps(result, indent=2))
     md = markdown(result)
     write_atomic(os.path.join(out, "network_bench.md"), md)
     plot(result, os.path.join(out, "latency_vs_top1.png"))
     return result, md
+
+
+def layer_table(dtypes, threads, rounds, num_runs, out):
+    """Every RedNet involution configuration (``LAYER_CONFIGS``) as each of ``LAYER_KINDS``, float32 and int8,
+    timed at every thread count: [{layer, kind, dtype, ms (first thread count), ms_by_threads, xnnpack_full}]."""
+    from benchmarks.xnnpack_check import xnnpack_coverage
+    from convert.export import to_tflite
+
+    layer_jobs = []
+    for label, h, c, k, s, _ in LAYER_CONFIGS:
+        for kind in LAYER_KINDS:
+            model = _layer_model(h, c, k, s, kind)
+            for dtype in (d for d in dtypes if d in ("float32", "int8")):
+                slug = kind.replace(", ", "_").replace(" ", "_")
+                path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{slug}_{dtype}.tflite")
+                rng = np.random.default_rng(1)
+                rep = [[rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs]
+                       for _ in range(4)]
+                write_atomic(path, to_tflite(model, "int8" if dtype == "int8" else "none", "int8",
+                                             rep if dtype == "int8" else None))
+                layer_jobs.append(((label, kind, dtype), path))
+    print(f"timing {len(layer_jobs)} layer files x {len(threads)} thread counts", flush=True)
+    times = _time(layer_jobs, rounds, num_runs, threads)
+    return [{"layer": label, "kind": kind, "dtype": dtype,
+             "ms": spread(times[(label, kind, dtype), threads[0], "warm"]),
+             "ms_by_threads": {str(t): spread(times[(label, kind, dtype), t, "warm"]) for t in threads},
+             "xnnpack_full": xnnpack_coverage(path)["fully_delegated"]}
+            for (label, kind, dtype), path in layer_jobs]
+
+
+def layer_thread_lines(result):
+    """Each layer's speed-up from the first thread count to the others: the layer, its aggregation and its
+    MUL+ADD floor.  A floor that does not speed up shows the runtime's per-op cost, not the layer's layout."""
+    threads = result["threads"]
+    rows = [r for r in result["layers"] if r.get("ms_by_threads")]
+    if len(threads) < 2 or not rows:
+        return []
+    t1 = str(threads[0])
+    kinds = ("involution", "aggregation", "mul-add floor")
+    by = {(r["layer"], r["kind"], r["dtype"]): r["ms_by_threads"] for r in rows}
+    out = [f"Speed-up of each layer from {t1} to more threads (medians; > 1 is faster). The MUL+ADD floor is "
+           "the layer's K*K MULs and K*K-1 ADDs alone: where it does not speed up, no layout of those ops can.", "",
+           "| layer | dtype | " + " | ".join(f"{kind}, {t} threads" for t in threads[1:] for kind in kinds) + " |",
+           "|---|---|" + "---|" * (len(kinds) * (len(threads) - 1))]
+    for label, *_ in LAYER_CONFIGS:
+        for dtype in dict.fromkeys(r["dtype"] for r in rows):
+            cells = []
+            for t in threads[1:]:
+                for kind in kinds:
+                    ms = by.get((label, kind, dtype))
+                    cells.append(f"{ms[t1]['median'] / ms[str(t)]['median']:.2f}x" if ms else "-")
+            out.append(f"| {label} | {dtype} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _fmt(s):
@@ -332,6 +362,9 @@ def markdown(result):
                              f"{inv['ms']['median'] / dw['ms']['median']:.2f}x | {_fmt(agg['ms'])} | {_fmt(floor['ms'])} "
                              f"| {_fmt(by[label, layout, dtype]['ms'])}, {layout.split(', ')[1]} |")
         lines += [""] + stride_lines(result) + [""] + floor_lines(result)
+        thread_lines = layer_thread_lines(result)
+        if thread_lines:
+            lines += [""] + thread_lines
     return "\n".join(lines) + "\n"
 
 
