@@ -153,3 +153,23 @@ def test_flex_facts_are_recorded_quietly(tmp_path, capfd):
     assert "ran (unexpected)" not in (facts["tf.lite.Interpreter"], facts["ai_edge_litert Interpreter"])
     for noise in ("Saved artifact", "neither a custom op nor a flex op", "INFO: Created TensorFlow Lite"):
         assert noise not in out and noise not in err, (noise, out[-500:], err[-500:])
+
+
+def test_layer_thread_lines_give_each_layers_speed_up_per_thread_count():
+    """Speed-up = the first thread count's median over each other's, for the layer, its aggregation and its
+    MUL+ADD floor; a one-thread run has no such table."""
+    from benchmarks.host import network_bench as nb
+
+    rng = np.random.default_rng(5)
+    stat = lambda v: {"median": v, "min": v, "max": v}  # noqa: E731
+    layers = [{"layer": label, "kind": kind, "dtype": "float32",
+               "ms_by_threads": {"1": stat(float(rng.uniform(1, 5))), "2": stat(float(rng.uniform(1, 5)))}}
+              for label, *_ in nb.LAYER_CONFIGS for kind in nb.LAYER_KINDS]
+    lines = nb.layer_thread_lines({"threads": [1, 2], "layers": layers})
+    by = {(r["layer"], r["kind"]): r["ms_by_threads"] for r in layers}
+    label = nb.LAYER_CONFIGS[1][0]
+    (row,) = [line for line in lines if line.startswith(f"| {label} | float32 |")]
+    want = [by[label, kind]["1"]["median"] / by[label, kind]["2"]["median"]
+            for kind in ("involution", "aggregation", "mul-add floor")]
+    assert row == f"| {label} | float32 | " + " | ".join(f"{w:.2f}x" for w in want) + " |"
+    assert nb.layer_thread_lines({"threads": [1], "layers": layers}) == []

@@ -457,7 +457,7 @@ def floor_lines(result):
                        f"{skeleton:.1f} + {sum(counts.values())} involution layers {layers:.1f}), so "
                        f"{whole - skeleton - layers:+.1f} ms beyond them; floor {skeleton + layers - cut:.1f} ms = "
                        f"{(skeleton + layers - cut) / base:.2f}x resnet50 (measured {whole / base:.2f}x)")
-    return out
+    return out if len(out) > 1 else []
 
 
 def stride_lines(result):
