@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from invo_base.plumbing import cli_errors, write_atomic
 from benchmarks.runtime import PRECISIONS, RUNTIMES, SWIFTSHADER_ICD
+from invo_base.plumbing import cli_errors, write_atomic
 
 # Every figure, for --json and --csv; the terminal table shows TABLE_COLUMNS, in 100 columns.
 COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator", "accel", "{}"),

@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 
-from invo_base.plumbing import one_line
 from benchmarks.runtime import SWIFTSHADER_ICD
+from invo_base.plumbing import one_line
 
 INT_TOLERANCE = 0.03  # of the output range, for integer (quantized) outputs
 

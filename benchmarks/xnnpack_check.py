@@ -15,8 +15,8 @@ partition's outputs without crossing its inputs.  No TensorFlow needed.
 import json
 import sys
 
-from invo_base.plumbing import native_logs_silenced, one_line
 from benchmarks.runtime import import_runtime, plan_coverage
+from invo_base.plumbing import native_logs_silenced, one_line
 
 
 def xnnpack_coverage(path, runtime="litert", num_threads=1):

@@ -12,16 +12,16 @@ import time
 import numpy as np
 
 from benchmarks.gpu_check import check_gpu
-from invo_base.plumbing import write_atomic
 from benchmarks.runtime import to_input_dtype
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import preflight
 from convert.export import ConversionError, to_tflite
 from convert.load import load_model
 from convert.options import ConvertOptions
-from convert.rewrite import max_difference, rewrite_model
 from convert.publish import audit, staged
+from convert.rewrite import max_difference, rewrite_model
 from convert.verification import calibration_and_held_out, gate_bounds, quality_gate, verify
+from invo_base.plumbing import write_atomic
 
 
 def convert_model(model_path, output=None, options=None, *, report=None, force=False, progress=None, **fields):

@@ -2,11 +2,11 @@
 
 import click
 
-from invo_base.plumbing import cli_errors
-from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import IO_TYPES, QUANTIZE
+from invo_base.plumbing import cli_errors
 from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES
+from involution.host_env import import_tensorflow_quietly, require_tensorflow
 
 
 def format_audit(result):

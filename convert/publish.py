@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 
+from convert.export import ConversionError
 from invo_base.plumbing import write_atomic
 from invo_base.tflite_model import TFLiteModel
-from convert.export import ConversionError
 
 
 def failed_name(output):

@@ -12,14 +12,14 @@ import time
 
 import numpy as np
 
-from invo_base.plumbing import write_atomic
 from benchmarks.runtime import InterpreterRunner, random_inputs
-from convert.compact import compact
-from invo_base.tflite_model import TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import check_output
+from convert.compact import compact
 from convert.export import ConversionError
 from convert.publish import audit, staged
+from invo_base.plumbing import write_atomic
+from invo_base.tflite_model import TFLiteModel
 
 
 def default_output(path):

@@ -5,8 +5,8 @@ import json
 import click
 
 from invo_base.plumbing import cli_errors
-from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from involution.catalog import DISTRIBUTE, MODEL_NAMES, check_train_options
+from involution.host_env import import_tensorflow_quietly, require_tensorflow
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,11 +9,11 @@ import json
 
 import click
 
-from invo_base.plumbing import cli_errors
-from involution.host_env import import_tensorflow_quietly, require_tensorflow
 from convert.checks import check_output
 from convert.export import IO_TYPES
+from invo_base.plumbing import cli_errors
 from involution.catalog import STRATEGIES
+from involution.host_env import import_tensorflow_quietly, require_tensorflow
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

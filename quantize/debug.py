@@ -14,8 +14,8 @@ import numpy as np
 from convert.compact import compact
 from convert.export import ConversionError, converter_quiet, int8_keeping_float, representative_dataset, tflite_converter
 from convert.load import load_model
-from convert.rewrite import rewrite_model
 from convert.publish import audit, staged
+from convert.rewrite import rewrite_model
 from convert.verification import calibration_and_held_out, quality_gate, verify
 
 

@@ -1,8 +1,8 @@
 """Accuracy of a float Keras model against its .tflite (int8) conversion on held-out data."""
 
-from invo_base.tflite_model import TFLiteModel
 from convert.load import load_model
 from convert.verification import held_out, verify
+from invo_base.tflite_model import TFLiteModel
 
 
 def compare_accuracy(keras_path, tflite_path, source, *, samples=500, data_dir=None, custom_modules=()):

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import assert_one_line_error, run_cli
 
-from invo_base.tflite_model import TFLiteModel
 from convert.api import convert_model
+from invo_base.tflite_model import TFLiteModel
 from quantize.cli import main as quantize_cli
 from quantize.debug import layer_errors, selective_quantize
 from quantize.evaluate import compare_accuracy

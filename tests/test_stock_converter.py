@@ -10,8 +10,8 @@ import tensorflow as tf
 from conftest import long_chain_model_file, randomize, require_gpu
 
 from benchmarks.gpu_check import check_gpu
-from invo_base.tflite_model import GPU_TEXTURE_LIMIT, TFLiteModel
 from benchmarks.xnnpack_check import xnnpack_coverage
+from invo_base.tflite_model import GPU_TEXTURE_LIMIT, TFLiteModel
 from involution import Involution
 from involution.models import official_involution
 

@@ -6,8 +6,8 @@ import pytest
 from conftest import randomize, require_gpu
 
 from benchmarks.runtime import CompiledRunner, InterpreterRunner
-from invo_base.tflite_model import TFLiteModel
 from convert.export import to_tflite
+from invo_base.tflite_model import TFLiteModel
 from involution import Involution
 from involution.reference import InvolutionReference
 

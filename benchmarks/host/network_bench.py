@@ -150,9 +150,9 @@ def _stock_convert(model, path, gpu):
     import tensorflow as tf
 
     from benchmarks.gpu_check import check_gpu
-    from invo_base.tflite_model import TFLiteModel
     from benchmarks.xnnpack_check import xnnpack_coverage
     from convert.export import converter_quiet
+    from invo_base.tflite_model import TFLiteModel
 
     x = keras.Input(model.inputs[0].shape[1:], batch_size=1)
     with converter_quiet():

@@ -17,8 +17,8 @@ import time
 
 from benchmarks.bench import benchmark, machine_description, spread
 from benchmarks.host.timing import interleaved
-from invo_base.plumbing import one_line, write_atomic
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
+from invo_base.plumbing import one_line, write_atomic
 
 MODELS = ("seed-conv", "seed-involution")
 
