@@ -175,8 +175,9 @@ def plan_coverage(interp):
 
 
 class Runner:
-    """One loaded model: ``inputs`` (details), ``set_inputs``, ``run`` (synchronous, outputs ready), ``outputs``,
-    ``fully_delegated`` (measured, not assumed) and ``close`` (frees the runtime's resources now)."""
+    """One loaded model: ``inputs`` and ``output_details`` ([{name, shape, dtype, scale, zero_point}], in the
+    order ``set_inputs`` takes and ``outputs`` returns), ``set_inputs``, ``run`` (synchronous, outputs ready),
+    ``outputs``, ``fully_delegated`` (measured, not assumed) and ``close`` (frees the runtime's resources now)."""
 
     runtime = accelerator = None
     _fully_delegated = True
@@ -239,6 +240,7 @@ class InterpreterRunner(Runner):
         self._delegated = bool(delegate or use_xnnpack)
         self.inputs = [self._details(d) for d in self.interp.get_input_details()]
         self._outs = self.interp.get_output_details()
+        self.output_details = [self._details(d) for d in self._outs]
 
     @property
     def fully_delegated(self):
@@ -317,6 +319,15 @@ class CompiledRunner(Runner):
                                 "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
         self._outs = [(int(np.prod(out_det[n]["shape"])), np.dtype(out_det[n]["dtype"]), tuple(out_det[n]["shape"]))
                       for n in names["outputs"]]
+        file_out_list = self.model.io("outputs")
+        file_out = {t.name: t for t in file_out_list}
+        file_out.update({name: self.model.main["tensors"][i] for i, name in self.model.signature_names.items()})
+        self.output_details = []
+        for i, name in enumerate(names["outputs"]):
+            t = file_out.get(name) or (file_out_list[i] if i < len(file_out_list) else None)
+            self.output_details.append({"name": name, "shape": [int(s) for s in out_det[name]["shape"]],
+                                        "dtype": np.dtype(out_det[name]["dtype"]).name,
+                                        "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
         self._last = None
         with native_logs_silenced():  # the first buffer access sets up an environment, with log lines
             self._ib = self.cm.create_input_buffers(0)

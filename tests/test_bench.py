@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, assert_one_line_error, legacy_python, long_chain_model_file, require_gpu, run_cli
 
 from convert.api import convert_model
+from invo_base.tflite_model import TFLiteModel
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,12 @@ def test_compiled_model_takes_each_inputs_own_quantization(tmp_path):
     assert [d["name"] for d in compiled.inputs] == ["input_0", "input_1"]
     assert {d["name"]: d["scale"] for d in compiled.inputs} == interp
     assert interp["input_1"] > 50 * interp["input_0"]
+    # The outputs' details too: the same on both runtimes, the scale the file stores, in the order outputs() gives.
+    (out_i,), (out_c,) = load(str(path), "litert").output_details, compiled.output_details
+    assert (out_c["shape"], out_c["dtype"], out_c["scale"], out_c["zero_point"]) == \
+        (out_i["shape"], out_i["dtype"], out_i["scale"], out_i["zero_point"]) == \
+        ([1, 4, 4, 2], "int8", TFLiteModel.from_file(str(path)).io("outputs")[0].scale, out_i["zero_point"])
+    assert compiled(*(np.zeros((1, 4, 4, 2), np.int8),) * 2)[0].dtype == np.dtype(out_c["dtype"])
 
 
 @pytest.fixture(scope="module")
