@@ -8,6 +8,7 @@ back.  The passes that change what a model contains (``convert.compact``) belong
 import numpy as np
 
 from invo_base import tflite_schema as schema
+from invo_base.tflite_model import builtin_of
 
 
 def unpack(flat):
@@ -69,7 +70,7 @@ def unsupported(model):
     """
     if len(model.subgraphs or []) != 1:
         return f"{len(model.subgraphs or [])} subgraphs (control flow or several signatures)"
-    if any(max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.CUSTOM for c in model.operatorCodes):
+    if schema.BuiltinOperator.CUSTOM in builtin_codes(model):
         return "custom ops, whose options it cannot read"
     if any(t.sparsity is not None for t in model.subgraphs[0].tensors):
         return "sparse tensors"
@@ -84,8 +85,8 @@ def as_list(v):
 
 
 def builtin_codes(model):
-    """Each operator code's builtin operator (the schema keeps small codes in the deprecated field too)."""
-    return [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    """Each operator code's builtin operator (``invo_base.tflite_model.builtin_of``)."""
+    return [builtin_of(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
 
 
 def single_op_model(model, index):

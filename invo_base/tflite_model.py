@@ -18,6 +18,12 @@ BUILTIN_OPS = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.st
 TENSOR_TYPES = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
 
+def builtin_of(builtin_code, deprecated_code):
+    """An operator code's builtin operator.  The schema widened the code from int8 to int32 and kept the old
+    field: files store small codes in both, older files only in the deprecated one, so the larger is the op."""
+    return max(builtin_code, deprecated_code)
+
+
 class ModelFormatError(ValueError):
     """The file is not a readable TFLite model."""
 
@@ -72,7 +78,7 @@ class TFLiteModel:
         codes, self.custom_codes = [], set()
         for i in range(root.OperatorCodesLength()):
             oc = root.OperatorCodes(i)
-            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            code = builtin_of(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
             if code == CUSTOM_OP:
                 name = (oc.CustomCode() or b"").decode("utf-8", "replace")
                 self.custom_codes.add(name)

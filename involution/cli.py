@@ -24,8 +24,7 @@ from involution.host_env import import_tensorflow_quietly, require_tensorflow
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
 @click.option("--quiet", is_flag=True)
 @cli_errors
-def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out, distribute, input_size,
-         compare, force, quiet):
+def main(model, dataset, out, input_size, compare, force, quiet, **training):
     """Train an involution (or convolution) classifier and save .h5/.keras, curves and kernel maps."""
     require_tensorflow()  # a board: say what to install before judging the arguments
     import os
@@ -33,22 +32,22 @@ def main(model, dataset, data_dir, epochs, batch_size, learning_rate, seed, out,
     from involution.data import check_source
 
     # What can be checked without TensorFlow first, so that a typo costs a second, not the import.
-    check_train_options(model, distribute, epochs, batch_size, learning_rate)
-    check_source(dataset, data_dir)
-    if distribute != "multi-worker" and os.path.isdir(out) and os.listdir(out) and not force:
+    t = training  # epochs, batch_size, learning_rate, seed, distribute, data_dir: TrainOptions' fields
+    check_train_options(model, t["distribute"], t["epochs"], t["batch_size"], t["learning_rate"])
+    check_source(dataset, t["data_dir"])
+    if t["distribute"] != "multi-worker" and os.path.isdir(out) and os.listdir(out) and not force:
         raise ValueError(f"{os.path.abspath(out)} exists and is not empty; pass --force to replace it")
     if not quiet:
         click.echo("... loading TensorFlow", err=True)
     import_tensorflow_quietly()
     import warnings
 
-    from involution.train import train
+    from involution.train import TrainOptions, train
 
     warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
     shape = (input_size, input_size, 3) if input_size else None
-    results = train(model, dataset, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                    out=out, distribute=distribute, data_dir=data_dir, compare=compare, force=force,
-                    input_shape=shape, quiet=quiet)
+    results = train(model, dataset, TrainOptions(**training, input_shape=shape), out=out, compare=compare, force=force,
+                    quiet=quiet)
     for name, r in results.items():
         click.echo(f"{name}: {r['params']:,} params, val_accuracy {r['val_accuracy']:.4f}, "
                    f"val_loss {r['val_loss']:.4f} -> {r['dir']}")

@@ -5,6 +5,7 @@ at the end, so a failed run never leaves a half-written output directory.
 """
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -124,10 +125,33 @@ def _fit_multi_worker(model, strategy, data, epochs, batch_size, seed, verbose):
     return hist
 
 
-def train(model="seed-involution", dataset="digits", *, epochs=10, batch_size=256, learning_rate=1e-3,
-          seed=1, out="runs/train", distribute="default", data_dir=None, compare=False, force=False,
-          input_shape=None, quiet=False):
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """How a model is trained (invo-train's flags); the defaults are invo-train's."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 1
+    distribute: str = "default"   # default, mirrored or multi-worker (invo-train --strategy)
+    data_dir: str = None          # a local cifar-10-batches-py
+    input_shape: tuple = None     # the model's input; None: 32x32x3
+
+    @classmethod
+    def of(cls, options=None, **fields):
+        """``options`` (or the defaults) with ``fields`` replaced; an unknown field is a ``TrainError``."""
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise TrainError(f"unknown training option(s): {', '.join(unknown)}")
+        return dataclasses.replace(options or cls(), **fields)
+
+
+def train(model="seed-involution", dataset="digits", options=None, *, out="runs/train", compare=False, force=False,
+          quiet=False, **fields):
     """Trains one model (or, with ``compare``, seed-conv and ``model`` on the same data).
+
+    ``options``: a ``TrainOptions`` (epochs, batch size, learning rate, seed, distribution, data); ``fields``
+    replace its fields by name.
 
     Writes ``model.h5``, ``model.keras``, ``history.json``, ``summary.txt``, ``loss.png``,
     ``accuracy.png`` and ``kernels.png`` (involution models) into ``out``; with ``compare``,
@@ -138,14 +162,16 @@ def train(model="seed-involution", dataset="digits", *, epochs=10, batch_size=25
 
     from involution import plots
 
+    o = TrainOptions.of(options, **fields)
+    epochs, seed, distribute = o.epochs, o.seed, o.distribute
     try:
-        check_train_options(model, distribute, epochs, batch_size, learning_rate)
+        check_train_options(model, distribute, epochs, o.batch_size, o.learning_rate)
     except ValueError as exc:
         raise TrainError(str(exc)) from None
     out = os.path.abspath(out)
     # Multi-worker: every worker trains (and saves, as the strategy needs), only the chief keeps the outputs.
     chief = distribute != "multi-worker" or is_chief()
-    data = load_dataset(dataset, input_shape or (32, 32, 3), data_dir=data_dir)  # the input before the output
+    data = load_dataset(dataset, o.input_shape or (32, 32, 3), data_dir=o.data_dir)  # the input before the output
     if chief and os.path.exists(out) and os.listdir(out) and not force:
         raise TrainError(f"{out} exists and is not empty; pass --force to replace it")
 
@@ -166,7 +192,7 @@ def train(model="seed-involution", dataset="digits", *, epochs=10, batch_size=25
             if not quiet:
                 print(f"... training {name} ({i + 1}/{len(names)}) on {data.name}: {len(data.x_train):,} samples, "
                       f"{len(data.x_val):,} held out, {epochs} epochs", file=sys.stderr, flush=True)
-            net, hist = fit(name, data, epochs, batch_size, learning_rate, seed, distribute, 0 if quiet else 2)
+            net, hist = fit(name, data, epochs, o.batch_size, o.learning_rate, seed, distribute, 0 if quiet else 2)
             net.save(os.path.join(sub, "model.keras"))
             with contextlib.redirect_stderr(io.StringIO()):
                 net.save(os.path.join(sub, "model.h5"))
