@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from benchmarks import runtime as rt
+from invo_base.options import Options
 
 
 def _rss_kb():
@@ -152,8 +153,10 @@ def _has_fp16_metadata(path):
 
 
 @dataclasses.dataclass(frozen=True)
-class BenchOptions:
+class BenchOptions(Options):
     """How one model is run and timed, in benchmark_model's vocabulary (invo-bench's flags)."""
+
+    what = "benchmark option"
 
     runtime: str = None              # litert, litert-compiled or tflite-runtime; None: the best one present
     use_gpu: bool = False            # the LiteRT GPU accelerator (or ``delegate`` on tflite-runtime)
@@ -176,14 +179,6 @@ class BenchOptions:
     # Before every timed run, write a buffer of this size (larger than the last-level cache) so that each run
     # starts with cold caches, as on a phone whose few MB of cache keep no model between runs; 0: warm.
     evict_cache_mb: int = 0
-
-    @classmethod
-    def of(cls, options=None, **fields):
-        """``options`` (or the defaults) with ``fields`` replaced; an unknown field is a ``ValueError``."""
-        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown benchmark option(s): {', '.join(unknown)}")
-        return dataclasses.replace(options or cls(), **fields)
 
 
 def benchmark(path, options=None, *, progress=True, **fields):

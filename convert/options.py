@@ -4,11 +4,14 @@ and the CLI pass one value instead of twenty keywords.  No TensorFlow."""
 import dataclasses
 
 from convert.export import ConversionError
+from invo_base.options import Options
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvertOptions:
+class ConvertOptions(Options):
     """What to convert to and how to check it; the defaults are invo-convert's."""
+
+    error, what = ConversionError, "conversion option"
 
     # Precision.
     quantize: str = "none"           # none (float32), float16, dynamic or int8
@@ -36,11 +39,3 @@ class ConvertOptions:
     def __post_init__(self):
         object.__setattr__(self, "custom_modules", tuple(self.custom_modules or ()))
 
-    @classmethod
-    def of(cls, options=None, **fields):
-        """``options`` (or the defaults) with ``fields`` replaced; an unknown field is a ``ConversionError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - names)
-        if unknown:
-            raise ConversionError(f"unknown conversion option(s): {', '.join(unknown)}")
-        return dataclasses.replace(options or cls(), **fields)

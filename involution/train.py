@@ -16,6 +16,7 @@ import warnings
 
 import numpy as np
 
+from invo_base.options import Options
 from involution.catalog import DISTRIBUTE, check_train_options
 from involution.data import SPLIT_SEED, load_dataset
 from involution.layer import Involution
@@ -126,8 +127,10 @@ def _fit_multi_worker(model, strategy, data, epochs, batch_size, seed, verbose):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(Options):
     """How a model is trained (invo-train's flags); the defaults are invo-train's."""
+
+    error, what = TrainError, "training option"
 
     epochs: int = 10
     batch_size: int = 256
@@ -136,14 +139,6 @@ class TrainOptions:
     distribute: str = "default"   # default, mirrored or multi-worker (invo-train --strategy)
     data_dir: str = None          # a local cifar-10-batches-py
     input_shape: tuple = None     # the model's input; None: 32x32x3
-
-    @classmethod
-    def of(cls, options=None, **fields):
-        """``options`` (or the defaults) with ``fields`` replaced; an unknown field is a ``TrainError``."""
-        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise TrainError(f"unknown training option(s): {', '.join(unknown)}")
-        return dataclasses.replace(options or cls(), **fields)
 
 
 def train(model="seed-involution", dataset="digits", options=None, *, out="runs/train", compare=False, force=False,

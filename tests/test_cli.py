@@ -84,3 +84,18 @@ def test_argument_errors_come_before_tensorflow(tmp_path, module, argv, needle):
     assert proc.stdout.strip().endswith("TF-FREE 1"), proc.stdout + proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
     assert len(errors) == 1 and needle in errors[0], proc.stderr
+
+
+def test_options_objects_name_an_unknown_field_in_their_tools_error():
+    """ConvertOptions, BenchOptions and TrainOptions: a misspelt keyword is an error naming it, never ignored."""
+    from benchmarks.bench import BenchOptions
+    from convert.export import ConversionError
+    from convert.options import ConvertOptions
+    from involution.train import TrainError, TrainOptions
+
+    for cls, error in ((ConvertOptions, ConversionError), (BenchOptions, ValueError), (TrainOptions, TrainError)):
+        with pytest.raises(error, match="unknown .*option\\(s\\): num_thread"):
+            cls.of(num_thread=2)
+    base = ConvertOptions(quantize="int8", calib="digits")
+    assert ConvertOptions.of(base, io="uint8") == ConvertOptions(quantize="int8", calib="digits", io="uint8")
+    assert BenchOptions.of(num_threads=2).num_runs == BenchOptions().num_runs
