@@ -54,6 +54,18 @@ def _model(kind, h, c, k, g, r):
     return random_weights(keras.Model(inp, layer(inp)))
 
 
+def export_for_timing(model, path, dtype):
+    """Writes ``model`` to ``path`` as float32 ("float32"/"none") or full int8 ("int8", calibrated on 8
+    standard-normal inputs: what a mean/std-normalised input looks like; latency does not depend on the data)."""
+    from convert.export import to_tflite
+
+    rep = None
+    if dtype == "int8":
+        rng = np.random.default_rng(1)
+        rep = [[rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs] for _ in range(8)]
+    write_atomic(path, to_tflite(model, "int8" if dtype == "int8" else "none", "int8", rep))
+
+
 def random_weights(model, seed=0):
     """Non-trivial weights (BatchNorm variances near 1): timing does not depend on them, the int8 scales do."""
     rng = np.random.default_rng(seed)
@@ -200,18 +212,14 @@ def flex_facts(tmp):
 
 
 def run(num_runs=100, out="runs/layer_bench", threads=(1, 2), configs=CONFIGS, flex=True):
-    from convert.export import to_tflite
-
     os.makedirs(out, exist_ok=True)
     rows = []
     for cname, cfg in configs.items():
         for kind, xnnpack_settings in LAYERS.items():
             model = _model(kind, **cfg)
-            rng = np.random.default_rng(1)
-            rep = [[rng.random((1, *t.shape[1:]), dtype=np.float32) for t in model.inputs] for _ in range(16)]
             for quant in ("none", "int8"):
                 path = os.path.join(out, f"{cfg['h']}x{cfg['c']}_k{cfg['k']}_{kind.replace(' ', '_')}_{quant}.tflite")
-                write_atomic(path, to_tflite(model, quant, "int8", rep if quant == "int8" else None))
+                export_for_timing(model, path, quant)
                 info = TFLiteModel.from_file(path)
                 for use_xnnpack in xnnpack_settings:
                     row = {"config": cname, "layer": LAYER_NAMES[kind] + ("" if use_xnnpack else NO_XNNPACK),

@@ -21,8 +21,8 @@ import time
 import numpy as np
 
 from benchmarks.bench import machine_description, spread
-from benchmarks.host.layer_bench import floor_model, random_weights, slice_floor_model
-from benchmarks.host.timing import EVICT_MB, interleaved
+from benchmarks.host.layer_bench import export_for_timing, floor_model, random_weights, slice_floor_model
+from benchmarks.host.timing import EVICT_MB, fmt_spread, interleaved
 from invo_base.plumbing import write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
@@ -263,7 +263,6 @@ def layer_table(dtypes, threads, rounds, num_runs, out):
     """Every RedNet involution configuration (``LAYER_CONFIGS``) as each of ``LAYER_KINDS``, float32 and int8,
     timed at every thread count: [{layer, kind, dtype, ms (first thread count), ms_by_threads, xnnpack_full}]."""
     from benchmarks.xnnpack_check import xnnpack_coverage
-    from convert.export import to_tflite
 
     layer_jobs = []
     for label, h, c, k, s, _ in LAYER_CONFIGS:
@@ -272,11 +271,7 @@ def layer_table(dtypes, threads, rounds, num_runs, out):
             for dtype in (d for d in dtypes if d in ("float32", "int8")):
                 slug = kind.replace(", ", "_").replace(" ", "_")
                 path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{slug}_{dtype}.tflite")
-                rng = np.random.default_rng(1)
-                rep = [[rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs]
-                       for _ in range(4)]
-                write_atomic(path, to_tflite(model, "int8" if dtype == "int8" else "none", "int8",
-                                             rep if dtype == "int8" else None))
+                export_for_timing(model, path, dtype)
                 layer_jobs.append(((label, kind, dtype), path))
     print(f"timing {len(layer_jobs)} layer files x {len(threads)} thread counts", flush=True)
     times = _time(layer_jobs, rounds, num_runs, threads)
@@ -312,10 +307,6 @@ def layer_thread_lines(result):
     return out
 
 
-def _fmt(s):
-    return f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
-
-
 def _timings(result):
     """[(threads, cache, result key)] of the run, in table order."""
     return [(t, c, _timing_label(t, c)) for c in result.get("caches", ["warm"]) for t in result["threads"]]
@@ -338,7 +329,7 @@ def markdown(result):
         xnn = "all ops" if x.get("fully_delegated") else f"{x.get('delegated_ops')}/{x.get('ops')} ({', '.join(x.get('outside', {}))})"
         gpu = "-" if r["gpu_ok"] is None else ("fully accelerated, ok" if r["gpu_ok"] else "FAILED")
         top1, src = PUBLISHED_TOP1.get(r["network"], (None, ""))
-        lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(_fmt(r[k]) for *_, k in timings)
+        lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(fmt_spread(r[k]) for *_, k in timings)
                      + f" | {r['file_bytes']:,} | {r['ops']} | {xnn} | {gpu} | "
                      + (f"{top1}% ({src})" if top1 else "-") + " |")
     if info.get("ops_per_involution"):
@@ -358,9 +349,9 @@ def markdown(result):
             for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
                 inv, dw, agg, floor = (by[label, kind, dtype] for kind in LAYER_KINDS[:4])
                 layout = slice_floor_layout(by, label, dtype)
-                lines.append(f"| {label} | {dtype} | {_fmt(inv['ms'])} | {_fmt(dw['ms'])} | "
-                             f"{inv['ms']['median'] / dw['ms']['median']:.2f}x | {_fmt(agg['ms'])} | {_fmt(floor['ms'])} "
-                             f"| {_fmt(by[label, layout, dtype]['ms'])}, {layout.split(', ')[1]} |")
+                lines.append(f"| {label} | {dtype} | {fmt_spread(inv['ms'])} | {fmt_spread(dw['ms'])} | "
+                             f"{inv['ms']['median'] / dw['ms']['median']:.2f}x | {fmt_spread(agg['ms'])} | {fmt_spread(floor['ms'])} "
+                             f"| {fmt_spread(by[label, layout, dtype]['ms'])}, {layout.split(', ')[1]} |")
         lines += [""] + stride_lines(result) + [""] + floor_lines(result)
         thread_lines = layer_thread_lines(result)
         if thread_lines:

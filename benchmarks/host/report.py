@@ -16,7 +16,7 @@ import sys
 import time
 
 from benchmarks.bench import benchmark, machine_description, spread
-from benchmarks.host.timing import interleaved
+from benchmarks.host.timing import fmt_spread, interleaved
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
 from invo_base.plumbing import one_line, write_atomic
 
@@ -122,10 +122,6 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
     return report
 
 
-def _ms(s):
-    return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
-
-
 def markdown(report, threads=(1, 2)):
     rows = report["rows"]
     emulated = report["gpu_emulated"]
@@ -139,7 +135,7 @@ def markdown(report, threads=(1, 2)):
         top1 = f"{r['top1']:.3f}" if r["top1"] is not None else "-"
         gpu = f"{r['gpu_ms']:.2f} ({r['gpu']})" if r["gpu_ms"] is not None else r["gpu"]
         lines.append(f"| {r['model']} | {r['dtype']} | {r['params']:,} | {r['file_kb']:.1f} | {top1} | "
-                     + " | ".join(_ms(r[f"cpu_{t}t"]) for t in threads) + f" | {gpu} |")
+                     + " | ".join(fmt_spread(r[f"cpu_{t}t"], 3) for t in threads) + f" | {gpu} |")
     by = {(r["model"], r["dtype"]): r for r in rows}
     conv, inv = by[("seed-conv", "float32")], by[("seed-involution", "float32")]
     conv8, inv8 = by[("seed-conv", "int8")], by[("seed-involution", "int8")]
@@ -162,7 +158,7 @@ def markdown(report, threads=(1, 2)):
         if "error" in tr:
             lines.append(f"- {tr['model']}: {tr['error']}")
         else:
-            lines.append(f"- {tr['model']}: {_ms(tr['invo_bench_ms'])} ms vs {_ms(tr['benchmark_litert_model_ms'])} ms; "
+            lines.append(f"- {tr['model']}: {fmt_spread(tr['invo_bench_ms'], 3)} ms vs {fmt_spread(tr['benchmark_litert_model_ms'], 3)} ms; "
                          f"ratio of medians {tr['ratio_of_medians']:.3f}, per-round ratios "
                          f"{tr['ratio']['min']:.3f}-{tr['ratio']['max']:.3f}")
     return "\n".join(lines) + "\n"

@@ -28,3 +28,8 @@ def interleaved(jobs, rounds, num_runs, threads=(1,), caches=("warm",), warmup_r
                                   progress=False, evict_cache_mb=EVICT_MB if cache == "evicted" else 0, **kwargs)
                     times.setdefault((key, t, cache), []).append(r["median_ms"])
     return times
+
+
+def fmt_spread(s, digits=2):
+    """A ``benchmarks.bench.spread`` for a table: 'median (min-max)' in ms."""
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
