@@ -111,9 +111,11 @@ def networks(networks, dtypes, threads, caches, rounds, num_runs, input_size, ca
         raise click.UsageError(f"--weights takes NAME=FILE, got {malformed[0]!r}")
     _positive(rounds=rounds, num_runs=num_runs)
     import_tensorflow_quietly()
-    _, md = nb.run(chosen, tuple(kinds), _int_list("threads", threads), rounds=rounds, num_runs=num_runs,
-                   input_size=input_size, out=out, calib=calib, weights=dict(w.split("=", 1) for w in weights),
-                   layers=not no_layers, gpu=not no_gpu_check, caches=tuple(regimes))
+    from benchmarks.host.timing import Schedule
+
+    schedule = Schedule(rounds, num_runs, tuple(_int_list("threads", threads)), tuple(regimes))
+    _, md = nb.run(chosen, tuple(kinds), schedule, input_size=input_size, out=out, calib=calib,
+                   weights=dict(w.split("=", 1) for w in weights), layers=not no_layers, gpu=not no_gpu_check)
     click.echo(md)
 
 

@@ -14,6 +14,7 @@ It also times every involution configuration of RedNet at 224x224 (each stride-2
 stride-1 layer of the same input) next to a DepthwiseConv2D of the same shape and stride.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -22,7 +23,7 @@ import numpy as np
 
 from benchmarks.bench import machine_description, spread
 from benchmarks.host.layer_bench import export_for_timing, floor_model, random_weights, slice_floor_model
-from benchmarks.host.timing import EVICT_MB, fmt_spread, interleaved
+from benchmarks.host.timing import EVICT_MB, Schedule, fmt_spread, interleaved
 from invo_base.plumbing import write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
@@ -187,9 +188,9 @@ def _fp16_forced(key):
     return {"runtime": "litert-compiled", "precision": "fp16"} if key[-1] == "fp16" else {}
 
 
-def _time(jobs, rounds, num_runs, threads, caches=("warm",)):
+def _time(jobs, schedule):
     """{(key, threads, cache): [per-round medians]} (``benchmarks.host.timing.interleaved``)."""
-    return interleaved(jobs, rounds, num_runs, threads, caches, options=_fp16_forced)
+    return interleaved(jobs, schedule, options=_fp16_forced)
 
 
 def _timing_label(t, cache):
@@ -209,11 +210,13 @@ def ops_per_involution():
     return out
 
 
-def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20, input_size=224,
-        out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4, caches=CACHES):
+def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), caches=CACHES), *, input_size=224,
+        out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4):
+    """Converts and times ``networks`` in ``dtypes`` by ``schedule`` (and, with ``layers``, ``layer_table``);
+    writes network_bench.json/.md and latency_vs_top1.png into ``out``; returns (result, markdown)."""
     os.makedirs(out, exist_ok=True)
     weights = weights or {}
-    threads = tuple(dict.fromkeys(threads))
+    threads, caches, rounds, num_runs = schedule.threads, schedule.caches, schedule.rounds, schedule.num_runs
     if calib is None and set(dtypes) & {"int8", "int8-float-agg"}:
         # Calibration for timing: standard-normal images, what a mean/std-normalised input looks like.
         calib = os.path.join(out, "calib.npz")
@@ -241,7 +244,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20,
             jobs.append(((name, dtype), path))
     print(f"timing {len(jobs)} files x {len(threads)} thread counts x {len(caches)} cache regimes, {rounds} "
           "interleaved rounds each", flush=True)
-    times = _time(jobs, rounds, num_runs, threads, caches)
+    times = _time(jobs, schedule)
     for row in rows:
         for t in threads:
             for cache in caches:
@@ -250,7 +253,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20,
                 row[label] = spread(per_round)
                 row[label.replace("ms_", "rounds_")] = per_round  # per-round medians, in order
     info["ops_per_involution"] = ops_per_involution()
-    layer_rows = layer_table(dtypes, threads, rounds, num_runs, out) if layers else []
+    layer_rows = layer_table(dtypes, dataclasses.replace(schedule, caches=("warm",)), out) if layers else []
     result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads), "caches": list(caches)}
     write_atomic(os.path.join(out, "network_bench.json"), json.dumps(result, indent=2))
     md = markdown(result)
@@ -259,7 +262,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, threads=(1, 2), rounds=3, num_runs=20,
     return result, md
 
 
-def layer_table(dtypes, threads, rounds, num_runs, out):
+def layer_table(dtypes, schedule, out):
     """Every RedNet involution configuration (``LAYER_CONFIGS``) as each of ``LAYER_KINDS``, float32 and int8,
     timed at every thread count: [{layer, kind, dtype, ms (first thread count), ms_by_threads, xnnpack_full}]."""
     from benchmarks.xnnpack_check import xnnpack_coverage
@@ -273,8 +276,9 @@ def layer_table(dtypes, threads, rounds, num_runs, out):
                 path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{slug}_{dtype}.tflite")
                 export_for_timing(model, path, dtype)
                 layer_jobs.append(((label, kind, dtype), path))
+    threads = schedule.threads
     print(f"timing {len(layer_jobs)} layer files x {len(threads)} thread counts", flush=True)
-    times = _time(layer_jobs, rounds, num_runs, threads)
+    times = _time(layer_jobs, schedule)
     return [{"layer": label, "kind": kind, "dtype": dtype,
              "ms": spread(times[(label, kind, dtype), threads[0], "warm"]),
              "ms_by_threads": {str(t): spread(times[(label, kind, dtype), t, "warm"]) for t in threads},

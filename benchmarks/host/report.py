@@ -16,7 +16,7 @@ import sys
 import time
 
 from benchmarks.bench import benchmark, machine_description, spread
-from benchmarks.host.timing import fmt_spread, interleaved
+from benchmarks.host.timing import Schedule, fmt_spread, interleaved
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
 from invo_base.plumbing import one_line, write_atomic
 
@@ -94,7 +94,8 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
                          "validation_samples": conv["verify"]["samples"]})
     say(f"timing {len(rows)} files on the CPU, {len(threads)} thread counts x {rounds} interleaved rounds of "
         f"{num_runs} runs")
-    per_round = interleaved([(row["file"], row["file"]) for row in rows], rounds, num_runs, threads, warmup_runs=10)
+    per_round = interleaved([(row["file"], row["file"]) for row in rows],
+                            Schedule(rounds, num_runs, tuple(threads), warmup_runs=10))
     for row in rows:
         for t in threads:
             row[f"cpu_{t}t"] = spread(per_round[row["file"], t, "warm"])
