@@ -1,5 +1,7 @@
 """Model builders: the seed notebook's CIFAR-10 pair and RedNet (Li et al., 2021)."""
 
+import dataclasses
+
 import keras
 from keras import layers
 
@@ -66,11 +68,24 @@ def _bottleneck(x, mid, stride, name, strategy, involution=official_involution):
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
-def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_stride=2,
-           stage_strides=(1, 2, 2, 2), maxpool=True, name="rednet", strategy="shift", include_top=True,
-           preprocessing=None, involution=official_involution):
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """A RedNet's shape beyond its stage depths: the official ImageNet one by default."""
+
+    base: int = 64                       # stage 1's bottleneck width (stem: half of it)
+    stem_stride: int = 2
+    stage_strides: tuple = (1, 2, 2, 2)
+    maxpool: bool = True                 # the stem's 3x3/2 max-pool
+
+
+# Small inputs (CIFAR): a stride-1 stem, no max-pool, three stages.
+CIFAR_GEOMETRY = Geometry(base=32, stem_stride=1, stage_strides=(1, 2, 2), maxpool=False)
+
+
+def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, geometry=Geometry(), *, name="rednet",
+           strategy="shift", include_top=True, preprocessing=None, involution=official_involution):
     """RedNet with the official network's geometry: the deep stem and ResNet bottlenecks whose 3x3 conv
-    is a 7x7 involution.
+    is a 7x7 involution (``geometry``: the widths, strides and max-pool; the official ones by default).
 
     Padding is PyTorch's wherever the official model pads: one pixel on every side before the stride-2
     stem conv and the 3x3/2 max-pool (zeros are exact for the max-pool: it follows a ReLU), symmetric
@@ -80,19 +95,20 @@ def rednet(depths, input_shape=(224, 224, 3), num_classes=1000, base=64, stem_st
     swap it out to measure the network without it).
     """
     inp = keras.Input(input_shape)
+    base, g = geometry.base, geometry
     half = base // 2
     x = preprocessing(inp) if preprocessing is not None else inp
     x = layers.ZeroPadding2D(1, name="stem_pad1")(x)
-    x = layers.Conv2D(half, 3, strides=stem_stride, use_bias=False, name="stem_conv1")(x)
+    x = layers.Conv2D(half, 3, strides=g.stem_stride, use_bias=False, name="stem_conv1")(x)
     x = layers.ReLU()(_bn("stem_bn1")(x))
     x = involution(half, 3, 1, "stem_inv", strategy)(x)
     x = layers.ReLU()(_bn("stem_bn2")(x))
     x = layers.Conv2D(base, 3, padding="same", use_bias=False, name="stem_conv2")(x)
     x = layers.ReLU()(_bn("stem_bn3")(x))
-    if maxpool:
+    if g.maxpool:
         x = layers.ZeroPadding2D(1, name="pool_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
-    for s, (depth, stride) in enumerate(zip(depths, stage_strides)):
+    for s, (depth, stride) in enumerate(zip(depths, g.stage_strides)):
         mid = base * 2**s
         for b in range(depth):
             x = _bottleneck(x, mid, stride if b == 0 else 1, f"s{s + 1}b{b + 1}", strategy, involution)
@@ -122,8 +138,8 @@ def build_model(name, input_shape=None, num_classes=None, strategy="shift", weig
         return seed_involution(input_shape, num_classes or 10, strategy)
     if name == "rednet-cifar":
         # Small-input RedNet: stride-1 stem, no max-pool, three stages of one bottleneck each.
-        return rednet((1, 1, 1), input_shape, num_classes or 10, base=32, stem_stride=1,
-                      stage_strides=(1, 2, 2), maxpool=False, name="rednet_cifar", strategy=strategy)
+        return rednet((1, 1, 1), input_shape, num_classes or 10, CIFAR_GEOMETRY, name="rednet_cifar",
+                      strategy=strategy)
     from involution import pretrained
 
     preprocessing = pretrained.input_normalization(input_range)
