@@ -187,34 +187,32 @@ def benchmark(path, options=None, *, progress=True, **fields):
     ``options``: a ``BenchOptions``; ``fields`` replace its fields by name (``benchmark(p, num_threads=2)``).
     """
     o = BenchOptions.of(options, **fields)
-    runtime, use_gpu, num_threads, warmup_runs, num_runs = o.runtime, o.use_gpu, o.num_threads, o.warmup_runs, o.num_runs
-    precision, evict_cache_mb, use_xnnpack, delegate = o.precision, o.evict_cache_mb, o.use_xnnpack, o.delegate
-    if num_runs < 1:
-        raise ValueError(f"--num_runs must be at least 1, got {num_runs}")
-    if warmup_runs < 0:
-        raise ValueError(f"--warmup_runs must be 0 or more, got {warmup_runs}")
-    if num_threads < 1:
-        raise ValueError(f"--num_threads must be at least 1, got {num_threads}")
+    if o.num_runs < 1:
+        raise ValueError(f"--num_runs must be at least 1, got {o.num_runs}")
+    if o.warmup_runs < 0:
+        raise ValueError(f"--warmup_runs must be 0 or more, got {o.warmup_runs}")
+    if o.num_threads < 1:
+        raise ValueError(f"--num_threads must be at least 1, got {o.num_threads}")
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such model file")
-    if evict_cache_mb < 0:
-        raise ValueError(f"--evict_cache_mb must be 0 or more, got {evict_cache_mb}")
-    runtime = runtime or ("litert-compiled" if precision == "fp16" else rt.pick_runtime(use_gpu, delegate))
-    rt.check_precision(precision, runtime)
-    swiftshader = use_gpu and runtime == "litert-compiled" and _preflight_gpu(path)
+    if o.evict_cache_mb < 0:
+        raise ValueError(f"--evict_cache_mb must be 0 or more, got {o.evict_cache_mb}")
+    runtime = o.runtime or ("litert-compiled" if o.precision == "fp16" else rt.pick_runtime(o.use_gpu, o.delegate))
+    rt.check_precision(o.precision, runtime)
+    swiftshader = o.use_gpu and runtime == "litert-compiled" and _preflight_gpu(path)
     rss0 = _rss_kb()
     t0 = time.perf_counter()
-    runner = rt.load(path, runtime, use_gpu=use_gpu, num_threads=num_threads, use_xnnpack=use_xnnpack,
-                     delegate=delegate, gpu_fallback=o.gpu_fallback, precision=precision)
+    runner = rt.load(path, runtime, use_gpu=o.use_gpu, num_threads=o.num_threads, use_xnnpack=o.use_xnnpack,
+                     delegate=o.delegate, gpu_fallback=o.gpu_fallback, precision=o.precision)
     init_ms = (time.perf_counter() - t0) * 1000
     if o.require_full_delegation and not runner.fully_delegated:
         raise rt.RuntimeUnavailable(f"{path}: not fully delegated to {runner.accelerator} (--require_full_delegation)")
     arrays = load_input_file(o.input_file, runner) if o.input_file else rt.random_inputs(runner.inputs)
     arrays = runner.check_inputs(arrays)
     fp16, fp16_diff = None, None
-    if o.check_fp16 and (precision == "fp16" or (not use_gpu and use_xnnpack and _has_fp16_metadata(path))):
+    if o.check_fp16 and (o.precision == "fp16" or (not o.use_gpu and o.use_xnnpack and _has_fp16_metadata(path))):
         fp16, fp16_diff = float16_measured(path, runner, arrays)
-        if precision == "fp16" and fp16 is False:
+        if o.precision == "fp16" and fp16 is False:
             raise rt.RuntimeUnavailable(
                 f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
                 "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
@@ -224,7 +222,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
     runner.run()
     first_ms = (time.perf_counter() - t) * 1000
     warm = []
-    for _ in range(warmup_runs):
+    for _ in range(o.warmup_runs):
         t = time.perf_counter()
         runner.run()
         warm.append((time.perf_counter() - t) * 1000)
@@ -232,9 +230,9 @@ def benchmark(path, options=None, *, progress=True, **fields):
     # The eviction buffer is allocated after the model's first runs and the RSS read before it, so that
     # peak_rss_kb stays the model's (ru_maxrss is the process's peak).
     rss_model = _rss_kb()
-    evict = np.ones(evict_cache_mb * (1 << 20) // 8) if evict_cache_mb else None
+    evict = np.ones(o.evict_cache_mb * (1 << 20) // 8) if o.evict_cache_mb else None
     times = []
-    bar = Progress(os.path.basename(path), num_runs, progress)
+    bar = Progress(os.path.basename(path), o.num_runs, progress)
     start = time.perf_counter()
     # Like benchmark_model: at least num_runs and min_secs, at most max_secs.
     while True:
@@ -245,7 +243,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
         times.append((time.perf_counter() - t) * 1000)
         bar.update(len(times))
         elapsed = time.perf_counter() - start
-        if (len(times) >= num_runs and elapsed >= o.min_secs) or elapsed >= o.max_secs:
+        if (len(times) >= o.num_runs and elapsed >= o.min_secs) or elapsed >= o.max_secs:
             break
     bar.close()
     s = sorted(times)
@@ -257,7 +255,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
         "runtime": runner.runtime,
         "accelerator": runner.accelerator,
         "fully_delegated": bool(runner.fully_delegated),
-        "num_threads": num_threads,
+        "num_threads": o.num_threads,
         "input_dtype": runner.inputs[0]["dtype"] if runner.inputs else None,
         "init_ms": init_ms,
         "first_ms": first_ms,
@@ -273,8 +271,8 @@ def benchmark(path, options=None, *, progress=True, **fields):
         "peak_rss_kb": rss1,
         "rss_growth_kb": rss1 - rss0,
         "swiftshader_fallback": bool(swiftshader),
-        "precision": precision,
+        "precision": o.precision,
         "fp16_ran": fp16,
         "diff_vs_fp32_reference": fp16_diff,
-        "cache": f"evicted ({evict_cache_mb} MB written before each run)" if evict_cache_mb else "warm (back to back)",
+        "cache": f"evicted ({o.evict_cache_mb} MB written before each run)" if o.evict_cache_mb else "warm (back to back)",
     }
