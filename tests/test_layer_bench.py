@@ -103,6 +103,20 @@ def test_slice_floor_model_is_the_shift_arithmetic_on_shifted_windows():
     np.testing.assert_allclose(joined, planes, rtol=1e-5, atol=1e-5)
 
 
+def test_fp16_layer_files_carry_the_metadata_and_run_in_fp16(tmp_path):
+    """The per-layer table's fp16 file is the float16 file invo-convert writes (reduced_precision_support), and
+    XNNPACK forced to FP16 computes it in FP16, checked against float32 reference kernels as networks are."""
+    from benchmarks.bench import benchmark
+    from benchmarks.host import network_bench as nb
+
+    path = str(tmp_path / "agg_fp16.tflite")
+    layer_bench.export_for_timing(nb._layer_model(14, 32, 3, 1, "aggregation"), path, "fp16")
+    assert TFLiteModel.from_file(path).metadata["reduced_precision_support"] == b"fp16accfp16"
+    r = benchmark(path, runtime="litert-compiled", precision="fp16", num_runs=2, warmup_runs=1, min_secs=0,
+                  progress=False)
+    assert r["fp16_ran"] is True, r
+
+
 def test_layer_counts_match_the_involution_layers_of_each_rednet():
     """Every involution layer of a built RedNet is one of the benchmarked configurations, as often as counted."""
     from collections import Counter
@@ -120,27 +134,47 @@ def test_layer_counts_match_the_involution_layers_of_each_rednet():
         assert found == Counter(nb.layer_counts(REDNET_DEPTHS[name])) - Counter(), name
 
 
-def test_floor_lines_add_up_the_parts_of_a_rednet():
-    """The network floor is the skeleton plus each layer's count x (involution - aggregation + slice floor)."""
+def test_floor_lines_add_up_the_parts_of_a_rednet_at_each_thread_count():
+    """The network floor is the skeleton plus each layer's count x (involution - aggregation + slice floor), from
+    each thread count's own times, with the slice floor of the layout fastest there; past the first count the
+    line also gives the first count's measured time over that floor."""
     from benchmarks.host import network_bench as nb
     from involution.catalog import REDNET_DEPTHS
 
     rng = np.random.default_rng(3)
     stat = lambda v: {"median": v, "min": v, "max": v}  # noqa: E731
-    layers = [{"layer": label, "kind": kind, "dtype": "float32", "ms": stat(float(rng.uniform(0.5, 5)))}
-              for label, *_ in nb.LAYER_CONFIGS for kind in nb.LAYER_KINDS]
-    ms = {"rednet50": 90.0, "rednet50-without-involution": 35.0, "resnet50": 60.0}
-    result = {"threads": [1], "layers": layers,
-              "networks": [{"network": n, "dtype": "float32", "ms_1t": stat(v)} for n, v in ms.items()]}
-    by = {(r["layer"], r["kind"]): r["ms"]["median"] for r in layers}
-    parts = floor = 35.0
-    for label, n in nb.layer_counts(REDNET_DEPTHS["rednet50"]).items():
-        parts += n * by[label, "involution"]
-        best = min(by[label, "aggregation"], *(by[label, kind] for kind in nb.SLICE_FLOORS))
-        floor += n * (by[label, "involution"] - by[label, "aggregation"] + best)
-    (line,) = [x for x in nb.floor_lines(result) if x.startswith("- rednet50")]
-    assert f"parts {parts:.1f} ms" in line and f"{90 - parts:+.1f} ms beyond them" in line, line
-    assert f"floor {floor:.1f} ms = {floor / 60:.2f}x resnet50 (measured 1.50x)" in line, line
+    layers = []
+    for label, *_ in nb.LAYER_CONFIGS:
+        for kind in nb.LAYER_KINDS:
+            by_threads = {t: stat(float(rng.uniform(0.5, 5))) for t in ("1", "2")}
+            layers.append({"layer": label, "kind": kind, "dtype": "float32", "ms": by_threads["1"],
+                           "ms_by_threads": by_threads})
+    ms = {"rednet50": (90.0, 70.0), "rednet50-without-involution": (35.0, 20.0), "resnet50": (60.0, 33.0)}
+    result = {"threads": [1, 2], "layers": layers,
+              "networks": [{"network": n, "dtype": "float32", "ms_1t": stat(a), "ms_2t": stat(b)}
+                           for n, (a, b) in ms.items()]}
+    lines = nb.floor_lines(result)
+    for i, t in enumerate(("1", "2")):
+        by = {(r["layer"], r["kind"]): r["ms_by_threads"][t]["median"] for r in layers}
+        parts = floor = ms["rednet50-without-involution"][i]
+        for label, n in nb.layer_counts(REDNET_DEPTHS["rednet50"]).items():
+            parts += n * by[label, "involution"]
+            best = min(by[label, "aggregation"], *(by[label, kind] for kind in nb.SLICE_FLOORS))
+            floor += n * (by[label, "involution"] - by[label, "aggregation"] + best)
+        head = lines.index(next(x for x in lines if x.startswith(f"Each RedNet against its parts and its floor ({t} thread")))
+        (line,) = [x for x in lines[head:] if x.startswith("- rednet50")][:1]
+        whole, base = ms["rednet50"][i], ms["resnet50"][i]
+        assert f"parts {parts:.1f} ms" in line and f"{whole - parts:+.1f} ms beyond them" in line, line
+        assert f"floor {floor:.1f} ms = {floor / base:.2f}x resnet50 (measured {whole / base:.2f}x)" in line, line
+        if t == "2":
+            assert f"measured on 1 thread / this floor: {90 / floor:.2f}x (measured speed-up {90 / 70:.2f}x)" in line
+        else:
+            assert "this floor" not in line
+    # A result from before per-thread layer times (one count, ``ms`` only) still gives its 1-thread floor.
+    old = {"threads": [1], "layers": [{k: v for k, v in r.items() if k != "ms_by_threads"} for r in layers],
+           "networks": [{k: v for k, v in r.items() if k != "ms_2t"} for r in result["networks"]]}
+    assert [x for x in nb.floor_lines(old) if x.startswith("- rednet50")] == \
+        [x.split("; measured on")[0] for x in lines if x.startswith("- rednet50")][:1]
 
 
 def test_flex_facts_are_recorded_quietly(tmp_path, capfd):

@@ -55,15 +55,18 @@ def _model(kind, h, c, k, g, r):
 
 
 def export_for_timing(model, path, dtype):
-    """Writes ``model`` to ``path`` as float32 ("float32"/"none") or full int8 ("int8", calibrated on 8
-    standard-normal inputs: what a mean/std-normalised input looks like; latency does not depend on the data)."""
+    """Writes ``model`` to ``path`` as float32 ("float32"/"none"), as the float16 file ("fp16", with the
+    reduced-precision metadata of ``invo-convert --quantize float16``; time it with FP16 forced) or full int8
+    ("int8", calibrated on 8 standard-normal inputs: what a mean/std-normalised input looks like; latency does
+    not depend on the data)."""
     from convert.export import to_tflite
 
     rep = None
     if dtype == "int8":
         rng = np.random.default_rng(1)
         rep = [[rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs] for _ in range(8)]
-    write_atomic(path, to_tflite(model, "int8" if dtype == "int8" else "none", "int8", rep))
+    quantize = {"int8": "int8", "fp16": "float16"}.get(dtype, "none")
+    write_atomic(path, to_tflite(model, quantize, "int8", rep))
 
 
 def random_weights(model, seed=0):

@@ -54,6 +54,8 @@ PUBLISHED_TOP1 = {
 # the K*K shifted windows it must copy, on channel planes, channels-last and groups-innermost planes (the
 # fastest of them is the floor of a builtin-only shift formulation).
 SLICE_FLOORS = ("slice floor, planes", "slice floor, channels-last", "slice floor, groups innermost")
+# The precisions the per-layer table times (fp16: the float16 file with XNNPACK forced to FP16, as networks).
+LAYER_DTYPES = ("float32", "fp16", "int8")
 LAYER_KINDS = ("involution", "depthwise", "aggregation", "mul-add floor", *SLICE_FLOORS)
 # Every involution configuration of RedNet at 224x224: (label, input size, channels, K, stride, where),
 # where = (stage, role) says how many a RedNet has (see ``layer_counts``); stage 0 is the stem.
@@ -263,7 +265,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
 
 
 def layer_table(dtypes, schedule, out):
-    """Every RedNet involution configuration (``LAYER_CONFIGS``) as each of ``LAYER_KINDS``, float32 and int8,
+    """Every RedNet involution configuration (``LAYER_CONFIGS``) as each of ``LAYER_KINDS``, in ``LAYER_DTYPES``,
     timed at every thread count: [{layer, kind, dtype, ms (first thread count), ms_by_threads, xnnpack_full}]."""
     from benchmarks.xnnpack_check import xnnpack_coverage
 
@@ -271,7 +273,7 @@ def layer_table(dtypes, schedule, out):
     for label, h, c, k, s, _ in LAYER_CONFIGS:
         for kind in LAYER_KINDS:
             model = _layer_model(h, c, k, s, kind)
-            for dtype in (d for d in dtypes if d in ("float32", "int8")):
+            for dtype in (d for d in dtypes if d in LAYER_DTYPES):
                 slug = kind.replace(", ", "_").replace(" ", "_")
                 path = os.path.join(out, f"layer_{h}x{c}_k{k}_s{s}_{slug}_{dtype}.tflite")
                 export_for_timing(model, path, dtype)
@@ -409,7 +411,7 @@ def ratio_lines(result):
                     ratio, per = _ratio_of(row, _timing_label(t1, cache), row, _timing_label(t, cache))
                     out.append(f"- {name} {dtype}, caches {cache}: speed-up from {t1} to {t} threads "
                                f"{ratio:.2f}x ({min(per):.2f}-{max(per):.2f} per round)")
-    for dtype in ("float32", "int8"):
+    for dtype in ("float32", "fp16", "int8"):
         for name in ("rednet26", "rednet50"):
             r = _ratio(result, (name + SKELETON, dtype), ("resnet50", dtype), _timing_label(result["threads"][0], "warm"))
             if r:
@@ -423,36 +425,60 @@ def slice_floor_layout(by, label, dtype):
 
 
 def floor_lines(result):
-    """Each RedNet against the sum of its measured parts, and against its floor, in ms and as x ResNet-50.
+    """Each RedNet against the sum of its measured parts, and against its floor, in ms and as x ResNet-50, at
+    every thread count of the run.
 
     Parts: the skeleton (every involution removed) plus each involution layer timed alone, times its count.
-    Floor: the same with each aggregation replaced by its slice floor, i.e. each layer's kernel generation
-    (involution - aggregation) plus its K*K shifted windows, MULs and ADDs.  It assumes the network costs
-    nothing beyond its parts, so no builtin-only shift formulation can make the network faster than this.
+    Floor: the same with each aggregation replaced by its slice floor at that thread count, i.e. each layer's
+    kernel generation (involution - aggregation) plus its K*K shifted windows, MULs and ADDs in the layout
+    fastest there.  It assumes the network costs nothing beyond its parts, so no builtin-only shift formulation
+    can make the network faster than this; past the first thread count, the network's measured time on the
+    first over this floor bounds the speed-up any such formulation reaches without slowing that first count.
     """
     from involution.catalog import REDNET_DEPTHS
 
-    t = result["threads"][0]
-    ms = {(r["network"], r["dtype"]): r[f"ms_{t}t"]["median"] for r in result["networks"]}
-    by = {(r["layer"], r["kind"], r["dtype"]): r for r in result["layers"]}
-    out = ["Each RedNet against its parts and its floor (1 thread, medians; parts = skeleton + each involution "
-           "layer alone x its count; floor = the same with every aggregation at its slice floor):"]
-    for name, depths in REDNET_DEPTHS.items():
-        for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
-            skeleton, whole, base = ms.get((name + SKELETON, dtype)), ms.get((name, dtype)), ms.get(("resnet50", dtype))
-            if not (skeleton and whole and base):
-                continue
-            counts = layer_counts(depths)
-            ms_of = lambda label, kind: by[label, kind, dtype]["ms"]["median"]  # noqa: E731
-            layers = sum(n * ms_of(label, "involution") for label, n in counts.items())
-            # A layer already faster than its slice floor (small maps, within noise) counts as it is.
-            cut = sum(n * max(0.0, ms_of(label, "aggregation") - ms_of(label, slice_floor_layout(by, label, dtype)))
-                      for label, n in counts.items())
-            out.append(f"- {name}, {dtype}: measured {whole:.1f} ms; parts {skeleton + layers:.1f} ms (skeleton "
-                       f"{skeleton:.1f} + {sum(counts.values())} involution layers {layers:.1f}), so "
-                       f"{whole - skeleton - layers:+.1f} ms beyond them; floor {skeleton + layers - cut:.1f} ms = "
-                       f"{(skeleton + layers - cut) / base:.2f}x resnet50 (measured {whole / base:.2f}x)")
-    return out if len(out) > 1 else []
+    threads = result["threads"]
+    out = []
+    for t in threads:
+        label_t = _timing_label(t, "warm")
+        ms = {(r["network"], r["dtype"]): r[label_t]["median"] for r in result["networks"] if label_t in r}
+        first = {(r["network"], r["dtype"]): r[_timing_label(threads[0], "warm")]["median"] for r in result["networks"]}
+        by = {(r["layer"], r["kind"], r["dtype"]): {"ms": _layer_ms(r, t, threads[0])} for r in result["layers"]}
+        lines = []
+        for name, depths in REDNET_DEPTHS.items():
+            for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
+                skeleton, whole, base = ms.get((name + SKELETON, dtype)), ms.get((name, dtype)), ms.get(("resnet50", dtype))
+                if not (skeleton and whole and base) or any(v["ms"] is None for v in by.values()):
+                    continue
+                counts = layer_counts(depths)
+                ms_of = lambda label, kind: by[label, kind, dtype]["ms"]["median"]  # noqa: E731
+                layers = sum(n * ms_of(label, "involution") for label, n in counts.items())
+                # A layer already faster than its slice floor (small maps, within noise) counts as it is.
+                cut = sum(n * max(0.0, ms_of(label, "aggregation") - ms_of(label, slice_floor_layout(by, label, dtype)))
+                          for label, n in counts.items())
+                floor = skeleton + layers - cut
+                line = (f"- {name}, {dtype}: measured {whole:.1f} ms; parts {skeleton + layers:.1f} ms (skeleton "
+                        f"{skeleton:.1f} + {sum(counts.values())} involution layers {layers:.1f}), so "
+                        f"{whole - skeleton - layers:+.1f} ms beyond them; floor {floor:.1f} ms = "
+                        f"{floor / base:.2f}x resnet50 (measured {whole / base:.2f}x)")
+                if t != threads[0]:
+                    line += (f"; measured on {threads[0]} thread{'s' * (threads[0] > 1)} / this floor: "
+                             f"{first[name, dtype] / floor:.2f}x (measured speed-up {first[name, dtype] / whole:.2f}x)")
+                lines.append(line)
+        if lines:
+            out += [""] * bool(out) + [
+                f"Each RedNet against its parts and its floor ({t} thread{'s' * (t > 1)}, medians; parts = skeleton "
+                "+ each involution layer alone x its count; floor = the same with every aggregation at its slice "
+                "floor, in the layout fastest at this thread count):"] + lines
+    return out
+
+
+def _layer_ms(row, t, first):
+    """A layer row's spread at ``t`` threads (``ms`` is the first thread count's; older rows have only that)."""
+    by_threads = row.get("ms_by_threads")
+    if by_threads:
+        return by_threads.get(str(t))
+    return row["ms"] if t == first else None
 
 
 def stride_lines(result):
