@@ -438,17 +438,19 @@ def floor_lines(result):
     from involution.catalog import REDNET_DEPTHS
 
     threads = result["threads"]
+    first = {(r["network"], r["dtype"]): r[_timing_label(threads[0], "warm")]["median"] for r in result["networks"]}
     out = []
     for t in threads:
         label_t = _timing_label(t, "warm")
         ms = {(r["network"], r["dtype"]): r[label_t]["median"] for r in result["networks"] if label_t in r}
-        first = {(r["network"], r["dtype"]): r[_timing_label(threads[0], "warm")]["median"] for r in result["networks"]}
         by = {(r["layer"], r["kind"], r["dtype"]): {"ms": _layer_ms(r, t, threads[0])} for r in result["layers"]}
+        if any(v["ms"] is None for v in by.values()):  # layers not timed at this thread count
+            continue
         lines = []
         for name, depths in REDNET_DEPTHS.items():
             for dtype in dict.fromkeys(r["dtype"] for r in result["layers"]):
                 skeleton, whole, base = ms.get((name + SKELETON, dtype)), ms.get((name, dtype)), ms.get(("resnet50", dtype))
-                if not (skeleton and whole and base) or any(v["ms"] is None for v in by.values()):
+                if not (skeleton and whole and base):
                     continue
                 counts = layer_counts(depths)
                 ms_of = lambda label, kind: by[label, kind, dtype]["ms"]["median"]  # noqa: E731
