@@ -17,8 +17,8 @@ Two aggregation strategies, both builtin-only and at most 4-D:
   offsets a strided slice of the input times the matching kernel slice,
   accumulated with ADD.  Exactly H*W*C*K*K multiply-adds, no large constants.
   At batch 1 (export) it works on planes so the kernel broadcasts over an
-  outer axis: [C/G, H, W, G] at stride 1 with 4+ groups (``_aggregate_group_minor``),
-  channel planes otherwise (``_aggregate_planar``).
+  outer axis: [C/G, H, W, G] with 4+ groups (``_aggregate_group_minor``), channel
+  planes otherwise (``_aggregate_planar``).
 * ``"depthwise"``: a one-hot DEPTHWISE_CONV_2D (depth multiplier K*K) gathers
   every patch, then one MUL and one SUM.  Few ops, but K*K times the useful
   work and C*K^4 one-hot constants; kept for comparison and for backends that
@@ -51,11 +51,14 @@ CHANNELS_LAST_MIN_CHANNELS = 16
 # stem (112x112x32, K3) from 3.06 to 1.96 ms and 2 strips stage 1 (56x56x64) from 5.25 to 4.00 ms;
 # at 28x28x128 one strip is as fast as two (2.21 / 2.22 ms).  In int8 strips cost 0-5%.
 PLANAR_STRIP_VALUES = 28 * 28 * 128
-# Batch 1, stride 1, at least this many groups: aggregated on [C/G, H, W, G] planes (groups innermost; see
+# Batch 1, at least this many groups: aggregated on [C/G, H, W, G] planes (groups innermost; see
 # ``_aggregate_group_minor``) instead of channel planes or channels-last.  Measured with XNNPACK on exported
 # layers, aggregation given the kernel, 1 thread, median of 5 interleaved rounds, float32 / int8: 0.79 / 0.81x
 # at 14x14x256 (G=16), 0.81 / 0.82x at 7x7x512, 0.92 / 0.85x at 28x28x128 (G=8), 0.96 / 0.93x at 56x56x64
-# (G=4); with G=2 (the stem, 112x112x32, K=3) 1.07 / 1.00x, so fewer groups keep the other layouts.
+# (G=4); with G=2 (the stem, 112x112x32, K=3) 1.07 / 1.00x, so fewer groups keep the other layouts.  Stride 2
+# (whole layers, against channel planes at 56->28 and channels-last at 28->14 and 14->7), float32 / int8 /
+# FP16 forced: 0.88 / 0.85 / 0.82x at 56->28x128, 0.88 / 0.82 / 0.32x at 28->14x256, 0.88 / 0.86 / 0.39x at
+# 14->7x512.
 GROUP_MINOR_MIN_GROUPS = 4
 # The K*K products are summed in chains of at most this many, the chains joined pairwise (``sum_taps``), so
 # that no GPU delegate can fuse more than a few of them into one shader.  The LiteRT GPU delegate links an
@@ -165,7 +168,7 @@ class Involution(keras.layers.Layer):
         batch_one_layout: how a static batch of 1 (the exported graph) is aggregated with ``"shift"``:
             ``"auto"`` (default) by the measured thresholds (``GROUP_MINOR_MIN_GROUPS``,
             ``CHANNELS_LAST_MAX_PIXELS``), or forced: ``"planes"`` (channel planes, any stride),
-            ``"groups-innermost"`` ([C/G, H, W, G] planes; stride 1, else channel planes), ``"channels-last"``.
+            ``"groups-innermost"`` ([C/G, H, W, G] planes, any stride), ``"channels-last"``.
             Any other batch is aggregated channels-last.  Every choice computes the same values.
         strip_values: on planes, the output is computed in horizontal strips of at most this many values
             (default ``PLANAR_STRIP_VALUES``); a larger value means fewer, larger ops.
@@ -352,9 +355,9 @@ class Involution(keras.layers.Layer):
         if layout == "auto":
             small = (ceil_div(h, self.stride) * ceil_div(w, self.stride) <= CHANNELS_LAST_MAX_PIXELS
                      and c >= CHANNELS_LAST_MIN_CHANNELS)
-            layout = ("groups-innermost" if self.stride == 1 and self.groups >= GROUP_MINOR_MIN_GROUPS
+            layout = ("groups-innermost" if self.groups >= GROUP_MINOR_MIN_GROUPS
                       else "channels-last" if small else "planes")
-        return "planes" if layout == "groups-innermost" and self.stride != 1 else layout
+        return layout
 
     def _strips(self, ho, wo, c):
         return planar_strips(ho, wo, c, self.strip_values or PLANAR_STRIP_VALUES)
@@ -403,32 +406,65 @@ class Involution(keras.layers.Layer):
         return ops.transpose(ops.reshape(out, (1, c, ho, wo)), (0, 2, 3, 1))
 
     def _aggregate_group_minor(self, x, kernel, h, w, c, g):
-        """Batch 1, stride 1, G >= ``GROUP_MINOR_MIN_GROUPS``: shift-and-multiply on [C/G, H, W, G] planes.
+        """Batch 1, G >= ``GROUP_MINOR_MIN_GROUPS``: shift-and-multiply on [C/G, H, W, G] planes.
 
         With the group index innermost, one group's kernel value sits beside the same pixel's other groups,
-        so the kernel piece [1, rows, W, G] broadcasts over the outer C/G axis (every MUL a few long rows),
-        and a window copies rows of W*G values, G times longer than a channel plane's rows of W.
+        so the kernel piece [1, rows, Wo, G] broadcasts over the outer C/G axis (every MUL a few long rows),
+        and a window copies rows of Wo*G values, G times longer than a channel plane's rows of Wo.
         Large outputs are computed in horizontal strips (``PLANAR_STRIP_VALUES``), as on channel planes.
         """
-        k, t = self.kernel_size, c // g
-        xp = self._padded(x, h, w)
-        hp, wp = xp.shape[1], xp.shape[2]
-        # Channel g*T + t (contiguous) or t*G + g (interleaved), as [T, Hp, Wp, G] either way.
-        if self.group_layout == "contiguous":
-            planes = ops.transpose(ops.reshape(xp, (hp, wp, g, t)), (3, 0, 1, 2))
-        else:
-            planes = ops.transpose(ops.reshape(xp, (hp, wp, t, g)), (2, 0, 1, 3))
-        kern = ops.transpose(ops.reshape(kernel, (h, w, k * k, g)), (2, 0, 1, 3))  # [K*K, H, W, G]
-        def term(i, j, r0, r1):  # [T, rows, W, G]
+        k, t, s = self.kernel_size, c // g, self.stride
+        ho, wo = ceil_div(h, s), ceil_div(w, s)
+        window = self._group_minor_windows(x, h, w, c, g)
+        kern = ops.transpose(ops.reshape(kernel, (ho, wo, k * k, g)), (2, 0, 1, 3))  # [K*K, Ho, Wo, G]
+        def term(i, j, r0, r1):  # [T, rows, Wo, G]
             n = i * k + j
-            return planes[:, i + r0 : i + r1, j : j + w, :] * kern[n : n + 1, r0:r1]
+            return window(i, j, r0, r1) * kern[n : n + 1, r0:r1]
 
         outs = [sum_taps(term(i, j, r0, r1) for i in range(k) for j in range(k))
-                for r0, r1 in strip_bounds(h, self._strips(h, w, c))]  # output rows r0 <= r < r1
+                for r0, r1 in strip_bounds(ho, self._strips(ho, wo, c))]  # output rows r0 <= r < r1
         out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
-        # Back to channel g*T + t ([H, W, G, T]) or t*G + g ([H, W, T, G]).
+        # Back to channel g*T + t ([Ho, Wo, G, T]) or t*G + g ([Ho, Wo, T, G]).
         out = ops.transpose(out, (1, 2, 3, 0) if self.group_layout == "contiguous" else (1, 2, 0, 3))
-        return ops.reshape(out, (1, h, w, c))
+        return ops.reshape(out, (1, ho, wo, c))
+
+    def _group_minor_windows(self, x, h, w, c, g):
+        """(i, j, r0, r1) -> the [T, r1 - r0, Wo, G] window of offset (i, j) for output rows r0 <= r < r1.
+
+        At stride s > 1, two transposes split the padded input into its s x s phases as well (rows and columns
+        by their index mod s, as in ``_aggregate_planar``), so that offset (i, j) reads phase (i % s, j % s) at
+        a unit-stride window starting at (i // s, j // s); every tensor stays 4-D.
+        """
+        t, s = c // g, self.stride
+        wo = ceil_div(w, s)
+        xp = self._padded(x, h, w, multiple=s)
+        hq, wq = xp.shape[1] // s, xp.shape[2] // s
+        contiguous = self.group_layout == "contiguous"  # channel g*T + t, else t*G + g
+        if s == 1:
+            if contiguous:
+                planes = ops.transpose(ops.reshape(xp, (hq, wq, g, t)), (3, 0, 1, 2))
+            else:
+                planes = ops.transpose(ops.reshape(xp, (hq, wq, t, g)), (2, 0, 1, 3))
+            return lambda i, j, r0, r1: planes[:, i + r0 : i + r1, j : j + wo, :]
+        if contiguous:
+            # [Hq, s(row phase), Wq * s(column phase) * G, T] -> [T, row phase, Hq, Wq * column phase * G]
+            # -> [T * row phase * Hq, column phase, Wq, G], read as [T, row phase * Hq, column phase * Wq, G].
+            y = ops.transpose(ops.reshape(xp, (hq, s, wq * s * g, t)), (3, 1, 0, 2))
+            planes = ops.reshape(ops.transpose(ops.reshape(y, (t * s * hq, wq, s, g)), (0, 2, 1, 3)),
+                                 (t, s * hq, s * wq, g))
+            def window(i, j, r0, r1):
+                row, col = (i % s) * hq + i // s, (j % s) * wq + j // s
+                return planes[:, row + r0 : row + r1, col : col + wo, :]
+            return window
+        # [Hq, s(row phase), Wq, s(column phase) * T * G] -> [row phase, Hq, Wq, column phase * T * G]
+        # -> [row phase, column phase * T, Hq * Wq, G], read as [phase * T, Hq, Wq, G].
+        y = ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
+        planes = ops.reshape(ops.transpose(ops.reshape(y, (s, hq * wq, s * t, g)), (0, 2, 1, 3)),
+                             (s * s * t, hq, wq, g))
+        def window(i, j, r0, r1):
+            p = (i % s) * s + j % s
+            return planes[p * t : (p + 1) * t, i // s + r0 : i // s + r1, j // s : j // s + wo, :]
+        return window
 
     @staticmethod
     def _swap_channel_blocks(x, a, b):
