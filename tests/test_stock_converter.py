@@ -16,7 +16,8 @@ from involution import Involution
 from involution.models import official_involution
 
 # (input size, channels, K, stride) of every involution in RedNet-26..152 at 224x224 (the stem; stage 1; each
-# stage's first, strided, layer; the rest of stages 2-4), and the seed model's 32x32x3, K3, one group.
+# stage's first, strided, layer; the rest of stages 2-4), then an interleaved-group stride-2 layer and the seed
+# model's 32x32x3, K3, one group.
 REDNET_CONFIGS = [(112, 32, 3, 1), (56, 64, 7, 1), (56, 128, 7, 2), (28, 128, 7, 1), (28, 256, 7, 2),
                   (14, 256, 7, 1), (14, 512, 7, 2), (7, 512, 7, 1)]
 
@@ -28,6 +29,11 @@ def all_configs_model(batch_size):
         x = keras.Input((h, h, c), batch_size=batch_size, name=f"in{n}")
         inputs.append(x)
         outputs.append(official_involution(c, k, s, name=f"inv{n}")(x))
+    # The extract_patches formulation's interleaved groups, at stride 2 on groups-innermost planes (the RedNets'
+    # strided layers above have contiguous groups).
+    x = keras.Input((14, 14, 64), batch_size=batch_size, name="interleaved")
+    inputs.append(x)
+    outputs.append(Involution(channel=64, group_number=4, kernel_size=7, stride=2, name="interleaved_inv")(x))
     x = keras.Input((32, 32, 3), batch_size=batch_size, name="seed")
     inputs.append(x)
     outputs.append(Involution(channel=3, group_number=1, kernel_size=3, stride=1, reduction_ratio=2, name="seed_inv")(x))
