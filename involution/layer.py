@@ -456,9 +456,9 @@ class Involution(keras.layers.Layer):
                 row, col = (i % s) * hq + i // s, (j % s) * wq + j // s
                 return planes[:, row + r0 : row + r1, col : col + wo, :]
             return window
-        # [Hq, s(row phase), Wq, s(column phase) * T * G] -> [row phase, Hq, Wq, column phase * T * G]
-        # -> [row phase, column phase * T, Hq * Wq, G], read as [phase * T, Hq, Wq, G].
-        y = ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
+        # [row phase, Hq, Wq, column phase * T * G] -> [row phase, column phase * T, Hq * Wq, G], read as
+        # [phase * T, Hq, Wq, G].
+        y = self._row_phases(xp, c)
         planes = ops.reshape(ops.transpose(ops.reshape(y, (s, hq * wq, s * t, g)), (0, 2, 1, 3)),
                              (s * s * t, hq, wq, g))
         def window(i, j, r0, r1):
@@ -538,9 +538,7 @@ class Involution(keras.layers.Layer):
         xp = self._padded(x, h, w, multiple=s)
         hq, wq = xp.shape[1] // s, xp.shape[2] // s
         if x.shape[0] == 1:
-            # [1, Hq*s, Wq*s, C] is, in memory, [Hq, s(row phase), Wq, s(column phase) * C]; one transpose makes
-            # it [s(row phase), Hq, Wq, s(column phase) * C]: row phase outermost, column phase beside the channels.
-            phases = ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
+            phases = self._row_phases(xp, c)
             return lambda i, j: phases[i % s : i % s + 1, i // s : i // s + ho, j // s : j // s + wo,
                                        (j % s) * c : (j % s + 1) * c]
         # [B, Hq*s, Wq*s, C] is [B, Hq, s(row phase), Wq * s(column phase) * C].
@@ -553,6 +551,16 @@ class Involution(keras.layers.Layer):
             return rows[i][:, :, j // s : j // s + wo, (j % s) * c : (j % s + 1) * c]
 
         return window
+
+    def _row_phases(self, xp, c):
+        """A padded batch-1 input [1, Hq*s, Wq*s, C] as [s(row phase), Hq, Wq, s(column phase) * C].
+
+        In memory it is [Hq, s(row phase), Wq, s(column phase) * C]; one transpose puts the row phase outermost
+        and leaves the column phase beside the channels.
+        """
+        s = self.stride
+        hq, wq = xp.shape[1] // s, xp.shape[2] // s
+        return ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
 
     def _aggregate_depthwise(self, x, kernel, h, w, c, g):
         k, s = self.kernel_size, self.stride
