@@ -52,9 +52,10 @@ def export_saved_model(model, directory):
     """Writes ``model`` as a SavedModel with one batch-1 endpoint, ``serve`` (the export shape).
 
     ``model`` is a Keras model or a ``convert.load.SavedModelFunction`` (re-traced at batch 1, so
-    that a dynamic batch leaves no SHAPE/PACK ops that a GPU refuses).
+    that a dynamic batch leaves no SHAPE/PACK ops that a GPU refuses).  A Keras model is saved as a bare
+    module holding its variables and ``serve`` (``_save_lean``); one that uses a resource other than variables
+    (a lookup table) through Keras's ExportArchive, which finds and tracks such resources.
     """
-    import keras
     import tensorflow as tf
 
     if hasattr(model, "signature"):
@@ -63,6 +64,18 @@ def export_saved_model(model, directory):
                             input_signature=[spec])
         tf.saved_model.save(model.loaded, directory, signatures={"serve": serve.get_concrete_function()})
         return directory
+    try:
+        _save_lean(model, directory)
+    except AssertionError as e:  # tf.saved_model.save: "... references an 'untracked' resource"
+        if "untracked" not in str(e):
+            raise
+        _save_archive(model, directory)
+    return directory
+
+
+def _serve_function(model):
+    """The batch-1 endpoint: inputs named ``input_{i}`` (``input_name``), inference mode, one output unwrapped."""
+    import tensorflow as tf
 
     specs = [tf.TensorSpec([1, *t.shape[1:]], t.dtype or tf.float32, name=input_name(i)) for i, t in enumerate(model.inputs)]
     single = len(model.outputs) == 1
@@ -71,11 +84,34 @@ def export_saved_model(model, directory):
         out = model(list(xs) if len(xs) > 1 else xs[0], training=False)
         return out[0] if single and isinstance(out, (list, tuple)) else out
 
+    return serve, specs
+
+
+def _save_lean(model, directory):
+    """The SavedModel of a module that tracks only the model's variables and ``serve``.
+
+    The converter's output is byte for byte that of ``_save_archive``, in about 60% of its export time
+    (RedNet-26 at 64x64, one run: 5.6 s against 9.8 s; the whole conversion 14-15 s against 19 s), since
+    ExportArchive walks every trackable of the model to find resources.
+    """
+    import tensorflow as tf
+
+    serve, specs = _serve_function(model)
+    module = tf.Module()
+    module.variables_ = [getattr(v, "value", v) for v in model.variables]  # Keras 3 variables wrap tf.Variables
+    module.serve = tf.function(serve, input_signature=specs)
+    tf.saved_model.save(module, directory, signatures={"serve": module.serve.get_concrete_function()})
+
+
+def _save_archive(model, directory):
+    """The SavedModel written by Keras's ExportArchive, which also tracks resources such as lookup tables."""
+    import keras
+
+    serve, specs = _serve_function(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serve", serve, input_signature=specs)
     archive.write_out(directory, verbose=False)
-    return directory
 
 
 @contextlib.contextmanager

@@ -215,3 +215,48 @@ def test_uint8_io_and_npz_calibration(trained_seed, tmp_path):
     assert_gpu_ok(r)
     assert r["audit"]["inputs"][0]["dtype"] == "UINT8" and r["audit"]["outputs"][0]["dtype"] == "UINT8"
     assert r["verify"]["samples"] == len(split_indices(len(d.x_val))[1]) and r["verify"]["top1_agreement"] >= 0.9
+
+
+def _two_input_involution_model():
+    """Two named inputs (calibration feeds the signature by name), an involution layer, BatchNorm statistics."""
+    from involution import Involution
+
+    a, b = keras.Input((10, 10, 8)), keras.Input((10, 10, 8))
+    x = Involution(channel=8, group_number=2, kernel_size=3, reduction_ratio=2)(keras.layers.Add()([a, b]))
+    return randomize(keras.Model([a, b], keras.layers.BatchNormalization()(x)))
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_lean_savedmodel_converts_byte_for_byte_like_keras_export_archive(tmp_path, quantize):
+    """The export saves a bare module of the model's variables (faster); the converter's file is the one that
+    Keras's ExportArchive would have given, to the byte, in float32 and in int8 calibrated by input name."""
+    import tensorflow as tf
+
+    from convert import export
+
+    model = _two_input_involution_model()
+    rng = np.random.default_rng(0)
+    rep = [[rng.standard_normal((1, 10, 10, 8)).astype(np.float32) for _ in range(2)] for _ in range(4)]
+    files = []
+    for save in (export._save_lean, export._save_archive):
+        directory = str(tmp_path / save.__name__)
+        save(model, directory)
+        conv = tf.lite.TFLiteConverter.from_saved_model(directory, signature_keys=["serve"])
+        if quantize == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = export.representative_dataset(rep)
+        files.append(conv.convert())
+    assert files[0] == files[1]
+
+
+def test_a_model_with_a_lookup_table_still_exports(tmp_path):
+    """A resource other than variables (a lookup table) needs Keras's ExportArchive, which tracks it: the export
+    falls back to it, and the table reaches the file (as Flex ops, with --allow-flex)."""
+    from convert.export import to_tflite
+    from invo_base.tflite_model import TFLiteModel
+
+    inp = keras.Input((4,), dtype="int64")
+    x = keras.layers.IntegerLookup(vocabulary=[1, 2, 3], output_mode="one_hot")(inp)
+    path = tmp_path / "lookup.tflite"
+    path.write_bytes(to_tflite(keras.Model(inp, keras.layers.Dense(2)(x)), allow_flex=True))
+    assert any("HashTable" in op for op in TFLiteModel.from_file(str(path)).flex_ops)
