@@ -1,5 +1,7 @@
 """Shared fixtures: real models, real conversions, the real GPU path (SwiftShader on CPU-only hosts)."""
 
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -105,11 +107,22 @@ def long_chain_model_file(path, terms=60):
 
 
 @pytest.fixture(scope="session")
-def trained_seed(tmp_path_factory):
-    """seed-involution and seed-conv trained briefly on the offline digits set, saved by invo-train."""
+def trained_seed(request, tmp_path_factory):
+    """seed-involution and seed-conv trained briefly on the offline digits set, saved by invo-train.
+
+    Trained once per test session: under pytest-xdist every worker needs it, so the first one trains it (under
+    a lock) in the session's shared directory and the others read it back.  Tests only read these files.
+    """
     from involution.train import train
 
-    out = tmp_path_factory.mktemp("train") / "run"
-    results = train("seed-involution", "digits", epochs=12, batch_size=64, seed=1, out=str(out), compare=True,
-                    quiet=True)
-    return out, results
+    shared = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # an xdist worker: its parent is the session's, shared
+        shared = shared.parent
+    out = shared / "trained_seed" / "run"
+    with open(shared / "trained_seed.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():  # invo-train renames its finished directory into place
+            out.parent.mkdir(exist_ok=True)
+            train("seed-involution", "digits", epochs=12, batch_size=64, seed=1, out=str(out), compare=True,
+                  quiet=True)
+    return out, json.loads((out / "results.json").read_text())["models"]
