@@ -53,8 +53,8 @@ def export_saved_model(model, directory):
 
     ``model`` is a Keras model or a ``convert.load.SavedModelFunction`` (re-traced at batch 1, so
     that a dynamic batch leaves no SHAPE/PACK ops that a GPU refuses).  A Keras model is saved as a bare
-    module holding its variables and ``serve`` (``_save_lean``); one that uses a resource other than variables
-    (a lookup table) through Keras's ExportArchive, which finds and tracks such resources.
+    module holding its variables, with ``serve`` as its signature (``_save_lean``); one that uses a resource
+    other than variables (a lookup table) through Keras's ExportArchive, which finds and tracks such resources.
     """
     import tensorflow as tf
 
