@@ -71,12 +71,14 @@ class SavedModelFunction:
     def input_shape(self):
         return tuple(self.spec.shape[1:])
 
+    def __call__(self, x, training=False):
+        """The signature's (first) output for one batch, as calling a Keras model gives it."""
+        return self.signature(**{self.input_name: x})[self.output_name].numpy()
+
     def predict(self, x, verbose=0, batch_size=32):
         import numpy as np
 
-        outs = [self.signature(**{self.input_name: x[i : i + batch_size]})[self.output_name].numpy()
-                for i in range(0, len(x), batch_size)]
-        return np.concatenate(outs)
+        return np.concatenate([self(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 def load_model(path, custom_modules=()):

@@ -260,3 +260,21 @@ def test_a_model_with_a_lookup_table_still_exports(tmp_path):
     path = tmp_path / "lookup.tflite"
     path.write_bytes(to_tflite(keras.Model(inp, keras.layers.Dense(2)(x)), allow_flex=True))
     assert any("HashTable" in op for op in TFLiteModel.from_file(str(path)).flex_ops)
+
+
+def test_verification_reference_is_predicts_output_for_every_sample():
+    """verify's Keras side: a few samples run eagerly, more through predict (which traces the model first); both
+    give every sample's first output in order, as predict does, across partial batches."""
+    from convert.verification import EAGER_MAX_SAMPLES, keras_outputs
+    from involution import Involution
+
+    inp = keras.Input((9, 9, 8))
+    y = Involution(channel=8, group_number=2, kernel_size=3, reduction_ratio=2)(inp)
+    logits = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(y))
+    model = randomize(keras.Model(inp, [logits, keras.layers.ReLU()(logits)]))
+    x = np.random.default_rng(3).standard_normal((EAGER_MAX_SAMPLES + 7, 9, 9, 8)).astype(np.float32)
+    for n in (1, 33, EAGER_MAX_SAMPLES, EAGER_MAX_SAMPLES + 7):  # eager in 1 and 2 batches, then predict
+        want = model.predict(x[:n], verbose=0, batch_size=32)[0]
+        got = keras_outputs(model, x[:n])
+        assert got.shape == (n, 5) and np.abs(want).max() > 0.1
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
