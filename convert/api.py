@@ -49,6 +49,8 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
     if o.arch:
         result["arch"], result["input_expects"] = o.arch, input_expects
     keras_model, input_shape, result["rewritten"] = _builtin_model(model, kind, o.strategy, model_path)
+    if o.quantize == "int8":
+        result["calibrator"] = o.calibrator
     if o.float_aggregation:
         _check_has_involution(keras_model, model_path)
         result["float_aggregation"] = True
@@ -159,7 +161,7 @@ def _convert(keras_model, o, cal_x, progress, notes):
         lowering = builtin_extract_patches()
     with lowering:
         return to_tflite(keras_model, o.quantize, o.io, representative, o.allow_flex, progress=progress,
-                         float_aggregation=o.float_aggregation, notes=notes)
+                         float_aggregation=o.float_aggregation, notes=notes, calibrator=o.calibrator)
 
 
 def _gpu_check(path, result, x, max_rel_error):

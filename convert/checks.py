@@ -7,7 +7,7 @@ The library (``convert.api``, ``quantize``) runs the same checks, so a caller fr
 import os
 import zipfile
 
-from convert.export import ConversionError, check_float_aggregation, check_quantization
+from convert.export import ConversionError, check_calibrator, check_float_aggregation, check_quantization
 from involution.catalog import STRATEGIES
 from involution.data import DataError, check_source
 
@@ -90,6 +90,7 @@ def preflight(model_path, output, options, report=None, force=False):
     o = options
     check_options(o.quantize, o.io, o.strategy, o.calib, o.calib_samples, o.arch, o.input_range)
     check_float_aggregation(o.quantize, o.float_aggregation)
+    check_calibrator(o.quantize, o.calibrator)
     # The input first: a missing or wrong input is the real cause, whatever the output path says.
     check_input(model_path, o.arch)
     if o.calib:

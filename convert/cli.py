@@ -3,7 +3,7 @@
 import click
 
 from benchmarks.xnnpack_check import format_coverage
-from convert.export import IO_TYPES, QUANTIZE
+from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
 from invo_base.plumbing import cli_errors
 from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
@@ -23,6 +23,9 @@ def format_audit(result):
                      "AVX512-FP16 CPUs")
     if result.get("float_aggregation"):
         lines.append("  precision: int8, each involution's aggregation float32 (--float-aggregation)")
+    if result.get("calibrator"):
+        lines.append("  calibration: " + ("each tensor's own range (--calibrator exact)" if result["calibrator"] == "exact"
+                                          else "TF's calibrator (--calibrator tf)"))
     for note in result.get("notes", []):
         lines.append(f"  note: {note}")
     for r in result["rewritten"]:
@@ -84,6 +87,10 @@ def format_audit(result):
                    "between DEQUANTIZE/QUANTIZE, the rest int8. Faster and closer to float on CPUs (XNNPACK); "
                    "not for int8-only accelerators.")
 @click.option("--calib", help="Calibration data: digits, cifar10, FILE.npz/.npy or an image folder.")
+@click.option("--calibrator", type=click.Choice(CALIBRATORS), default="exact", show_default=True,
+              help="With --quantize int8: 'exact' records each tensor's own range over the calibration samples; "
+                   "'tf' is TF's calibrator (the stock converter's), whose ranges of tensors an op overwrote in "
+                   "place take in that op's output.")
 @click.option("--calib-samples", default=200, show_default=True, type=int)
 @click.option("--data-dir", type=click.Path(), help="Local cifar-10-batches-py for --calib cifar10.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True, help="Involution gather.")
@@ -124,6 +131,7 @@ def main(model, output, report, force, quiet, custom_module, no_gpu_check, no_ch
         o = options
         given = [flag for flag, value in (("--quantize", o.quantize != "none"), ("--calib", o.calib), ("--arch", o.arch),
                                           ("--float-aggregation", o.float_aggregation),
+                                          ("--calibrator", o.calibrator != "exact"),
                                           ("--custom-module", o.custom_modules), ("--input-range", o.input_range)) if value]
         if given:
             raise ValueError(f"{model} is already a .tflite file: invo-convert only reorders and compacts it, so "

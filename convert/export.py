@@ -18,6 +18,8 @@ from convert.compact import compact
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("int8", "uint8", "float32")
+# How int8 calibration measures each tensor's range (``to_tflite``): its own values, or TF's calibrator.
+CALIBRATORS = ("exact", "tf")
 
 
 class ConversionError(ValueError):
@@ -35,6 +37,13 @@ def check_quantization(quantize, io):
 def check_float_aggregation(quantize, float_aggregation):
     if float_aggregation and quantize != "int8":
         raise ConversionError("--float-aggregation applies to --quantize int8 only")
+
+
+def check_calibrator(quantize, calibrator):
+    if calibrator not in CALIBRATORS:
+        raise ConversionError(f"--calibrator must be one of {', '.join(CALIBRATORS)}; got {calibrator!r}")
+    if calibrator != "exact" and quantize != "int8":
+        raise ConversionError("--calibrator applies to --quantize int8 only")
 
 
 def _tf_dtype(io):
@@ -174,16 +183,23 @@ def representative_dataset(samples, progress=False):
 
 
 def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False,
-              float_aggregation=False, notes=None):
+              float_aggregation=False, notes=None, calibrator="exact"):
     """Converts to .tflite bytes (see ``tflite_converter`` for the arguments).
 
     ``notes``: a list that gets a line when the converter's output could not be compacted (``compact``).
+
+    ``calibrator`` (int8): ``"exact"`` records each tensor's own range (``convert.calibration``), ``"tf"`` keeps
+    TF's calibrator, whose ranges of inputs that an op overwrote in place take in that op's output.
 
     ``float_aggregation`` (int8 only): the own ops of every Involution layer (``involution_scopes``,
     ``scope_nodes``: its padding, transposes, windows, MULs and ADDs) stay float32, the rest is int8.
     """
     check_float_aggregation(quantize, float_aggregation)
-    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv:
+    check_calibrator(quantize, calibrator)
+    from convert.calibration import exact_calibration
+
+    exact = exact_calibration() if calibrator == "exact" else contextlib.nullcontext()
+    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv, exact:
         if float_aggregation:
             return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)), notes)
         return compact(run_converter(conv), notes)

@@ -17,6 +17,7 @@ class ConvertOptions(Options):
     quantize: str = "none"           # none (float32), float16, dynamic or int8
     io: str = "int8"                 # int8 models' input/output type: int8, uint8 or float32
     float_aggregation: bool = False  # int8: each involution's aggregation stays float32
+    calibrator: str = "exact"        # int8: each tensor's own range ("exact") or TF's calibrator ("tf")
     allow_flex: bool = False         # accept TF Select ops (most devices cannot run them)
     # Data: calibration (int8) and the held-out samples the checks use.
     calib: str = None                # digits, cifar10, FILE.npz/.npy or an image folder

@@ -174,6 +174,7 @@ def bad_inputs(tmp_path_factory, trained_seed):
     (["{d}/trunc.h5"], "corrupt or truncated"),
     (["{d}/mystery.keras"], "Mystery"),
     (["{m}", "--quantize", "int8"], "calibration data"),
+    (["{m}", "--calibrator", "tf"], "--calibrator applies to --quantize int8 only"),
     (["{m}", "--quantize", "int8", "--calib", "{d}/wrong_shape.npz"], "5"),
     (["{m}", "--quantize", "int8", "--calib", "{d}/wrong_dtype.npz"], "must be numbers"),
     (["{m}", "--quantize", "int8", "--calib", "{d}/nan.npz"], "NaN"),
