@@ -79,7 +79,9 @@ def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(),
     if not keep_nodes and not keep_ops:
         raise ConversionError("name at least one --keep-node or --keep-op to leave in float")
     model, cal, held_x, held_y = _prepare(model_path, calib, o.calib_samples, o.strategy, o.data_dir, o.custom_modules)
-    with tflite_converter(model, "int8", io, cal) as conv:
+    from convert.calibration import exact_calibration
+
+    with tflite_converter(model, "int8", io, cal) as conv, exact_calibration():  # ranges as invo-convert records them
         flat = compact(int8_keeping_float(conv, io, keep_nodes=keep_nodes, keep_ops=keep_ops))
     audit(flat, output)  # the same audit as invo-convert's: a non-finite scale is an error, not a file
     with staged(output, flat) as s:  # the output path gets the model only once it has passed
