@@ -8,8 +8,8 @@ more than 1% wider than any value they held (a MUL's -48.1..35.7 against the -33
 
 ``exact_calibration()`` replaces it, while it is active, with one run of LiteRT's builtin kernels per sample,
 every tensor kept (``experimental_preserve_all_tensors``), reading each variable float tensor's min and max:
-the same statistic, of the tensor itself.  Models this cannot read exactly (several subgraphs, or fused ops with
-intermediate tensors) keep TF's calibrator.
+the same statistic, of the tensor itself.  Models this cannot read exactly (several subgraphs, custom or Flex
+ops, fused ops with intermediate tensors) keep TF's calibrator.
 """
 
 import contextlib
@@ -31,8 +31,12 @@ def _variable_float_tensors(model):
 
 
 def readable(model):
-    """Whether ``exact_ranges`` reads this model as TF's calibrator would: one subgraph, no op with intermediates."""
-    return len(model.subgraphs) == 1 and not any(
+    """Whether ``exact_ranges`` reads this model as TF's calibrator would: one subgraph, builtin ops only (LiteRT
+    here runs no Flex or custom op), none with intermediate tensors."""
+    from invo_base.tflite_edit import builtin_codes
+
+    custom = 32  # the schema's BuiltinOperator.CUSTOM
+    return len(model.subgraphs) == 1 and custom not in builtin_codes(model) and not any(
         op.intermediates is not None and len(op.intermediates) for op in model.subgraphs[0].operators)
 
 
@@ -51,6 +55,7 @@ def exact_ranges(model_content, samples):
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
     inputs = [d["index"] for d in it.get_input_details()]
+    dtypes = {d["index"]: d["dtype"] for d in it.get_input_details()}
     lo = np.full(len(wanted), np.inf, np.float32)
     hi = np.full(len(wanted), -np.inf, np.float32)
     for sample in samples:
@@ -61,7 +66,7 @@ def exact_ranges(model_content, samples):
         else:
             feeds = list(zip(inputs, sample))
         for index, value in feeds:
-            it.set_tensor(index, np.asarray(value, np.float32))
+            it.set_tensor(index, np.asarray(value, dtypes[index]))
         it.invoke()
         for n, i in enumerate(wanted):
             a = it.get_tensor(i)
