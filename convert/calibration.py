@@ -1,10 +1,12 @@
 """Exact calibration: each tensor's range as the float model computes it, for TF's post-training quantizer.
 
 TF's calibrator (``tensorflow.lite.python.optimize.calibrator``) runs the float model on its logging
-interpreter and records the range of every op's inputs after the op has run.  Where the runtime computes an op
-in place (an ADD or MUL writing its output over an input it was that input's last reader), the input's range
-then takes in the output's values: in a two-layer involution model 106 of 264 activation tensors were recorded
-more than 1% wider than any value they held (a MUL's -48.1..35.7 against the -33.5..28.2 it held).  It also runs at 2.8 s per 224x224 sample on a RedNet-26, so that 200 samples take 9 minutes.
+interpreter and records the range of every op's inputs after the op has run.  Where the runtime computed the op
+in place, writing its output over an input whose last reader it was, that input's range takes in the output's
+values (a window's recorded range is exactly that of the MUL which read it).  In a two-layer involution model
+106 of 264 activation tensors were recorded more than 1% wider than any value they held (a MUL's -48.1..35.7
+against the -33.5..28.2 it held).  It also takes about 2.8 s per 224x224 sample of a RedNet-26, so that 200
+samples take 9 minutes.
 
 ``exact_calibration()`` replaces it, while it is active, with one run of LiteRT's builtin kernels per sample,
 every tensor kept (``experimental_preserve_all_tensors``), reading each variable float tensor's min and max:
@@ -12,14 +14,12 @@ the same statistic, of the tensor itself.  Models this cannot read exactly (seve
 ops, fused ops with intermediate tensors) keep TF's calibrator.
 """
 
-import contextlib
-
 import numpy as np
 
 FLOAT32 = 0  # the schema's TensorType.FLOAT32
 
 
-def _variable_float_tensors(model):
+def variable_float_tensors(model):
     """Indices of the main subgraph's float32 tensors that hold no constant data: those a calibrator measures."""
     sg = model.subgraphs[0]
 
@@ -50,7 +50,7 @@ def exact_ranges(model_content, samples):
 
     from invo_base.tflite_edit import unpack
 
-    wanted = _variable_float_tensors(unpack(model_content))
+    wanted = variable_float_tensors(unpack(model_content))
     it = Interpreter(model_content=model_content, experimental_preserve_all_tensors=True,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
@@ -91,27 +91,17 @@ def with_ranges(model_content, ranges):
 
 
 def calibrate(model_content, samples):
-    """What TF's ``Calibrator.calibrate`` returns (the float model carrying each tensor's range), exactly."""
+    """What TF's ``Calibrator.calibrate`` returns (the float model carrying each tensor's range), exactly; None for
+    a model this cannot read (``readable``)."""
+    from invo_base.tflite_edit import unpack
+
+    if not readable(unpack(model_content)):
+        return None
     return with_ranges(model_content, exact_ranges(model_content, samples))
 
 
-@contextlib.contextmanager
 def exact_calibration():
-    """While active, the converter calibrates with ``calibrate`` (see the module docstring) where it can."""
-    from tensorflow.lite.python.optimize import calibrator
+    """A context in which the converter calibrates with ``calibrate`` (see the module docstring) where it can."""
+    from convert import compat
 
-    from invo_base.tflite_edit import unpack
-
-    original = calibrator.Calibrator.calibrate
-
-    def calibrate_exactly(self, dataset_gen):
-        content = self._model_content  # noqa: SLF001 - the float model the calibrator was made for
-        if not readable(unpack(content)):
-            return original(self, dataset_gen)
-        return calibrate(content, dataset_gen())
-
-    calibrator.Calibrator.calibrate = calibrate_exactly
-    try:
-        yield
-    finally:
-        calibrator.Calibrator.calibrate = original
+    return compat.calibration_replaced(calibrate)

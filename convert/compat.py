@@ -33,6 +33,30 @@ def calibrated_only(conv):
     return conv
 
 
+@contextlib.contextmanager
+def calibration_replaced(calibrate):
+    """While active, the converter's post-training calibration is ``calibrate(model_content, samples)``: the float
+    model the converter made (bytes) and an iterator over the representative dataset's samples, returning the
+    model with each tensor's range; or None to leave that model to TF's calibrator.
+
+    Internal: ``tensorflow.lite.python.optimize.calibrator.Calibrator.calibrate`` and its ``_model_content``;
+    the converter calls it on its own float model and offers no hook (``convert.calibration`` says why).
+    """
+    from tensorflow.lite.python.optimize import calibrator
+
+    original = calibrator.Calibrator.calibrate
+
+    def replaced(self, dataset_gen):
+        flat = calibrate(self._model_content, dataset_gen())  # noqa: SLF001
+        return original(self, dataset_gen) if flat is None else flat
+
+    calibrator.Calibrator.calibrate = replaced
+    try:
+        yield
+    finally:
+        calibrator.Calibrator.calibrate = original
+
+
 def quantize_calibrated(conv, calibrated, io_dtype, denylisted_nodes=None, denylisted_ops=None):
     """Quantizes a calibrated model to int8 except the denylisted nodes / op types, with ``io_dtype`` ends.
 

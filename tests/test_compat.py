@@ -140,3 +140,29 @@ def test_replaced_extract_patches_is_used_inside_and_restored_after():
     with pytest.raises(RuntimeError), compat.replaced_extract_patches(replacement):
         raise RuntimeError("restored on error too")
     assert calls == [original] and tf.image.extract_patches is original
+
+
+def test_calibration_replaced_sees_the_float_model_and_every_sample():
+    """The converter hands the replacement its float model and the representative samples; what it returns is
+    what gets quantized, and None leaves the model to TF's calibrator."""
+    from invo_base.tflite_edit import unpack
+
+    model = _small_model()
+    samples = [np.full((1, 8, 8, 4), v, np.float32) for v in (-1.0, 2.0, 3.0)]
+    seen = []
+
+    def calibrate(flat, batches):
+        seen.append((unpack(flat).subgraphs[0].tensors[0].type, [float(b[0].max()) for b in batches]))
+        return None
+
+    def converted():
+        conv = _converter(model)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([s] for s in samples)
+        return conv.convert()
+
+    with compat.calibration_replaced(calibrate):
+        a = converted()
+    assert seen == [(0, [-1.0, 2.0, 3.0])]  # a float32 model, every sample in order
+    assert a == converted()  # None: TF's own calibration, byte for byte; and the converter is restored after
+    assert len(seen) == 1

@@ -191,7 +191,7 @@ def test_exact_calibration_records_each_tensors_own_range(tmp_path):
     Keras on held-out data."""
     import tensorflow as tf
 
-    from convert.calibration import _variable_float_tensors
+    from convert.calibration import variable_float_tensors
     from invo_base.tflite_edit import unpack
 
     inp = keras.Input((28, 28, 32))
@@ -206,8 +206,9 @@ def test_exact_calibration_records_each_tensors_own_range(tmp_path):
     for calibrator in ("exact", "tf"):
         flat = _calibrated(model, rep, calibrator)
         m = unpack(flat)
-        recorded[calibrator] = {i: (m.subgraphs[0].tensors[i].quantization.min[0], m.subgraphs[0].tensors[i].quantization.max[0])
-                                for i in _variable_float_tensors(m)}
+        tensors = m.subgraphs[0].tensors
+        recorded[calibrator] = {i: (tensors[i].quantization.min[0], tensors[i].quantization.max[0])
+                                for i in variable_float_tensors(m)}
     # The true ranges, from an interpreter of TF's own (reference kernels) that keeps every tensor.
     it = tf.lite.Interpreter(model_content=flat, experimental_preserve_all_tensors=True,
                              experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
