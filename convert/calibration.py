@@ -11,12 +11,16 @@ samples take 9 minutes.
 ``exact_calibration()`` replaces it, while it is active, with one run of LiteRT's builtin kernels per sample,
 every tensor kept (``experimental_preserve_all_tensors``), reading each variable float tensor's min and max:
 the same statistic, of the tensor itself.  Models this cannot read exactly (several subgraphs, custom or Flex
-ops, fused ops with intermediate tensors) keep TF's calibrator.
+ops, fused ops with intermediate tensors) or whose tensors would take more than ``EXACT_MAX_BYTES`` keep TF's
+calibrator.
 """
 
 import numpy as np
 
 FLOAT32 = 0  # the schema's TensorType.FLOAT32
+# Every tensor of one inference is kept in memory (RedNet-26 at 224x224: 148 million float32 values, 0.6 GB);
+# models whose variable tensors hold more than this keep TF's calibrator, which reuses its buffers.
+EXACT_MAX_BYTES = 4 << 30
 
 
 def variable_float_tensors(model):
@@ -30,14 +34,18 @@ def variable_float_tensors(model):
     return [i for i, t in enumerate(sg.tensors) if t.type == FLOAT32 and not constant(t)]
 
 
-def readable(model):
+def readable(model, max_bytes=EXACT_MAX_BYTES):
     """Whether ``exact_ranges`` reads this model as TF's calibrator would: one subgraph, builtin ops only (LiteRT
-    here runs no Flex or custom op), none with intermediate tensors."""
+    here runs no Flex or custom op), none with intermediate tensors, and its variable float tensors within
+    ``max_bytes``."""
     from invo_base.tflite_edit import builtin_codes
 
     custom = 32  # the schema's BuiltinOperator.CUSTOM
-    return len(model.subgraphs) == 1 and custom not in builtin_codes(model) and not any(
-        op.intermediates is not None and len(op.intermediates) for op in model.subgraphs[0].operators)
+    sg = model.subgraphs[0]
+    held = sum(4 * int(np.prod(sg.tensors[i].shape if sg.tensors[i].shape is not None else [], dtype=np.int64))
+               for i in variable_float_tensors(model))
+    return len(model.subgraphs) == 1 and custom not in builtin_codes(model) and held <= max_bytes and not any(
+        op.intermediates is not None and len(op.intermediates) for op in sg.operators)
 
 
 def exact_ranges(model_content, samples):
@@ -90,12 +98,12 @@ def with_ranges(model_content, ranges):
     return pack(model, size_hint=len(model_content))
 
 
-def calibrate(model_content, samples):
+def calibrate(model_content, samples, max_bytes=EXACT_MAX_BYTES):
     """What TF's ``Calibrator.calibrate`` returns (the float model carrying each tensor's range), exactly; None for
     a model this cannot read (``readable``)."""
     from invo_base.tflite_edit import unpack
 
-    if not readable(unpack(model_content)):
+    if not readable(unpack(model_content), max_bytes):
         return None
     return with_ranges(model_content, exact_ranges(model_content, samples))
 
