@@ -17,8 +17,9 @@ calibrator.
 
 import numpy as np
 
-FLOAT32 = 0  # the schema's TensorType.FLOAT32
-# Every tensor of one inference is kept in memory (RedNet-26 at 224x224: 148 million float32 values, 0.6 GB);
+from invo_base import tflite_schema as schema
+
+# Every tensor of one inference is kept in memory (RedNet-26 at 224x224: 0.54 GB of variable float32 tensors);
 # models whose variable tensors hold more than this keep TF's calibrator, which reuses its buffers.
 EXACT_MAX_BYTES = 4 << 30
 
@@ -31,7 +32,7 @@ def variable_float_tensors(model):
         b = model.buffers[t.buffer] if 0 <= t.buffer < len(model.buffers) else None
         return b is not None and b.data is not None and len(b.data) > 0
 
-    return [i for i, t in enumerate(sg.tensors) if t.type == FLOAT32 and not constant(t)]
+    return [i for i, t in enumerate(sg.tensors) if t.type == schema.TensorType.FLOAT32 and not constant(t)]
 
 
 def readable(model, max_bytes=EXACT_MAX_BYTES):
@@ -40,36 +41,35 @@ def readable(model, max_bytes=EXACT_MAX_BYTES):
     ``max_bytes``."""
     from invo_base.tflite_edit import builtin_codes
 
-    custom = 32  # the schema's BuiltinOperator.CUSTOM
     sg = model.subgraphs[0]
     held = sum(4 * int(np.prod(sg.tensors[i].shape if sg.tensors[i].shape is not None else [], dtype=np.int64))
                for i in variable_float_tensors(model))
-    return len(model.subgraphs) == 1 and custom not in builtin_codes(model) and held <= max_bytes and not any(
+    custom = schema.BuiltinOperator.CUSTOM in builtin_codes(model)
+    return len(model.subgraphs) == 1 and not custom and held <= max_bytes and not any(
         op.intermediates is not None and len(op.intermediates) for op in sg.operators)
 
 
-def exact_ranges(model_content, samples):
-    """{tensor index: (min, max)} of the variable float tensors over ``samples``.
+def exact_ranges(model_content, samples, wanted):
+    """{tensor index: (min, max)} of the tensors ``wanted`` (``variable_float_tensors``) over ``samples``.
 
     ``samples`` yields what the converter's representative dataset yields: a list of input arrays in the model's
     input order, or a dict of them by signature input name.
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from invo_base.tflite_edit import unpack
-
-    wanted = variable_float_tensors(unpack(model_content))
     it = Interpreter(model_content=model_content, experimental_preserve_all_tensors=True,
                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
     inputs = [d["index"] for d in it.get_input_details()]
     dtypes = {d["index"]: d["dtype"] for d in it.get_input_details()}
+    by_name = None  # a dict sample's inputs, by the one signature's names (as the converter's calibrator feeds it)
     lo = np.full(len(wanted), np.inf, np.float32)
     hi = np.full(len(wanted), -np.inf, np.float32)
     for sample in samples:
         if isinstance(sample, dict):
-            (key,) = it.get_signature_list()  # the converter's calibrator feeds a dict by the one signature
-            by_name = it.get_signature_runner(key).get_input_details()
+            if by_name is None:
+                (key,) = it.get_signature_list()
+                by_name = it.get_signature_runner(key).get_input_details()
             feeds = [(by_name[name]["index"], value) for name, value in sample.items()]
         else:
             feeds = list(zip(inputs, sample))
@@ -84,18 +84,17 @@ def exact_ranges(model_content, samples):
     return {i: (float(lo[n]), float(hi[n])) for n, i in enumerate(wanted) if lo[n] <= hi[n]}
 
 
-def with_ranges(model_content, ranges):
-    """The model with ``ranges`` written as its tensors' calibration statistics (quantization min and max)."""
-    from invo_base import tflite_schema as schema
-    from invo_base.tflite_edit import pack, unpack
+def with_ranges(model, ranges, size_hint=1024):
+    """.tflite bytes of ``model`` (``ModelT``, changed in place) with ``ranges`` written as its tensors'
+    calibration statistics (quantization min and max)."""
+    from invo_base.tflite_edit import pack
 
-    model = unpack(model_content)
     tensors = model.subgraphs[0].tensors
     for i, (lo, hi) in ranges.items():
         q = tensors[i].quantization or schema.QuantizationParametersT()
         q.min, q.max = [lo], [hi]
         tensors[i].quantization = q
-    return pack(model, size_hint=len(model_content))
+    return pack(model, size_hint=size_hint)
 
 
 def calibrate(model_content, samples, max_bytes=EXACT_MAX_BYTES):
@@ -103,9 +102,11 @@ def calibrate(model_content, samples, max_bytes=EXACT_MAX_BYTES):
     a model this cannot read (``readable``)."""
     from invo_base.tflite_edit import unpack
 
-    if not readable(unpack(model_content), max_bytes):
+    model = unpack(model_content)  # read once: the model can be tens of MB
+    if not readable(model, max_bytes):
         return None
-    return with_ranges(model_content, exact_ranges(model_content, samples))
+    ranges = exact_ranges(model_content, samples, variable_float_tensors(model))
+    return with_ranges(model, ranges, size_hint=len(model_content))
 
 
 def exact_calibration():

@@ -239,11 +239,12 @@ def test_exact_calibration_records_each_tensors_own_range(tmp_path):
 def test_exact_calibration_leaves_a_model_too_large_to_hold_to_tfs_calibrator():
     """Exact calibration keeps every tensor of an inference: over ``max_bytes`` of them it declines (None), and
     TF's calibrator, which reuses its buffers, calibrates that model."""
-    from convert.calibration import calibrate, exact_ranges
+    from convert.calibration import calibrate, exact_ranges, variable_float_tensors
+    from invo_base.tflite_edit import unpack
 
     flat = to_tflite(_layer(h=16))
     samples = [[np.random.default_rng(s).standard_normal((1, 16, 16, 32)).astype(np.float32)] for s in range(2)]
-    ranges = exact_ranges(flat, samples)
+    ranges = exact_ranges(flat, samples, variable_float_tensors(unpack(flat)))
     input_bytes = 4 * 16 * 16 * 32  # the model's tensors hold far more than its input
     assert len(ranges) > 20 and calibrate(flat, samples, max_bytes=input_bytes) is None
     assert calibrate(flat, samples) is not None  # within the default bound
