@@ -9,14 +9,15 @@ import zipfile
 import numpy as np
 import pytest
 import torch_pth
-from conftest import assert_one_line_error, require_gpu, run_cli
+from conftest import assert_one_line_error, invoke_cli, require_gpu, run_cli
 from numpy_rednet import DEPTHS, forward, official_state
 from PIL import Image
 
+from convert.cli import main as convert_cli
 from invo_base.tflite_model import TFLiteModel
 from involution.checkpoint import CheckpointError, load_state_dict
 from involution.models import build_model
-from involution.pretrained import IMAGENET_MEAN, IMAGENET_STD
+from involution.pretrained import IMAGENET_MEAN, IMAGENET_STD, describe_input
 
 SIZE = 64
 
@@ -50,7 +51,7 @@ def test_keras_rednet_gives_the_official_outputs(checkpoints, name):
     state, path = ck[name]
     model = build_model(name, (SIZE, SIZE, 3), weights=str(path))
     want = _numpy_logits(state, _x(), name)
-    got = model.predict(_x(), verbose=0)
+    got = np.asarray(model(_x(), training=False))  # eager: tracing predict() costs more than the call
     assert np.abs(want).max() > 1.0  # the weights make a network whose outputs differ per input
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
 
@@ -77,7 +78,7 @@ def test_bare_backbone_loads_without_classifier(checkpoints, tmp_path):
     model = build_model("rednet26", (SIZE, SIZE, 3), weights=str(path))
     assert model.output.shape[-1] == 2048
     want = _numpy_logits(state, _x(), "rednet26", head=False)
-    np.testing.assert_allclose(model.predict(_x(), verbose=0), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(np.asarray(model(_x(), training=False)), want, rtol=0, atol=1e-4 * np.abs(want).max())
 
 
 def test_pth_reader_rebuilds_strides_offsets_and_half_precisions(tmp_path):
@@ -146,15 +147,27 @@ def test_wrong_checkpoints_get_one_clear_error(checkpoints, tmp_path, case, need
     else:
         path = tmp_path / "weights.h5"
         path.write_text("x")
-    proc = run_cli("convert.cli", str(path), "--arch", "rednet26", "--input-size", str(SIZE), "-o",
-                   str(tmp_path / "out.tflite"), "--no-gpu-check")
+    proc = invoke_cli(convert_cli, path, "--arch", "rednet26", "--input-size", SIZE, "-o", tmp_path / "out.tflite",
+                      "--no-gpu-check")
     assert_one_line_error(proc, needle)
     assert not (tmp_path / "out.tflite").exists()
 
 
+def test_raw_pixel_input_folds_the_imagenet_normalisation(checkpoints):
+    """input_range="0-255" puts (pixel - mean) / std inside the model, and the audit says which input it takes."""
+    _, ck = checkpoints
+    path = str(ck["rednet26"][1])
+    normalised = build_model("rednet26", (SIZE, SIZE, 3), weights=path)
+    raw = build_model("rednet26", (SIZE, SIZE, 3), weights=path, input_range="0-255")
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
+    want = np.asarray(normalised((pixels - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD), training=False))
+    np.testing.assert_allclose(np.asarray(raw(pixels, training=False)), want, rtol=0, atol=1e-4 * np.abs(want).max())
+    assert "normalised" in describe_input(None, SIZE) and "raw pixels 0-255" in describe_input("0-255", SIZE)
+
+
 def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_path):
-    """The README's two commands for a user with rednet26.pth, at 64x64: float32 equals the official
-    forward, the 0-255 model folds the normalisation, int8 reports its top-1 agreement, the GPU path runs."""
+    """The README's two commands for a user with rednet26.pth, at 64x64, taking raw pixels: the float32 file
+    equals the official forward of the normalised pixels, int8 reports its top-1 agreement, the GPU path runs."""
     from benchmarks.runtime import InterpreterRunner
 
     require_gpu()
@@ -162,13 +175,14 @@ def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_p
     state, pth = ck["rednet26"]
     f32 = tmp_path / "rednet26.tflite"
     proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(f32),
-                   "--report", str(tmp_path / "f32.json"), "--no-gpu-check")  # the int8 file's GPU check is below
-    assert proc.returncode == 0, proc.stderr
+                   "--input-range", "0-255", "--report", str(tmp_path / "f32.json"),
+                   "--no-gpu-check")  # the int8 file's GPU check is below
+    assert proc.returncode == 0 and "raw pixels 0-255" in proc.stdout, proc.stderr
     r = json.loads((tmp_path / "f32.json").read_text())
-    assert r["xnnpack"]["fully_delegated"] and "normalised" in r["input_expects"] and "gpu" not in r
-    x = _x(1, seed=5)
-    want = _numpy_logits(state, x, "rednet26")
-    np.testing.assert_allclose(InterpreterRunner(str(f32))(x)[0], want, rtol=0, atol=1e-4 * np.abs(want).max())
+    assert r["xnnpack"]["fully_delegated"] and "raw pixels 0-255" in r["input_expects"] and "gpu" not in r
+    pixels = np.random.default_rng(5).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
+    want = _numpy_logits(state, (pixels - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD), "rednet26")
+    np.testing.assert_allclose(InterpreterRunner(str(f32))(pixels)[0], want, rtol=0, atol=1e-4 * np.abs(want).max())
 
     rng = np.random.default_rng(0)
     for cls in ("a", "b"):
@@ -176,15 +190,6 @@ def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_p
         for i in range(12):  # gradients, not noise: natural-looking images for calibration
             img = np.clip(np.linspace(0, 255, 96)[None, :, None] * rng.uniform(0.3, 1, 3) + rng.normal(0, 20, (80, 96, 3)), 0, 255)
             Image.fromarray(img.astype(np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
-    raw = tmp_path / "rednet26_raw.tflite"
-    proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(raw),
-                   "--input-range", "0-255", "--no-gpu-check")
-    assert proc.returncode == 0 and "raw pixels 0-255" in proc.stdout, proc.stderr
-    pixels = rng.uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
-    normalised = (pixels - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-    np.testing.assert_allclose(InterpreterRunner(str(raw))(pixels)[0], InterpreterRunner(str(f32))(normalised)[0],
-                               rtol=0, atol=1e-4 * np.abs(want).max())
-
     i8 = tmp_path / "rednet26_int8.tflite"
     proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(i8),
                    "--quantize", "int8", "--calib", str(tmp_path / "imgs"), "--input-range", "0-255",

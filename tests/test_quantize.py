@@ -7,9 +7,10 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, invoke_cli, run_cli
 
 from convert.api import convert_model
+from convert.cli import main as convert_cli
 from invo_base.tflite_model import TFLiteModel
 from quantize.cli import main as quantize_cli
 from quantize.debug import layer_errors, selective_quantize
@@ -78,11 +79,11 @@ def test_float_aggregation_keeps_each_involution_aggregation_in_float(trained_se
 
 def test_float_aggregation_needs_int8_and_involution_layers(trained_seed, tmp_path):
     out, _ = trained_seed
-    proc = run_cli("convert.cli", str(out / "seed-involution" / "model.keras"), "-o", str(tmp_path / "f.tflite"),
-                   "--float-aggregation")
+    proc = invoke_cli(convert_cli, out / "seed-involution" / "model.keras", "-o", tmp_path / "f.tflite",
+                      "--float-aggregation")
     assert_one_line_error(proc, "--float-aggregation applies to --quantize int8 only")
-    proc = run_cli("convert.cli", str(out / "seed-conv" / "model.keras"), "-o", str(tmp_path / "c.tflite"),
-                   "--quantize", "int8", "--calib", "digits", "--float-aggregation")
+    proc = invoke_cli(convert_cli, out / "seed-conv" / "model.keras", "-o", tmp_path / "c.tflite",
+                      "--quantize", "int8", "--calib", "digits", "--float-aggregation")
     assert_one_line_error(proc, "needs Involution layers")
     assert not os.listdir(tmp_path)
 

@@ -6,11 +6,12 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, invoke_cli, run_cli
 from PIL import Image
 
 from involution import Involution
 from involution.data import load_digits
+from involution.cli import main as train_cli
 from involution.train import fit
 
 
@@ -82,7 +83,7 @@ def test_bad_data_files(tmp_path):
     np.savez(tmp_path / "neg.npz", x=np.zeros((6, 32, 32, 3), np.float32), y=np.array([0, 1, 2, -3, 1, 0]))
     np.savez(tmp_path / "rank.npz", x=np.zeros((6, 32), np.float32), y=np.zeros(6, int))
     for name, needle in (("neg.npz", "out of range"), ("rank.npz", "N x H x W x C")):
-        proc = run_cli("involution.cli", "--dataset", str(tmp_path / name), "--out", str(tmp_path / "o"), "--epochs", "1")
+        proc = invoke_cli(train_cli, "--dataset", tmp_path / name, "--out", tmp_path / "o", "--epochs", "1")
         assert_one_line_error(proc, needle)
     assert not (tmp_path / "o").exists()
 
