@@ -20,9 +20,8 @@ CLASSES = ["NotebookStyle", "SequentialGenerator", "RenamedAttributes"]
 @pytest.fixture(scope="module")
 def user_models(tmp_path_factory):
     out = tmp_path_factory.mktemp("user")
-    for which in CLASSES + ["ExtraConv"]:
-        proc = run_cli("save_user_models", str(out), which, env={"PYTHONPATH": USER})
-        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_cli("save_user_models", str(out), *CLASSES, "ExtraConv", env={"PYTHONPATH": USER})
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
 
