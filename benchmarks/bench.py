@@ -125,6 +125,37 @@ def gpu_correctness(path, input_file=None):
             f"{r['max_abs_error']:.3g}{unit} (allowed {r['allowed_abs_error']:.3g}{unit})")
 
 
+def accelerator_check(path, runtime, runner, arrays, options):
+    """A GPU or delegate run's outputs on ``arrays`` against the same runtime on the CPU, before timing, so that a
+    timing of wrong numbers never passes silently (``--check_gpu`` makes it an error instead): None where the
+    runner fell back to the CPU, else {ok, max_abs_error, allowed_abs_error, unit, worst} (``judge_outputs``)."""
+    from benchmarks.gpu_check import judge_outputs
+
+    if (runner.accelerator or "").startswith("CPU"):
+        return None
+    out = runner(*arrays)
+    cpu = rt.load(path, runtime, num_threads=options.num_threads, use_xnnpack=options.use_xnnpack)
+    try:
+        ref = cpu(*arrays)
+    finally:
+        cpu.close()
+    judged = judge_outputs(ref, out, cpu.model)
+    return {"ok": judged.pop("within"), **judged}
+
+
+def describe_accelerator_check(result):
+    """One warning line for a timed run whose accelerator computed other numbers than the CPU, else None."""
+    c = result.get("accelerator_check")
+    if not c or c["ok"]:
+        return None
+    w, unit = c["worst"], " quantization steps" if c["unit"] == "quantization steps" else ""
+    return (f"warning: {result['model']}: the {result['accelerator']} output differs from the CPU's: largest "
+            f"difference {w['abs_error']:.4g}{unit} at output {w.get('output')} index {tuple(w.get('index', ()))} "
+            f"(CPU {w.get('cpu', float('nan')):.4g}, {result['accelerator']} {w.get('gpu', float('nan')):.4g}), "
+            f"allowed {c['allowed_abs_error']:.3g}{unit}: its timing is of wrong numbers (--check_gpu makes this "
+            f"an error)")
+
+
 # Largest output difference, relative to the output's magnitude, that float32 kernels show against TFLite's
 # reference kernels (summation order); FP16 arithmetic (11-bit significand) differs by far more.
 FP32_AGREEMENT = 1e-4
@@ -216,6 +247,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
             raise rt.RuntimeUnavailable(
                 f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
                 "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
+    check = accelerator_check(path, runtime, runner, arrays, o) if o.use_gpu or o.delegate else None
     runner.set_inputs(arrays)
 
     t = time.perf_counter()
@@ -275,4 +307,5 @@ def benchmark(path, options=None, *, progress=True, **fields):
         "fp16_ran": fp16,
         "diff_vs_fp32_reference": fp16_diff,
         "cache": f"evicted ({o.evict_cache_mb} MB written before each run)" if o.evict_cache_mb else "warm (back to back)",
+        "accelerator_check": check,
     }

@@ -20,10 +20,13 @@ COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator
            ("median_ms", "median ms", "{:.3f}"), ("p90_ms", "p90", "{:.3f}"), ("p99_ms", "p99", "{:.3f}"),
            ("mean_ms", "mean", "{:.3f}"), ("std_ms", "std", "{:.3f}"), ("min_ms", "min", "{:.3f}"),
            ("max_ms", "max", "{:.3f}"), ("num_runs", "runs", "{}"), ("peak_rss_kb", "peak RSS KB", "{}"),
-           ("rss_growth_kb", "RSS +KB", "{}")]
-TABLE_COLUMNS = ("model", "accelerator", "fully_delegated", "num_threads", "precision_ran", "file_kb", "init_ms",
-                 "median_ms", "p90_ms", "min_ms", "num_runs")
-MODEL_WIDTH = 26
+           ("rss_growth_kb", "RSS +KB", "{}"), ("accelerator_ok", "out", "{}")]
+TABLE_COLUMNS = ("model", "accelerator", "fully_delegated", "accelerator_ok", "num_threads", "precision_ran", "file_kb",
+                 "init_ms", "median_ms", "p90_ms", "min_ms", "num_runs")
+MODEL_WIDTH = 20  # with the other columns, 100 characters
+# The table's short names for the runner's accelerator (the JSON and CSV keep the full ones).
+SHORT_ACCELERATOR = {"CPU (XNNPACK)": "XNNPACK", "CPU (builtin kernels)": "builtin", "GPU (emulated)": "GPU*",
+                     "CPU (no GPU: fallback)": "no GPU"}
 
 
 def precision_ran(r):
@@ -33,12 +36,22 @@ def precision_ran(r):
     return "fp16" if r["fp16_ran"] else "fp32"
 
 
+def accelerator_ok(r):
+    """Whether the GPU or delegate computed what the CPU does on the benchmark's input: ok, WRONG, or '-' (a CPU
+    run, nothing to compare)."""
+    c = r.get("accelerator_check")
+    return "-" if not c else "ok" if c["ok"] else "WRONG"
+
+
 def format_table(results):
     """Several models side by side, one row each, in at most 100 columns (every figure: --json / --csv)."""
-    cols = [c for c in COLUMNS if c[0] in TABLE_COLUMNS]
+    by_key = {c[0]: c for c in COLUMNS}
+    cols = [by_key[k] for k in TABLE_COLUMNS]
     rows = [[h for _, h, _ in cols]]
     for r in results:
-        r = dict(r, precision_ran=precision_ran(r), accelerator=(r.get("accelerator") or "-").replace(" (emulated)", "*"))
+        accelerator = r.get("accelerator") or "-"
+        r = dict(r, precision_ran=precision_ran(r), accelerator_ok=accelerator_ok(r),
+                 accelerator=SHORT_ACCELERATOR.get(accelerator, accelerator))
         name = os.path.basename(r["model"])
         r["model"] = name if len(name) <= MODEL_WIDTH else name[: MODEL_WIDTH - 3] + "..."
         rows.append([fmt.format(r[k]) if r.get(k) is not None else "-" for k, _, fmt in cols])
@@ -58,7 +71,8 @@ def write_csv(results, path):
     w = csv.DictWriter(buf, fieldnames=[k for k, _, _ in COLUMNS] + ["warmup_avg_ms", "input_dtype", "cache"])
     w.writeheader()
     for r in results:
-        w.writerow({k: precision_ran(r) if k == "precision_ran" else r.get(k) for k in w.fieldnames})
+        derived = {"precision_ran": precision_ran(r), "accelerator_ok": accelerator_ok(r)}
+        w.writerow({k: derived[k] if k in derived else r.get(k) for k in w.fieldnames})
     write_atomic(path, buf.getvalue())
 
 
@@ -97,13 +111,17 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
     Runs where TensorFlow is absent (ai-edge-litert or tflite-runtime, and numpy); the host-side reports
     that also build and convert models are 'invo-report'.
     """
-    from benchmarks.bench import BenchOptions, benchmark, gpu_correctness
+    from benchmarks.bench import BenchOptions, benchmark, describe_accelerator_check, gpu_correctness
 
     options = BenchOptions(**settings)  # the flags' names are its fields
     if check_gpu:
         for m in models:
             click.echo(gpu_correctness(m, options.input_file), err=True)
     results = [benchmark(m, options, progress=not quiet) for m in models]
+    for r in results:
+        warning = describe_accelerator_check(r)
+        if warning:
+            click.echo(warning, err=True)
     if json_path:
         write_atomic(json_path, json.dumps(results, indent=2))
     if csv_path:

@@ -63,27 +63,34 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
                               error="the GPU accelerator did not take the whole model (CPU fallback needed)")
         if gpu is not None:
             result.update(available=True, fully_delegated=bool(gpu.fully_delegated))
-            out = gpu(*arrays)
-            result["worst"] = worst = largest_difference(ref, out)
-            abs_err = worst["abs_error"]
-            scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
-            span = max(float(r.max()) - float(r.min()) for r in ref)
-            if ref[0].dtype.kind in "iu":
-                # Quantized outputs: the GPU computes in float while XNNPACK requantizes after every op,
-                # so the two drift apart with depth; allow 3% of the output's range (at least 2 steps).
-                tol = max(2.0, INT_TOLERANCE * span, int_steps)
-            elif _has_int8_weights(cpu.model):
-                # Dynamic-range models: the CPU's hybrid kernels quantize activations at run time,
-                # the GPU computes in float; they differ by the CPU's quantization error.
-                tol = max(tolerance * max(1.0, scale), INT_TOLERANCE * span)
-            else:
-                tol = tolerance * max(1.0, scale)
-            result["allowed_abs_error"] = tol
-            result["unit"] = "quantization steps" if ref[0].dtype.kind in "iu" else "absolute"
-            result.update(max_abs_error=abs_err, max_rel_error=abs_err / scale, ok=bool(abs_err <= tol and result["fully_delegated"]))
+            judged = judge_outputs(ref, gpu(*arrays), cpu.model, tolerance, int_steps)
+            within = judged.pop("within")
+            result.update(judged, ok=bool(within and result["fully_delegated"]))
     except Exception as exc:  # noqa: BLE001 - reported, never raised, by design
         result["error"] = one_line(exc, 300)
     return result
+
+
+def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0):
+    """An accelerator's outputs ``out`` against the CPU's ``ref`` for the same inputs: {worst, max_abs_error,
+    max_rel_error, allowed_abs_error, unit, within}.  ``model``: the file's ``TFLiteModel`` (its weights' types
+    set the allowance); ``tolerance`` and ``int_steps`` as in ``compare_on_gpu``."""
+    worst = largest_difference(ref, out)
+    abs_err = worst["abs_error"]
+    scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
+    span = max(float(r.max()) - float(r.min()) for r in ref)
+    if ref[0].dtype.kind in "iu":
+        # Quantized outputs: the GPU computes in float while XNNPACK requantizes after every op,
+        # so the two drift apart with depth; allow 3% of the output's range (at least 2 steps).
+        tol = max(2.0, INT_TOLERANCE * span, int_steps)
+    elif _has_int8_weights(model):
+        # Dynamic-range models: the CPU's hybrid kernels quantize activations at run time,
+        # the GPU computes in float; they differ by the CPU's quantization error.
+        tol = max(tolerance * max(1.0, scale), INT_TOLERANCE * span)
+    else:
+        tol = tolerance * max(1.0, scale)
+    return {"worst": worst, "max_abs_error": abs_err, "max_rel_error": abs_err / scale, "allowed_abs_error": tol,
+            "unit": "quantization steps" if ref[0].dtype.kind in "iu" else "absolute", "within": bool(abs_err <= tol)}
 
 
 def largest_difference(ref, out):

@@ -41,6 +41,7 @@ def test_several_models_side_by_side_with_json_and_csv(models, tmp_path):
     assert [os.path.basename(r["model"]) for r in results] == ["inv_f32.tflite", "inv_int8.tflite", "conv_f32.tflite"]
     for r in results:
         assert r["runtime"] == "litert" and r["accelerator"] == "CPU (XNNPACK)" and r["num_threads"] == 2
+        assert r["accelerator_check"] is None  # a CPU run: nothing to compare with
         assert r["num_runs"] >= 5 and 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["file_kb"] * 1024 == os.path.getsize(r["model"])
         assert 10_000 < r["peak_rss_kb"] < 8_000_000  # kilobytes of a Python process, not bytes or pages
@@ -50,6 +51,7 @@ def test_several_models_side_by_side_with_json_and_csv(models, tmp_path):
     assert results[1]["input_dtype"] == "int8"
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert len(rows) == 3 and float(rows[0]["median_ms"]) == pytest.approx(results[0]["median_ms"])
+    assert rows[0]["accelerator_ok"] == "-"
 
 
 def test_no_tensorflow_on_the_bench_path(models):
@@ -263,6 +265,25 @@ def test_check_gpu_exits_1_naming_the_largest_difference(wrong_on_gpu, models):
     assert proc.returncode == 0, proc.stderr
     assert "inv_f32.tflite: GPU check ok" in proc.stderr and "fully accelerated" in proc.stderr
     assert "quantization steps" in proc.stderr.split("inv_int8.tflite: GPU check ok")[1]  # int8: in steps
+
+
+def test_use_gpu_compares_what_it_times_with_the_cpu(wrong_on_gpu, models, tmp_path):
+    """Without --check_gpu too, a GPU run is checked against the CPU before it is timed: wrong numbers are
+    timed, marked WRONG in the table, the JSON and the CSV, and named in a warning; right ones say ok."""
+    require_gpu()
+    proc = run_cli("benchmarks.cli", str(wrong_on_gpu), str(models / "inv_int8.tflite"), "--use_gpu", *FAST,
+                   "--json", str(tmp_path / "g.json"), "--csv", str(tmp_path / "g.csv"))
+    assert proc.returncode == 0, proc.stderr
+    wrong, right = json.loads((tmp_path / "g.json").read_text())
+    assert wrong["fully_delegated"] and not wrong["accelerator_check"]["ok"], wrong["accelerator_check"]
+    assert wrong["accelerator_check"]["max_abs_error"] > wrong["accelerator_check"]["allowed_abs_error"]
+    assert right["accelerator_check"]["ok"] and right["accelerator_check"]["unit"] == "quantization steps"
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "chain60.tflite" in warnings[0] and "largest difference" in warnings[0], warnings
+    table = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.endswith(".tflite") or ".tflite " in line}
+    assert "WRONG" in table["chain60.tflite"] and "ok" in table["inv_int8.tflite"], proc.stdout
+    with open(tmp_path / "g.csv") as f:
+        assert [r["accelerator_ok"] for r in csv.DictReader(f)] == ["WRONG", "ok"]
 
 
 def test_use_gpu_without_a_vulkan_driver_falls_back_to_swiftshader_and_says_so(models, tmp_path):
