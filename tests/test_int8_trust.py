@@ -187,8 +187,8 @@ def _calibrated(model, rep, calibrator):
 def test_exact_calibration_records_each_tensors_own_range(tmp_path):
     """--calibrator exact (the default): every range the quantizer gets is the tensor's own min and max over the
     calibration samples, as TF's reference kernels compute them with every tensor kept.  TF's calibrator widens
-    some (an input that an op overwrote in place takes in the output's values); its int8 model is no closer to
-    Keras on held-out data."""
+    some (an input that an op overwrote in place takes in the output's values); on this model and data its int8
+    model is no closer to Keras on held-out data (not so on every model: see the README)."""
     import tensorflow as tf
 
     from convert.calibration import variable_float_tensors

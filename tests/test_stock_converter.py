@@ -100,3 +100,41 @@ def test_the_audit_catches_a_chain_past_the_limit(tmp_path):
     require_gpu()
     g = check_gpu(str(path))
     assert g["fully_delegated"] and not g["ok"] and g["max_abs_error"] > 1.0, g
+
+
+def test_stock_int8_pipeline_calibrates_as_invo_convert_inside_exact_calibration(tmp_path):
+    """A user's own TFLiteConverter (int8, a representative dataset) run inside ``exact_calibration()``: its file
+    computes, bit for bit, what invo-convert's default (exact) calibration gives, and differs from TF's
+    calibrator's, which the same pipeline uses outside it (and which ``--calibrator tf`` reproduces)."""
+    import contextlib
+
+    from benchmarks.runtime import InterpreterRunner
+    from convert.calibration import exact_calibration
+    from convert.export import to_tflite
+
+    x = keras.Input((14, 14, 32), batch_size=1)
+    y = official_involution(32, 7, 1, name="inv_k7")(x)
+    y = Involution(channel=32, group_channels=16, kernel_size=3, stride=2, reduction_ratio=4)(keras.layers.ReLU()(y))
+    model = randomize(keras.Model(x, keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(y))), seed=4)
+    rng = np.random.default_rng(0)
+    rep = [rng.standard_normal((1, 14, 14, 32)).astype(np.float32) for _ in range(8)]
+    held = rng.standard_normal((8, 1, 14, 14, 32)).astype(np.float32)
+
+    def outputs(flat, name):
+        path = tmp_path / f"{name}.tflite"
+        path.write_bytes(flat)
+        runner = InterpreterRunner(str(path))
+        return np.stack([runner(h)[0] for h in held])
+
+    got = {}
+    for calibrator in ("exact", "tf"):
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([r] for r in rep)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        with exact_calibration() if calibrator == "exact" else contextlib.nullcontext():
+            stock = outputs(conv.convert(), f"stock_{calibrator}")
+        ours = outputs(to_tflite(model, "int8", "float32", rep, calibrator=calibrator), f"invo_{calibrator}")
+        np.testing.assert_array_equal(stock, ours)
+        got[calibrator] = stock
+    assert not np.array_equal(got["exact"], got["tf"])
