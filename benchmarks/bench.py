@@ -125,21 +125,19 @@ def gpu_correctness(path, input_file=None):
             f"{r['max_abs_error']:.3g}{unit} (allowed {r['allowed_abs_error']:.3g}{unit})")
 
 
-def accelerator_check(path, runtime, runner, arrays, options):
-    """A GPU or delegate run's outputs on ``arrays`` against the same runtime on the CPU, before timing, so that a
-    timing of wrong numbers never passes silently (``--check_gpu`` makes it an error instead): None where the
-    runner fell back to the CPU, else {ok, max_abs_error, allowed_abs_error, unit, worst} (``judge_outputs``)."""
+def accelerator_check(path, runtime, outputs, arrays, options):
+    """A GPU or delegate run's ``outputs`` on ``arrays`` against the same runtime on the CPU, so that a timing of
+    wrong numbers never passes silently (``--check_gpu`` makes it an error instead): {ok, max_abs_error,
+    allowed_abs_error, unit, worst} (``judge_outputs``).  Called after the timed runs and the memory reading,
+    so that the CPU's copy of the model changes neither."""
     from benchmarks.gpu_check import judge_outputs
 
-    if (runner.accelerator or "").startswith("CPU"):
-        return None
-    out = runner(*arrays)
     cpu = rt.load(path, runtime, num_threads=options.num_threads, use_xnnpack=options.use_xnnpack)
     try:
         ref = cpu(*arrays)
     finally:
         cpu.close()
-    judged = judge_outputs(ref, out, cpu.model)
+    judged = judge_outputs(ref, outputs, cpu.model)
     return {"ok": judged.pop("within"), **judged}
 
 
@@ -247,12 +245,14 @@ def benchmark(path, options=None, *, progress=True, **fields):
             raise rt.RuntimeUnavailable(
                 f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
                 "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
-    check = accelerator_check(path, runtime, runner, arrays, o) if o.use_gpu or o.delegate else None
     runner.set_inputs(arrays)
 
     t = time.perf_counter()
     runner.run()
     first_ms = (time.perf_counter() - t) * 1000
+    # A GPU or delegate run's outputs are compared with the CPU's once the timing is done (None: a CPU run).
+    accelerated = (o.use_gpu or o.delegate) and not (runner.accelerator or "").startswith("CPU")
+    accelerated_outputs = [np.array(a, copy=True) for a in runner.outputs()] if accelerated else None
     warm = []
     for _ in range(o.warmup_runs):
         t = time.perf_counter()
@@ -281,6 +281,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
     s = sorted(times)
     rss1 = rss_model if evict is not None else _rss_kb()
     runner.close()
+    check = accelerator_check(path, runtime, accelerated_outputs, arrays, o) if accelerated else None
     return {
         "model": path,
         "file_kb": os.path.getsize(path) / 1024,
