@@ -143,15 +143,13 @@ def accelerator_check(path, runtime, outputs, arrays, options):
 
 def describe_accelerator_check(result):
     """One warning line for a timed run whose accelerator computed other numbers than the CPU, else None."""
+    from benchmarks.gpu_check import describe_failure
+
     c = result.get("accelerator_check")
     if not c or c["ok"]:
         return None
-    w, unit = c["worst"], " quantization steps" if c["unit"] == "quantization steps" else ""
-    return (f"warning: {result['model']}: the {result['accelerator']} output differs from the CPU's: largest "
-            f"difference {w['abs_error']:.4g}{unit} at output {w.get('output')} index {tuple(w.get('index', ()))} "
-            f"(CPU {w.get('cpu', float('nan')):.4g}, {result['accelerator']} {w.get('gpu', float('nan')):.4g}), "
-            f"allowed {c['allowed_abs_error']:.3g}{unit}: its timing is of wrong numbers (--check_gpu makes this "
-            f"an error)")
+    wrong = describe_failure(result["model"], dict(c, available=True, fully_delegated=True))
+    return f"warning: {wrong}; the timing is of these wrong numbers (--check_gpu makes this an error)"
 
 
 # Largest output difference, relative to the output's magnitude, that float32 kernels show against TFLite's
