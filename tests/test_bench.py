@@ -268,8 +268,8 @@ def test_check_gpu_exits_1_naming_the_largest_difference(wrong_on_gpu, models):
 
 
 def test_use_gpu_compares_what_it_times_with_the_cpu(wrong_on_gpu, models, tmp_path):
-    """Without --check_gpu too, a GPU run is checked against the CPU before it is timed: wrong numbers are
-    timed, marked WRONG in the table, the JSON and the CSV, and named in a warning; right ones say ok."""
+    """Without --check_gpu too, a GPU run's outputs on the input it times are checked against the CPU's: wrong
+    numbers are timed, marked WRONG in the table, the JSON and the CSV, and named in a warning; right ones ok."""
     require_gpu()
     proc = run_cli("benchmarks.cli", str(wrong_on_gpu), str(models / "inv_int8.tflite"), "--use_gpu", *FAST,
                    "--json", str(tmp_path / "g.json"), "--csv", str(tmp_path / "g.csv"))
