@@ -142,9 +142,14 @@ def accelerator_check(path, runtime, outputs, arrays, options):
 
 
 def describe_accelerator_check(result):
-    """One warning line for a timed run whose accelerator computed other numbers than the CPU, else None."""
+    """One warning line for a timed run that computed other numbers than float32 does (a GPU or delegate against
+    the CPU, an FP16 run past ``FP16_ALLOWED``), else None."""
     from benchmarks.gpu_check import describe_failure
 
+    if result.get("fp16_ran") and not result["diff_vs_fp32_reference"] <= FP16_ALLOWED:
+        return (f"warning: {result['model']}: the FP16 run's outputs differ from float32 reference kernels by "
+                f"{result['diff_vs_fp32_reference']:.3g} of the output scale (FP16 rounding stays within "
+                f"{FP16_ALLOWED}: an overflow past 65504, or rounding that ran away); its timing is of wrong numbers")
     c = result.get("accelerator_check")
     if not c or c["ok"]:
         return None
@@ -155,6 +160,10 @@ def describe_accelerator_check(result):
 # Largest output difference, relative to the output's magnitude, that float32 kernels show against TFLite's
 # reference kernels (summation order); FP16 arithmetic (11-bit significand) differs by far more.
 FP32_AGREEMENT = 1e-4
+# Largest difference of an FP16 run from float32 reference kernels, relative to the output's largest magnitude,
+# that is FP16's rounding rather than wrong numbers (an overflow past 65504, rounding that has run away): the
+# float16 quality gate's bound (``convert.verification.MAX_REL_ERROR`` takes it from here).
+FP16_ALLOWED = 0.02
 
 
 def float16_measured(path, runner, arrays):
@@ -167,9 +176,11 @@ def float16_measured(path, runner, arrays):
     interp = next((r for r in ("litert", "tflite-runtime") if r in rt.available_runtimes()), None)
     if interp is None:
         return None, None
+    from benchmarks.gpu_check import largest_difference
+
     ref = rt.InterpreterRunner(path, interp, use_xnnpack=False)(*arrays)
     scale = max(float(np.max(np.abs(r))) for r in ref) or 1.0
-    diff = max(float(np.max(np.abs(o.astype(np.float64) - r))) for o, r in zip(outs, ref)) / scale
+    diff = largest_difference(ref, outs)["abs_error"] / scale  # infinite where FP16 overflowed or gave NaN
     return diff > FP32_AGREEMENT, diff
 
 

@@ -37,10 +37,16 @@ def precision_ran(r):
 
 
 def accelerator_ok(r):
-    """Whether the GPU or delegate computed what the CPU does on the benchmark's input: ok, WRONG, or '-' (a CPU
-    run, nothing to compare)."""
+    """Whether a GPU, delegate or FP16 run computed what float32 on the CPU does on the benchmark's input (within
+    the allowance of each): ok, WRONG, or '-' (a float32 or int8 CPU run, nothing to compare)."""
+    from benchmarks.bench import FP16_ALLOWED
+
     c = r.get("accelerator_check")
-    return "-" if not c else "ok" if c["ok"] else "WRONG"
+    if c:
+        return "ok" if c["ok"] else "WRONG"
+    if r.get("fp16_ran"):
+        return "ok" if r["diff_vs_fp32_reference"] <= FP16_ALLOWED else "WRONG"
+    return "-"
 
 
 def format_table(results):
@@ -89,7 +95,8 @@ def write_csv(results, path):
 @click.option("--precision", type=click.Choice(PRECISIONS), default="default", show_default=True,
               help="CPU arithmetic for float ops: 'default' (float32, or FP16 where the file's metadata allows it and "
                    "the CPU has FP16), 'fp16' (XNNPACK forced to FP16; ai-edge-litert only). The 'prec' column "
-                   "says what ran, measured against float32 reference kernels.")
+                   "says what ran, measured against float32 reference kernels, and 'out' whether an FP16 result "
+                   "stayed within FP16's rounding of them.")
 @click.option("--evict_cache_mb", default=0, show_default=True, type=int,
               help="Write a buffer of this many MB before every timed run, so each run starts with cold caches "
                    "(a phone's few MB of cache keep no model between runs); 0: runs back to back, caches warm.")

@@ -319,10 +319,35 @@ def test_precision_fp16_runs_fp16_or_refuses(models, tmp_path):
     r = json.loads((tmp_path / "p.json").read_text())[0]
     assert r["runtime"] == "litert-compiled" and r["precision"] == "fp16" and r["fp16_ran"] is True
     assert 1e-4 < r["diff_vs_fp32_reference"] < 0.05  # FP16's rounding, not float32's, and not garbage
-    assert " fp16 " in proc.stdout.splitlines()[2]
+    assert " fp16 " in proc.stdout.splitlines()[2] and " ok " in proc.stdout.splitlines()[2]  # within FP16's rounding
     # The same file at the default precision computes in float32 (it carries no reduced_precision_support).
     proc = run_cli("benchmarks.cli", str(models / "conv_f32.tflite"), *FAST, "--json", str(tmp_path / "d.json"))
     assert json.loads((tmp_path / "d.json").read_text())[0]["fp16_ran"] is None
+
+
+def test_an_fp16_run_that_overflows_is_timed_but_marked_wrong(tmp_path):
+    """Two 1x1 convs scaling by 300 and 100: fine in float32, past FP16's 65504 in FP16.  The forced FP16 run
+    is measured against float32 reference kernels, marked WRONG and named in a warning, not passed off as FP16
+    rounding."""
+    if not _cpu_has_fp16():
+        pytest.skip("this CPU has no FP16 arithmetic for XNNPACK to force (test_precision_fp16_runs_fp16_or_refuses)")
+    import keras
+    import tensorflow as tf
+
+    x = keras.Input((8, 8, 4), batch_size=1)
+    y = keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer=keras.initializers.Constant(300.0))(x)
+    y = keras.layers.Conv2D(4, 1, use_bias=False, kernel_initializer=keras.initializers.Constant(100.0))(y)
+    path = tmp_path / "overflow.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, y)).convert())
+    proc = run_cli("benchmarks.cli", str(path), "--precision", "fp16", *FAST, "--csv", str(tmp_path / "o.csv"))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "overflow.tflite" in warnings[0] and "FP16" in warnings[0], proc.stderr
+    row = proc.stdout.splitlines()[2].split()
+    assert "fp16" in row and "WRONG" in row, proc.stdout
+    with open(tmp_path / "o.csv") as f:
+        (r,) = csv.DictReader(f)
+    assert r["precision_ran"] == "fp16" and r["accelerator_ok"] == "WRONG"
 
 
 def test_precision_fp16_is_refused_on_the_legacy_board(models):
