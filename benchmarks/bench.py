@@ -141,20 +141,20 @@ def accelerator_check(path, runtime, outputs, arrays, options):
     return {"ok": judged.pop("within"), **judged}
 
 
-def describe_accelerator_check(result):
-    """One warning line for a timed run that computed other numbers than float32 does (a GPU or delegate against
-    the CPU, an FP16 run past ``FP16_ALLOWED``), else None."""
+def wrong_numbers(result):
+    """What is wrong with a timed run that computed other numbers than float32 does, in one line: a GPU or
+    delegate against the CPU, an FP16 run past ``FP16_ALLOWED`` of float32 reference kernels; None when
+    nothing is."""
     from benchmarks.gpu_check import describe_failure
 
     if result.get("fp16_ran") and not result["diff_vs_fp32_reference"] <= FP16_ALLOWED:
-        return (f"warning: {result['model']}: the FP16 run's outputs differ from float32 reference kernels by "
+        return (f"{result['model']}: the FP16 run's outputs differ from float32 reference kernels by "
                 f"{result['diff_vs_fp32_reference']:.3g} of the output scale (FP16 rounding stays within "
-                f"{FP16_ALLOWED}: an overflow past 65504, or rounding that ran away); its timing is of wrong numbers")
+                f"{FP16_ALLOWED}: an overflow past 65504, or rounding that ran away)")
     c = result.get("accelerator_check")
     if not c or c["ok"]:
         return None
-    wrong = describe_failure(result["model"], dict(c, available=True, fully_delegated=True))
-    return f"warning: {wrong}; the timing is of these wrong numbers (--check_gpu makes this an error)"
+    return describe_failure(result["model"], dict(c, available=True, fully_delegated=True))
 
 
 # Largest output difference, relative to the output's magnitude, that float32 kernels show against TFLite's

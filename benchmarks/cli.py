@@ -118,7 +118,7 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
     Runs where TensorFlow is absent (ai-edge-litert or tflite-runtime, and numpy); the host-side reports
     that also build and convert models are 'invo-report'.
     """
-    from benchmarks.bench import BenchOptions, benchmark, describe_accelerator_check, gpu_correctness
+    from benchmarks.bench import BenchOptions, benchmark, gpu_correctness, wrong_numbers
 
     options = BenchOptions(**settings)  # the flags' names are its fields
     if check_gpu:
@@ -126,9 +126,10 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
             click.echo(gpu_correctness(m, options.input_file), err=True)
     results = [benchmark(m, options, progress=not quiet) for m in models]
     for r in results:
-        warning = describe_accelerator_check(r)
-        if warning:
-            click.echo(warning, err=True)
+        wrong = wrong_numbers(r)
+        if wrong:
+            click.echo(f"warning: {wrong}; its timing is of wrong numbers"
+                       + (" (--check_gpu makes this an error)" if r.get("accelerator_check") else ""), err=True)
     if json_path:
         write_atomic(json_path, json.dumps(results, indent=2))
     if csv_path:
