@@ -166,11 +166,11 @@ FP32_AGREEMENT = 1e-4
 FP16_ALLOWED = 0.02
 
 
-def float16_measured(path, runner, arrays):
-    """(FP16 ran?, relative difference): ``runner``'s float outputs on ``arrays`` against TFLite's reference
-    kernels, which compute in float32.  Measured, not assumed: None for integer outputs or without an
-    Interpreter runtime to compare with."""
-    outs = runner(*arrays)
+def float16_measured(path, runner, arrays, outs=None):
+    """(FP16 ran?, relative difference): ``runner``'s float outputs on ``arrays`` (``outs``, when it has run them
+    already) against TFLite's reference kernels, which compute in float32.  Measured, not assumed: None for
+    integer outputs or without an Interpreter runtime to compare with."""
+    outs = runner(*arrays) if outs is None else outs
     if not outs or any(o.dtype.kind != "f" for o in outs):
         return None, None
     interp = next((r for r in ("litert", "tflite-runtime") if r in rt.available_runtimes()), None)
@@ -247,21 +247,21 @@ def benchmark(path, options=None, *, progress=True, **fields):
         raise rt.RuntimeUnavailable(f"{path}: not fully delegated to {runner.accelerator} (--require_full_delegation)")
     arrays = load_input_file(o.input_file, runner) if o.input_file else rt.random_inputs(runner.inputs)
     arrays = runner.check_inputs(arrays)
-    fp16, fp16_diff = None, None
-    if o.check_fp16 and (o.precision == "fp16" or (not o.use_gpu and o.use_xnnpack and _has_fp16_metadata(path))):
-        fp16, fp16_diff = float16_measured(path, runner, arrays)
-        if o.precision == "fp16" and fp16 is False:
-            raise rt.RuntimeUnavailable(
-                f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
-                "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
     runner.set_inputs(arrays)
 
     t = time.perf_counter()
     runner.run()
     first_ms = (time.perf_counter() - t) * 1000
+    first_outputs = [np.array(a, copy=True) for a in runner.outputs()]
+    fp16, fp16_diff = None, None
+    if o.check_fp16 and (o.precision == "fp16" or (not o.use_gpu and o.use_xnnpack and _has_fp16_metadata(path))):
+        fp16, fp16_diff = float16_measured(path, runner, arrays, first_outputs)
+        if o.precision == "fp16" and fp16 is False:
+            raise rt.RuntimeUnavailable(
+                f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
+                "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
     # A GPU or delegate run's outputs are compared with the CPU's once the timing is done (None: a CPU run).
     accelerated = (o.use_gpu or o.delegate) and not (runner.accelerator or "").startswith("CPU")
-    accelerated_outputs = [np.array(a, copy=True) for a in runner.outputs()] if accelerated else None
     warm = []
     for _ in range(o.warmup_runs):
         t = time.perf_counter()
@@ -290,7 +290,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
     s = sorted(times)
     rss1 = rss_model if evict is not None else _rss_kb()
     runner.close()
-    check = accelerator_check(path, runtime, accelerated_outputs, arrays, o) if accelerated else None
+    check = accelerator_check(path, runtime, first_outputs, arrays, o) if accelerated else None
     return {
         "model": path,
         "file_kb": os.path.getsize(path) / 1024,
