@@ -291,7 +291,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
     rss1 = rss_model if evict is not None else _rss_kb()
     runner.close()
     check = accelerator_check(path, runtime, first_outputs, arrays, o) if accelerated else None
-    return {
+    result = {
         "model": path,
         "file_kb": os.path.getsize(path) / 1024,
         "runtime": runner.runtime,
@@ -319,3 +319,5 @@ def benchmark(path, options=None, *, progress=True, **fields):
         "cache": f"evicted ({o.evict_cache_mb} MB written before each run)" if o.evict_cache_mb else "warm (back to back)",
         "accelerator_check": check,
     }
+    result["wrong_numbers"] = wrong_numbers(result)  # None, or what is wrong, in one line
+    return result

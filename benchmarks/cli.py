@@ -4,14 +4,13 @@
 """
 
 import csv
-import json
 import os
 import sys
 
 import click
 
 from benchmarks.runtime import PRECISIONS, RUNTIMES, SWIFTSHADER_ICD
-from invo_base.plumbing import cli_errors, write_atomic
+from invo_base.plumbing import cli_errors, json_text, write_atomic
 
 # Every figure, for --json and --csv; the terminal table shows TABLE_COLUMNS, in 100 columns.
 COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator", "accel", "{}"),
@@ -39,14 +38,9 @@ def precision_ran(r):
 def accelerator_ok(r):
     """Whether a GPU, delegate or FP16 run computed what float32 on the CPU does on the benchmark's input (within
     the allowance of each): ok, WRONG, or '-' (a float32 or int8 CPU run, nothing to compare)."""
-    from benchmarks.bench import FP16_ALLOWED
-
-    c = r.get("accelerator_check")
-    if c:
-        return "ok" if c["ok"] else "WRONG"
-    if r.get("fp16_ran"):
-        return "ok" if r["diff_vs_fp32_reference"] <= FP16_ALLOWED else "WRONG"
-    return "-"
+    if r.get("wrong_numbers"):
+        return "WRONG"
+    return "ok" if r.get("accelerator_check") or r.get("fp16_ran") else "-"
 
 
 def format_table(results):
@@ -118,7 +112,7 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
     Runs where TensorFlow is absent (ai-edge-litert or tflite-runtime, and numpy); the host-side reports
     that also build and convert models are 'invo-report'.
     """
-    from benchmarks.bench import BenchOptions, benchmark, gpu_correctness, wrong_numbers
+    from benchmarks.bench import BenchOptions, benchmark, gpu_correctness
 
     options = BenchOptions(**settings)  # the flags' names are its fields
     if check_gpu:
@@ -126,12 +120,11 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
             click.echo(gpu_correctness(m, options.input_file), err=True)
     results = [benchmark(m, options, progress=not quiet) for m in models]
     for r in results:
-        wrong = wrong_numbers(r)
-        if wrong:
-            click.echo(f"warning: {wrong}; its timing is of wrong numbers"
+        if r["wrong_numbers"]:
+            click.echo(f"warning: {r['wrong_numbers']}; its timing is of wrong numbers"
                        + (" (--check_gpu makes this an error)" if r.get("accelerator_check") else ""), err=True)
     if json_path:
-        write_atomic(json_path, json.dumps(results, indent=2))
+        write_atomic(json_path, json_text(results))
     if csv_path:
         write_csv(results, csv_path)
     if not quiet:

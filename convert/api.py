@@ -6,7 +6,6 @@ result against Keras (quality gate), compile it on the GPU path, and only then p
 """
 
 import contextlib
-import json
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ from convert.options import ConvertOptions
 from convert.publish import audit, staged
 from convert.rewrite import max_difference, rewrite_model
 from convert.verification import calibration_and_held_out, gate_bounds, quality_gate, verify
-from invo_base.plumbing import write_atomic
+from invo_base.plumbing import json_text, write_atomic
 
 
 def convert_model(model_path, output=None, options=None, *, report=None, force=False, progress=None, **fields):
@@ -90,7 +89,7 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
                                            gate_bounds(o.quantize, None, o.max_rel_error)[1])
     failures, final = s.failures, s.final
     if report:
-        write_atomic(report, json.dumps(result, indent=2, default=_json_default))
+        write_atomic(report, json_text(result))
     if failures:
         raise ConversionError(f"the {o.quantize if o.quantize != 'none' else 'float32'} model fails the check against "
                               f"Keras on {result['verify']['samples']} held-out samples: {'; '.join(failures)}; "
@@ -175,7 +174,3 @@ def _gpu_check(path, result, x, max_rel_error):
     return check_gpu(path, [to_input_dtype(x, dict(inp, dtype=inp["dtype"].lower()))], int_steps=steps)
 
 
-def _json_default(obj):
-    if isinstance(obj, (np.integer, np.floating)):
-        return obj.item()
-    return str(obj)

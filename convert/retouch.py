@@ -18,7 +18,7 @@ from convert.checks import check_output
 from convert.compact import compact
 from convert.export import ConversionError
 from convert.publish import audit, staged
-from invo_base.plumbing import write_atomic
+from invo_base.plumbing import json_text, write_atomic
 from invo_base.tflite_model import TFLiteModel
 
 
@@ -32,7 +32,6 @@ def retouch_tflite(path, output=None, *, force=False, report=None, gpu=True, see
 
     Refuses (``ConversionError``) when the outputs on random inputs are not bit-identical to the input's.
     """
-    import json
 
     say = progress or (lambda msg: None)
     output = output or default_output(path)
@@ -65,7 +64,7 @@ def retouch_tflite(path, output=None, *, force=False, report=None, gpu=True, see
             say("compiling on the LiteRT GPU accelerator")
             result["gpu"] = check_gpu(s.path)
     if report:
-        write_atomic(report, json.dumps(result, indent=2, default=str))
+        write_atomic(report, json_text(result))
     return result
 
 

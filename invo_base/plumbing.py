@@ -43,6 +43,29 @@ def cli_errors(func):
     return wrapper
 
 
+def json_text(obj):
+    """``obj`` as indented, strict JSON: a non-finite float (an overflowed output, an infinite difference) becomes
+    null, since Python would write NaN or Infinity, which are not JSON and which jq and JavaScript refuse; a
+    numpy scalar becomes its number; any other object unknown to JSON, its ``str``."""
+    import json
+    import math
+
+    import numpy as np
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {key: clean(v) for key, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value
+
+    return json.dumps(clean(obj), indent=2, default=str, allow_nan=False)
+
+
 def write_atomic(path, data):
     """Writes bytes or text to ``path`` whole or not at all: a temporary file beside it, then a rename."""
     directory = os.path.dirname(os.path.abspath(path))

@@ -5,7 +5,6 @@
     invo-quantize evaluate MODEL.h5 MODEL_int8.tflite --data digits
 """
 
-import json
 
 import click
 
@@ -42,13 +41,13 @@ def debug(model, calib, calib_samples, debug_samples, strategy, data_dir, custom
     if json_path:
         check_output(json_path, True)
     import_tensorflow_quietly()
-    from invo_base.plumbing import write_atomic
+    from invo_base.plumbing import json_text, write_atomic
     from quantize.debug import layer_errors
 
     rows = layer_errors(model, calib, calib_samples=calib_samples, strategy=strategy, data_dir=data_dir,
                         custom_modules=custom_module, debug_samples=debug_samples)
     if json_path:
-        write_atomic(json_path, json.dumps(rows, indent=2))
+        write_atomic(json_path, json_text(rows))
     click.echo(f"{'op':<18}{'rmse/scale':>11}{'mean abs':>11}{'max abs':>11}  tensor (end of its name)")
     for r in rows[:top]:
         click.echo(f"{r['op']:<18}{r['rmse_over_scale']:>11.3f}{r['mean_abs_error']:>11.4g}{r['max_abs_error']:>11.4g}"
@@ -117,13 +116,13 @@ def evaluate(keras_model, tflite_model, source, samples, data_dir, custom_module
     if json_path:
         check_output(json_path, True)
     import_tensorflow_quietly()
-    from invo_base.plumbing import write_atomic
+    from invo_base.plumbing import json_text, write_atomic
     from quantize.evaluate import compare_accuracy
 
     r = compare_accuracy(keras_model, tflite_model, source, samples=samples, data_dir=data_dir,
                          custom_modules=custom_module)
     if json_path:
-        write_atomic(json_path, json.dumps(r, indent=2))
+        write_atomic(json_path, json_text(r))
     click.echo(format_accuracy(r, tflite_model))
 
 

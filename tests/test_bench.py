@@ -41,7 +41,7 @@ def test_several_models_side_by_side_with_json_and_csv(models, tmp_path):
     assert [os.path.basename(r["model"]) for r in results] == ["inv_f32.tflite", "inv_int8.tflite", "conv_f32.tflite"]
     for r in results:
         assert r["runtime"] == "litert" and r["accelerator"] == "CPU (XNNPACK)" and r["num_threads"] == 2
-        assert r["accelerator_check"] is None  # a CPU run: nothing to compare with
+        assert r["accelerator_check"] is None and r["wrong_numbers"] is None  # a CPU run: nothing to compare with
         assert r["num_runs"] >= 5 and 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["file_kb"] * 1024 == os.path.getsize(r["model"])
         assert 10_000 < r["peak_rss_kb"] < 8_000_000  # kilobytes of a Python process, not bytes or pages
@@ -278,6 +278,7 @@ def test_use_gpu_compares_what_it_times_with_the_cpu(wrong_on_gpu, models, tmp_p
     assert wrong["fully_delegated"] and not wrong["accelerator_check"]["ok"], wrong["accelerator_check"]
     assert wrong["accelerator_check"]["max_abs_error"] > wrong["accelerator_check"]["allowed_abs_error"]
     assert right["accelerator_check"]["ok"] and right["accelerator_check"]["unit"] == "quantization steps"
+    assert "GPU output is wrong" in wrong["wrong_numbers"] and right["wrong_numbers"] is None
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "chain60.tflite" in warnings[0] and "largest difference" in warnings[0], warnings
     table = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.endswith(".tflite") or ".tflite " in line}
@@ -346,8 +347,13 @@ def test_an_fp16_run_that_overflows_is_timed_but_marked_wrong(tmp_path):
     with pytest.raises(RuntimeUnavailable, match="overflow.tflite: the FP16 run's outputs differ"):
         interleaved([("overflow", str(path))], Schedule(rounds=1, num_runs=2),
                     options=lambda key: {"runtime": "litert-compiled", "precision": "fp16"})
-    proc = run_cli("benchmarks.cli", str(path), "--precision", "fp16", *FAST, "--csv", str(tmp_path / "o.csv"))
+    proc = run_cli("benchmarks.cli", str(path), "--precision", "fp16", *FAST, "--csv", str(tmp_path / "o.csv"),
+                   "--json", str(tmp_path / "o.json"))
     assert proc.returncode == 0, proc.stderr
+    # Strict JSON (no NaN or Infinity, which jq and JavaScript refuse): the infinite difference is null, and the
+    # file says what is wrong.
+    (r,) = json.loads((tmp_path / "o.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert r["fp16_ran"] is True and r["diff_vs_fp32_reference"] is None and "FP16" in r["wrong_numbers"]
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "overflow.tflite" in warnings[0] and "FP16" in warnings[0], proc.stderr
     row = proc.stdout.splitlines()[2].split()

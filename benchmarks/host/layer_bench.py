@@ -6,14 +6,13 @@ A host script (it builds and converts models, so it imports TensorFlow inside);
 the timing itself is ``benchmarks.bench`` on ai-edge-litert, as on a device.
 """
 
-import json
 import os
 import warnings
 
 import numpy as np
 
 from benchmarks.bench import benchmark
-from invo_base.plumbing import native_logs_silenced, one_line, write_atomic
+from invo_base.plumbing import json_text, native_logs_silenced, one_line, write_atomic
 from invo_base.tflite_model import TFLiteModel
 
 LAYER_NAMES = {
@@ -236,7 +235,7 @@ def run(num_runs=100, out="runs/layer_bench", threads=(1, 2), configs=CONFIGS, f
                     print(f"{cname:<40}{row['layer']:<60}{row['dtype']:<8}{row['file_bytes']:>9}"
                           + "".join(f"{row[f'median_ms_{t}t']:>9.3f}" for t in threads), flush=True)
     facts = flex_facts(out) if flex else {}
-    write_atomic(os.path.join(out, "layer_bench.json"), json.dumps({"rows": rows, "extract_patches": facts}, indent=2))
+    write_atomic(os.path.join(out, "layer_bench.json"), json_text({"rows": rows, "extract_patches": facts}))
     write_atomic(os.path.join(out, "layer_bench.md"), markdown(rows, facts, threads))
     return rows, facts
 

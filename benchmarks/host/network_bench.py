@@ -15,7 +15,6 @@ stride-1 layer of the same input) next to a DepthwiseConv2D of the same shape an
 """
 
 import dataclasses
-import json
 import os
 import time
 
@@ -24,7 +23,7 @@ import numpy as np
 from benchmarks.bench import machine_description, spread
 from benchmarks.host.layer_bench import export_for_timing, floor_model, random_weights, slice_floor_model
 from benchmarks.host.timing import EVICT_MB, Schedule, fmt_spread, interleaved
-from invo_base.plumbing import write_atomic
+from invo_base.plumbing import json_text, write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
@@ -257,7 +256,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
     info["ops_per_involution"] = ops_per_involution()
     layer_rows = layer_table(dtypes, dataclasses.replace(schedule, caches=("warm",)), out) if layers else []
     result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads), "caches": list(caches)}
-    write_atomic(os.path.join(out, "network_bench.json"), json.dumps(result, indent=2))
+    write_atomic(os.path.join(out, "network_bench.json"), json_text(result))
     md = markdown(result)
     write_atomic(os.path.join(out, "network_bench.md"), md)
     plot(result, os.path.join(out, "latency_vs_top1.png"))

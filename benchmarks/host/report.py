@@ -18,7 +18,7 @@ import time
 from benchmarks.bench import benchmark, machine_description, spread
 from benchmarks.host.timing import Schedule, fmt_spread, interleaved
 from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
-from invo_base.plumbing import one_line, write_atomic
+from invo_base.plumbing import json_text, one_line, write_atomic
 
 MODELS = ("seed-conv", "seed-involution")
 
@@ -119,7 +119,7 @@ def build_report(train_dir=None, out="runs/report", epochs=15, num_runs=200, thr
     report = {"rows": rows, "trust": trust, "validation_samples": " / ".join(map(str, samples)), "gpu_emulated": gpu_is_emulated(), "machine": machine_description(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": rounds, "num_runs": num_runs,
               "dataset": _dataset_name(train_dir or os.path.join(out, "train"))}
-    write_atomic(os.path.join(out, "report.json"), json.dumps(report, indent=2))
+    write_atomic(os.path.join(out, "report.json"), json_text(report))
     write_atomic(os.path.join(out, "report.md"), markdown(report, threads))
     charts(rows, threads, out, report["dataset"])
     return report

@@ -4,7 +4,7 @@ a phase of its own, so that ratios come from one run and a 2-thread run's spinni
 
 import dataclasses
 
-from benchmarks.bench import benchmark, wrong_numbers
+from benchmarks.bench import benchmark
 from benchmarks.runtime import RuntimeUnavailable
 
 # Written before every run in the "evicted" regime: more than this server's 480 MB L3, as a phone's few MB of
@@ -46,9 +46,8 @@ def interleaved(jobs, schedule, options=None):
                     fp16_checked.add(path)
                     r = benchmark(path, num_threads=t, warmup_runs=s.warmup_runs, num_runs=s.num_runs, min_secs=0,
                                   progress=False, evict_cache_mb=EVICT_MB if cache == "evicted" else 0, **kwargs)
-                    wrong = wrong_numbers(r)
-                    if wrong:  # an FP16 run that left FP16's rounding: wrong numbers are no figure for a report
-                        raise RuntimeUnavailable(wrong)
+                    if r["wrong_numbers"]:  # an FP16 run past FP16's rounding: no figure for a report
+                        raise RuntimeUnavailable(r["wrong_numbers"])
                     times.setdefault((key, t, cache), []).append(r["median_ms"])
     return times
 
