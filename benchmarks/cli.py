@@ -12,7 +12,7 @@ import click
 from benchmarks.runtime import PRECISIONS, RUNTIMES, SWIFTSHADER_ICD
 from invo_base.plumbing import cli_errors, json_text, write_atomic
 
-# Every figure, for --json and --csv; the terminal table shows TABLE_COLUMNS, in 100 columns.
+# Every figure, for --json and --csv; the terminal table shows TABLE_COLUMNS, in about 100 columns.
 COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator", "accel", "{}"),
            ("fully_delegated", "full", "{}"), ("num_threads", "thr", "{}"), ("precision_ran", "prec", "{}"),
            ("file_kb", "size KB", "{:.1f}"), ("init_ms", "init ms", "{:.1f}"), ("first_ms", "first ms", "{:.2f}"),
@@ -22,7 +22,7 @@ COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator
            ("rss_growth_kb", "RSS +KB", "{}"), ("accelerator_ok", "out", "{}")]
 TABLE_COLUMNS = ("model", "accelerator", "fully_delegated", "accelerator_ok", "num_threads", "precision_ran", "file_kb",
                  "init_ms", "median_ms", "p90_ms", "min_ms", "num_runs")
-MODEL_WIDTH = 20  # with the other columns, 100 characters
+MODEL_WIDTH = 20  # with the other columns, 100 characters for a CPU or GPU row (a delegate, WRONG: a few more)
 # The table's short names for the runner's accelerator (the JSON and CSV keep the full ones).
 SHORT_ACCELERATOR = {"CPU (XNNPACK)": "XNNPACK", "CPU (builtin kernels)": "builtin", "GPU (emulated)": "GPU*",
                      "CPU (no GPU: fallback)": "no GPU"}
@@ -44,7 +44,7 @@ def accelerator_ok(r):
 
 
 def format_table(results):
-    """Several models side by side, one row each, in at most 100 columns (every figure: --json / --csv)."""
+    """Several models side by side, one row each, in about 100 columns (every figure: --json / --csv)."""
     by_key = {c[0]: c for c in COLUMNS}
     cols = [by_key[k] for k in TABLE_COLUMNS]
     rows = [[h for _, h, _ in cols]]
