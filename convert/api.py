@@ -172,5 +172,3 @@ def _gpu_check(path, result, x, max_rel_error):
     inp, out = result["audit"]["inputs"][0], result["audit"]["outputs"][0]  # scale and zero point from the file
     steps = max_rel_error * result["verify"]["output_scale"] / out["scale"] if out.get("scale") else 0.0
     return check_gpu(path, [to_input_dtype(x, dict(inp, dtype=inp["dtype"].lower()))], int_steps=steps)
-
-

@@ -32,7 +32,6 @@ def retouch_tflite(path, output=None, *, force=False, report=None, gpu=True, see
 
     Refuses (``ConversionError``) when the outputs on random inputs are not bit-identical to the input's.
     """
-
     say = progress or (lambda msg: None)
     output = output or default_output(path)
     if os.path.abspath(output) == os.path.abspath(path):

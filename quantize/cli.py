@@ -5,7 +5,6 @@
     invo-quantize evaluate MODEL.h5 MODEL_int8.tflite --data digits
 """
 
-
 import click
 
 from convert.checks import check_output
