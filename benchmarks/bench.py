@@ -106,38 +106,40 @@ def _preflight_gpu(path):
     return False
 
 
-def gpu_correctness(path, input_file=None):
+def gpu_correctness(path, input_file=None, fp16_allowed=True):
     """The GPU accelerator's output against the CPU's on one input (``--input`` or random data): a line saying
-    so when right, ``RuntimeUnavailable`` naming the largest difference when wrong or refused."""
-    from benchmarks.gpu_check import check_gpu, describe_failure
+    so when right, ``RuntimeUnavailable`` naming the largest difference when wrong or refused.  ``fp16_allowed``:
+    the GPU may compute in FP16 (``gpu_check``'s rule); False: it is told to compute in float32."""
+    from benchmarks.gpu_check import check_gpu, describe_failure, gpu_precision_note
 
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such model file")
     inputs = None
     if input_file:
         inputs = load_input_file(input_file, rt.load(path, "litert-compiled"))
-    r = check_gpu(path, inputs)
+    r = check_gpu(path, inputs, fp16_allowed=fp16_allowed)
     if not r.get("ok"):
         raise rt.RuntimeUnavailable(describe_failure(path, r))
     unit = " quantization steps" if r.get("unit") == "quantization steps" else ""
     where = "SwiftShader (software Vulkan)" if r.get("emulated") or r.get("swiftshader_fallback") else "the GPU"
     return (f"{os.path.basename(path)}: GPU check ok on {where}: fully accelerated, largest difference from the CPU "
-            f"{r['max_abs_error']:.3g}{unit} (allowed {r['allowed_abs_error']:.3g}{unit})")
+            f"{r['max_abs_error']:.3g}{unit} (allowed {r['allowed_abs_error']:.3g}{unit}{gpu_precision_note(r)})")
 
 
 def accelerator_check(path, runtime, outputs, arrays, options):
     """A GPU or delegate run's ``outputs`` on ``arrays`` against the same runtime on the CPU, so that a timing of
     wrong numbers never passes silently (``--check_gpu`` makes it an error instead): {ok, max_abs_error,
-    allowed_abs_error, unit, worst} (``judge_outputs``).  Called after the timed runs and the memory reading,
-    so that the CPU's copy of the model changes neither."""
-    from benchmarks.gpu_check import judge_outputs
+    allowed_abs_error, unit, worst, precision} (``judge_gpu``).  Called after the timed runs and the memory
+    reading, so that the CPU's copy of the model changes neither.  A LiteRT GPU run that may compute in FP16 is
+    held to FP16's bound only when the same GPU in float32 agrees with the CPU (compiled again only then)."""
+    from benchmarks.gpu_check import judge_gpu, run_once
 
     cpu = rt.load(path, runtime, num_threads=options.num_threads, use_xnnpack=options.use_xnnpack)
-    try:
-        ref = cpu(*arrays)
-    finally:
-        cpu.close()
-    judged = judge_outputs(ref, outputs, cpu.model)
+    ref = run_once(cpu, arrays)
+    rerun = None
+    if options.use_gpu and runtime == "litert-compiled" and options.gpu_precision_loss_allowed:
+        rerun = lambda: run_once(rt.CompiledRunner(path, "gpu", gpu_fp32=True), arrays)  # noqa: E731
+    judged = judge_gpu(ref, outputs, cpu.model, fp32_outputs=rerun)
     return {"ok": judged.pop("within"), **judged}
 
 
@@ -147,7 +149,8 @@ def wrong_numbers(result):
     nothing is."""
     from benchmarks.gpu_check import describe_failure
 
-    if result.get("fp16_ran") and not result["diff_vs_fp32_reference"] <= FP16_ALLOWED:
+    measured = result.get("diff_vs_fp32_reference")  # CPU FP16 runs; a GPU's is judged in accelerator_check
+    if result.get("fp16_ran") and measured is not None and not measured <= FP16_ALLOWED:
         return (f"{result['model']}: the FP16 run's outputs differ from float32 reference kernels by "
                 f"{result['diff_vs_fp32_reference']:.3g} of the output scale (FP16 rounding stays within "
                 f"{FP16_ALLOWED}: an overflow past 65504, or rounding that ran away)")
@@ -157,13 +160,7 @@ def wrong_numbers(result):
     return describe_failure(result["model"], dict(c, available=True, fully_delegated=True))
 
 
-# Largest output difference, relative to the output's magnitude, that float32 kernels show against TFLite's
-# reference kernels (summation order); FP16 arithmetic (11-bit significand) differs by far more.
-FP32_AGREEMENT = 1e-4
-# Largest difference of an FP16 run from float32 reference kernels, relative to the output's largest magnitude,
-# that is FP16's rounding rather than wrong numbers (an overflow past 65504, rounding that has run away): the
-# float16 quality gate's bound (``convert.verification.MAX_REL_ERROR`` takes it from here).
-FP16_ALLOWED = 0.02
+FP32_AGREEMENT, FP16_ALLOWED = rt.FP32_AGREEMENT, rt.FP16_ALLOWED
 
 
 def float16_measured(path, runner, arrays, outs=None):
@@ -198,6 +195,8 @@ class BenchOptions(Options):
 
     runtime: str = None              # litert, litert-compiled or tflite-runtime; None: the best one present
     use_gpu: bool = False            # the LiteRT GPU accelerator (or ``delegate`` on tflite-runtime)
+    # The GPU may compute in FP16, as phones' GPUs do by default (benchmark_model's flag); False: float32.
+    gpu_precision_loss_allowed: bool = True
     gpu_fallback: bool = False       # with use_gpu: ops the GPU refuses run on the CPU
     num_threads: int = 1
     warmup_runs: int = 1
@@ -241,7 +240,8 @@ def benchmark(path, options=None, *, progress=True, **fields):
     rss0 = _rss_kb()
     t0 = time.perf_counter()
     runner = rt.load(path, runtime, use_gpu=o.use_gpu, num_threads=o.num_threads, use_xnnpack=o.use_xnnpack,
-                     delegate=o.delegate, gpu_fallback=o.gpu_fallback, precision=o.precision)
+                     delegate=o.delegate, gpu_fallback=o.gpu_fallback, precision=o.precision,
+                     gpu_precision_loss_allowed=o.gpu_precision_loss_allowed)
     init_ms = (time.perf_counter() - t0) * 1000
     if o.require_full_delegation and not runner.fully_delegated:
         raise rt.RuntimeUnavailable(f"{path}: not fully delegated to {runner.accelerator} (--require_full_delegation)")
@@ -291,6 +291,8 @@ def benchmark(path, options=None, *, progress=True, **fields):
     rss1 = rss_model if evict is not None else _rss_kb()
     runner.close()
     check = accelerator_check(path, runtime, first_outputs, arrays, o) if accelerated else None
+    if check and check.get("precision"):  # what the GPU computed in, measured against the CPU
+        fp16 = check["precision"] == "fp16"
     result = {
         "model": path,
         "file_kb": os.path.getsize(path) / 1024,

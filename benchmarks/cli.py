@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from benchmarks.runtime import PRECISIONS, RUNTIMES, SWIFTSHADER_ICD
+from benchmarks.runtime import FP16_ALLOWED, PRECISIONS, RUNTIMES, SWIFTSHADER_ICD
 from invo_base.plumbing import cli_errors, json_text, write_atomic
 
 # Every figure, for --json and --csv; the terminal table shows TABLE_COLUMNS, in about 100 columns.
@@ -86,6 +86,10 @@ def write_csv(results, path):
 @click.option("--max_secs", default=150.0, show_default=True, type=float)
 @click.option("--use_gpu", is_flag=True, help="LiteRT GPU accelerator (or --delegate on tflite-runtime).")
 @click.option("--gpu_fallback", is_flag=True, help="With --use_gpu: let ops the GPU refuses run on the CPU.")
+@click.option("--gpu_precision_loss_allowed", type=bool, default=True, show_default=True,
+              help="With --use_gpu: the GPU may compute in FP16, as phones' GPUs do by default; false: float32 "
+                   "(LiteRT's enforce_f32). The 'prec' column says what the GPU computed in, measured against "
+                   "the CPU.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="default", show_default=True,
               help="CPU arithmetic for float ops: 'default' (float32, or FP16 where the file's metadata allows it and "
                    "the CPU has FP16), 'fp16' (XNNPACK forced to FP16; ai-edge-litert only). The 'prec' column "
@@ -100,7 +104,8 @@ def write_csv(results, path):
 @click.option("--check_gpu", is_flag=True,
               help="Before timing, run each model once on the CPU and once on the GPU accelerator with the same "
                    "input; exit 1, naming the largest difference, when the GPU output is wrong (floats: 1e-3 of "
-                   "the output's largest magnitude; int8: in quantization steps) or the GPU refuses part of it.")
+                   f"the output's largest magnitude, or FP16's {FP16_ALLOWED} where the GPU in float32 agrees; "
+                   "int8: in quantization steps) or the GPU refuses part of it.")
 @click.option("--input", "input_file", type=click.Path(), help=".npy (one input) or .npz; default random data.")
 @click.option("--json", "json_path", type=click.Path(), help="Write the figures as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write the figures as CSV.")
@@ -117,7 +122,7 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
     options = BenchOptions(**settings)  # the flags' names are its fields
     if check_gpu:
         for m in models:
-            click.echo(gpu_correctness(m, options.input_file), err=True)
+            click.echo(gpu_correctness(m, options.input_file, options.gpu_precision_loss_allowed), err=True)
     results = [benchmark(m, options, progress=not quiet) for m in models]
     for r in results:
         if r["wrong_numbers"]:

@@ -6,7 +6,12 @@ The check runs in a child process, so a crashing GPU driver cannot take the
 caller down, and it falls back to SwiftShader's software Vulkan (results valid,
 timings not) when no real adapter exists.
 
-    python -m benchmarks.gpu_check MODEL.tflite [--inputs X.npz] [--tolerance 1e-3] [--int-steps N]
+A real GPU computes in FP16 unless told otherwise (phones do; so did an H200
+through Vulkan): its outputs then differ from the CPU's by FP16's rounding.  Such
+a run is held to FP16's bound only once the same GPU, told to compute in float32,
+agrees with the CPU to float32's: a difference the float32 run shares is wrong.
+
+    python -m benchmarks.gpu_check MODEL.tflite [--inputs X.npz] [--tolerance 1e-3] [--int-steps N] [--fp32]
 """
 
 import json
@@ -16,7 +21,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.runtime import SWIFTSHADER_ICD
+from benchmarks.runtime import FP16_ALLOWED, FP32_AGREEMENT, SWIFTSHADER_ICD
 from invo_base.plumbing import one_line
 
 INT_TOLERANCE = 0.03  # of the output range, for integer (quantized) outputs
@@ -37,12 +42,13 @@ def compile_on_gpu(path, allow_cpu_fallback=False):
         return {"available": False, "fully_delegated": False, "error": str(exc)}
 
 
-def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
+def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0, fp16_allowed=True):
     """In this process: GPU-only compile, run, max error against the CPU accelerator.
 
     ``int_steps``: for quantized outputs, the least number of quantization steps allowed.  The GPU runs
     an int8 model in float, so it differs from XNNPACK's int8 by XNNPACK's own activation-quantization
     error; a caller that has measured that error against the float model passes it here.
+    ``fp16_allowed``: the GPU may compute in FP16 (its default); False: it is told to compute in float32.
     """
     from benchmarks.runtime import CompiledRunner, RuntimeUnavailable, gpu_is_emulated, random_inputs
 
@@ -53,7 +59,7 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
         arrays = inputs if inputs is not None else random_inputs(cpu.inputs)
         ref = cpu(*arrays)
         try:
-            gpu = CompiledRunner(path, "gpu")
+            gpu = CompiledRunner(path, "gpu", gpu_fp32=not fp16_allowed)
         except RuntimeUnavailable as exc:
             gpu = None
             result["error"] = str(exc)
@@ -63,7 +69,10 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
                               error="the GPU accelerator did not take the whole model (CPU fallback needed)")
         if gpu is not None:
             result.update(available=True, fully_delegated=bool(gpu.fully_delegated))
-            judged = judge_outputs(ref, gpu(*arrays), cpu.model, tolerance, int_steps)
+            out = gpu(*arrays)
+            gpu.close()
+            rerun = (lambda: run_once(CompiledRunner(path, "gpu", gpu_fp32=True), arrays)) if fp16_allowed else None
+            judged = judge_gpu(ref, out, cpu.model, tolerance, int_steps, rerun)
             within = judged.pop("within")
             result.update(judged, ok=bool(within and result["fully_delegated"]))
     except Exception as exc:  # noqa: BLE001 - reported, never raised, by design
@@ -71,10 +80,48 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0):
     return result
 
 
-def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0):
+def run_once(runner, arrays):
+    """``runner``'s outputs on ``arrays``, the runner closed afterwards."""
+    try:
+        return runner(*arrays)
+    finally:
+        runner.close()
+
+
+def judge_gpu(ref, out, model, tolerance=1e-3, int_steps=0.0, fp32_outputs=None):
+    """A GPU run's ``out`` against the CPU's ``ref``, as ``judge_outputs``, plus ``precision``: "fp16" when its
+    right float outputs differ from the CPU's by more than float32 kernels do (``FP32_AGREEMENT``), else "fp32".
+
+    ``fp32_outputs``: for a GPU that may compute in FP16, a callable giving the same GPU's outputs in float32.
+    A difference past float32's allowance is then FP16's rounding, held to ``FP16_ALLOWED``, only when the
+    float32 run agrees with the CPU (``fp32_rerun_error`` says by how much); otherwise the GPU computes the
+    model wrongly whatever its precision.
+    """
+    judged = judge_outputs(ref, out, model, tolerance, int_steps)
+    if judged["within"] or fp32_outputs is None:
+        return dict(judged, precision=_measured_precision(ref, judged))
+    strict = judge_outputs(ref, fp32_outputs(), model, tolerance, int_steps)
+    judged["fp32_rerun_error"] = strict["max_abs_error"]
+    if strict["within"]:
+        loose = judge_outputs(ref, out, model, tolerance, int_steps, fp16=True)
+        judged.update(allowed_abs_error=loose["allowed_abs_error"], within=loose["within"], fp16_allowance=True)
+    return dict(judged, precision=_measured_precision(ref, judged))
+
+
+def _measured_precision(ref, judged):
+    """"fp32" or "fp16" as a float run's difference from the CPU shows it; None for integer outputs, and for
+    wrong numbers, which say nothing of the arithmetic."""
+    if ref[0].dtype.kind != "f" or not judged["within"]:
+        return None
+    return "fp16" if judged["max_rel_error"] > FP32_AGREEMENT else "fp32"
+
+
+def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0, fp16=False):
     """An accelerator's outputs ``out`` against the CPU's ``ref`` for the same inputs: {worst, max_abs_error,
     max_rel_error, allowed_abs_error, unit, within}.  ``model``: the file's ``TFLiteModel`` (its weights' types
-    set the allowance); ``tolerance`` and ``int_steps`` as in ``compare_on_gpu``."""
+    set the allowance); ``tolerance`` and ``int_steps`` as in ``compare_on_gpu``.  ``fp16``: ``out`` was computed
+    in FP16, whose rounding (``FP16_ALLOWED`` of the output scale, or of an int8 output's range on top of the
+    int8 drift) is allowed besides."""
     worst = largest_difference(ref, out)
     abs_err = worst["abs_error"]
     scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
@@ -82,13 +129,13 @@ def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0):
     if ref[0].dtype.kind in "iu":
         # Quantized outputs: the GPU computes in float while XNNPACK requantizes after every op,
         # so the two drift apart with depth; allow 3% of the output's range (at least 2 steps).
-        tol = max(2.0, INT_TOLERANCE * span, int_steps)
+        tol = max(2.0, (INT_TOLERANCE + (FP16_ALLOWED if fp16 else 0.0)) * span, int_steps)
     elif _has_int8_weights(model):
         # Dynamic-range models: the CPU's hybrid kernels quantize activations at run time,
         # the GPU computes in float; they differ by the CPU's quantization error.
-        tol = max(tolerance * max(1.0, scale), INT_TOLERANCE * span)
+        tol = max((FP16_ALLOWED if fp16 else tolerance) * max(1.0, scale), INT_TOLERANCE * span)
     else:
-        tol = tolerance * max(1.0, scale)
+        tol = (max(tolerance, FP16_ALLOWED) if fp16 else tolerance) * max(1.0, scale)
     return {"worst": worst, "max_abs_error": abs_err, "max_rel_error": abs_err / scale, "allowed_abs_error": tol,
             "unit": "quantization steps" if ref[0].dtype.kind in "iu" else "absolute", "within": bool(abs_err <= tol)}
 
@@ -111,6 +158,14 @@ def largest_difference(ref, out):
     return worst or {"abs_error": 0.0}
 
 
+def gpu_precision_note(result):
+    """What the allowance of a GPU check's result rests on, to follow its "allowed N" ("" for float32)."""
+    unit = " quantization steps" if result.get("unit") == "quantization steps" else ""
+    if result.get("fp16_allowance"):
+        return f" for FP16; in float32 the GPU differs by {result.get('fp32_rerun_error', 0):.3g}{unit}"
+    return "; the GPU computed in FP16" if result.get("precision") == "fp16" else ""
+
+
 def describe_failure(path, result):
     """One line saying why ``check_gpu``'s result is not ok, with the largest difference and its unit."""
     if not result.get("available"):
@@ -123,9 +178,14 @@ def describe_failure(path, result):
     if result.get("max_abs_error") is None:
         return f"{path}: the GPU check failed: {result.get('error', 'unknown error')}"
     unit = " quantization steps" if result.get("unit") == "quantization steps" else ""
+    why = ""
+    if result.get("fp16_allowance"):
+        why = " for FP16 (in float32 the GPU agrees with the CPU: FP16 overflowed or its rounding ran away)"
+    elif result.get("fp32_rerun_error") is not None:
+        why = f"; told to compute in float32 it is wrong too ({result['fp32_rerun_error']:.4g}{unit})"
     return (f"{path}: the GPU output is wrong: largest difference {w.get('abs_error', float('nan')):.4g}{unit} at output "
             f"{w.get('output')} index {tuple(w.get('index', ()))} (CPU {w.get('cpu', float('nan')):.4g}, GPU "
-            f"{w.get('gpu', float('nan')):.4g}); allowed {result.get('allowed_abs_error', 0):.3g}{unit}")
+            f"{w.get('gpu', float('nan')):.4g}); allowed {result.get('allowed_abs_error', 0):.3g}{unit}{why}")
 
 
 def single_op_models(path, directory):
@@ -198,7 +258,7 @@ def _run_child(args, inputs_npz, timeout):
         return result
 
 
-def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300, int_steps=0.0):
+def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300, int_steps=0.0, fp16_allowed=True):
     """Runs ``compare_on_gpu`` in a child process; retries on SwiftShader when no adapter exists.
 
     When the GPU does not take the whole model, each op type is compiled alone to name the
@@ -211,8 +271,8 @@ def check_gpu(path, inputs=None, tolerance=1e-3, timeout=300, int_steps=0.0):
         if inputs is not None:
             npz = os.path.join(tmp, "inputs.npz")
             np.savez(npz, *inputs)
-        result = _run_child([os.path.abspath(path), "--tolerance", str(tolerance), "--int-steps", str(int_steps)],
-                            npz, timeout)
+        args = [os.path.abspath(path), "--tolerance", str(tolerance), "--int-steps", str(int_steps)]
+        result = _run_child(args + ([] if fp16_allowed else ["--fp32"]), npz, timeout)
     if result.get("available") and not result.get("fully_delegated"):
         try:
             result["ops_on_cpu"] = ops_kept_off_gpu(path)
@@ -231,6 +291,7 @@ def main(argv=None):
     p.add_argument("--inputs")
     p.add_argument("--tolerance", type=float, default=1e-3)
     p.add_argument("--int-steps", type=float, default=0.0)
+    p.add_argument("--fp32", action="store_true", help="Tell the GPU to compute in float32 (no FP16).")
     p.add_argument("--compile-only", action="store_true", help="Only compile on the GPU alone.")
     a = p.parse_args(argv)
     if a.compile_only:
@@ -240,7 +301,7 @@ def main(argv=None):
     if a.inputs:
         data = np.load(a.inputs)
         inputs = [data[f"arr_{i}"] for i in range(len(data.files))]
-    print(json.dumps(compare_on_gpu(a.model, inputs, a.tolerance, a.int_steps)))
+    print(json.dumps(compare_on_gpu(a.model, inputs, a.tolerance, a.int_steps, fp16_allowed=not a.fp32)))
 
 
 if __name__ == "__main__":

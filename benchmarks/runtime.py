@@ -32,6 +32,16 @@ PRECISIONS = ("default", "fp16")
 # XNNPACK delegate flags for forced FP16: TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16 (0x4), with QS8 (0x1) and
 # QU8 (0x2) kept on, as in the delegate's defaults, so that int8 ops stay delegated.
 XNNPACK_FORCE_FP16_FLAGS = 0x1 | 0x2 | 0x4
+# Largest output difference, relative to the output's magnitude, that float32 kernels show against each other
+# (summation order: XNNPACK, TFLite's reference kernels, a GPU told to compute in float32); FP16 arithmetic
+# (11-bit significand) differs by far more.
+FP32_AGREEMENT = 1e-4
+# Largest difference of an FP16 run (XNNPACK's FP16 inference, a GPU computing in FP16) from float32, relative to
+# the output's largest magnitude, that is FP16's rounding rather than wrong numbers (an overflow past 65504,
+# rounding that has run away, a miscompiled op).  Correct FP16 runs measured up to 0.020: seed-conv's logits
+# through XNNPACK FP16 (0.0202 vs Keras), RedNet-50 on an H200's GPU (0.0204 vs XNNPACK float32).  The float16
+# quality gate's bound (``convert.verification.MAX_REL_ERROR``) too.
+FP16_ALLOWED = 0.05
 
 
 def check_precision(precision, runtime):
@@ -272,7 +282,10 @@ class InterpreterRunner(Runner):
 class CompiledRunner(Runner):
     """ai-edge-litert CompiledModel; ``run`` reads the outputs back so that GPU work has finished."""
 
-    def __init__(self, path, accelerator="cpu", num_threads=1, allow_cpu_fallback=False, precision="default"):
+    def __init__(self, path, accelerator="cpu", num_threads=1, allow_cpu_fallback=False, precision="default",
+                 gpu_fp32=False):
+        """``gpu_fp32``: the GPU computes in float32 (LiteRT's ``enforce_f32``); by default it may use FP16, as
+        phones' GPUs do (TFLite benchmark_model's ``--gpu_precision_loss_allowed``, true by default)."""
         super().__init__(path)
         cm = import_runtime("litert-compiled")
         check_precision(precision, "litert-compiled")
@@ -283,7 +296,8 @@ class CompiledRunner(Runner):
         if precision == "fp16":
             cpu = cm.CpuOptions(num_threads=num_threads, xnnpack_flags=XNNPACK_FORCE_FP16_FLAGS)
         self.precision = precision
-        options = cm.Options(hardware_accelerators=accel, cpu_options=cpu)
+        gpu = cm.GpuOptions(enforce_f32=True) if gpu_fp32 and accelerator == "gpu" else None
+        options = cm.Options(hardware_accelerators=accel, cpu_options=cpu, gpu_options=gpu)
         failure = None
         with native_logs_silenced():
             try:
@@ -353,9 +367,9 @@ class CompiledRunner(Runner):
 
 
 def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, delegate=None, gpu_fallback=False,
-         precision="default"):
+         precision="default", gpu_precision_loss_allowed=True):
     """A ``Runner`` for ``path`` on ``runtime`` (chosen automatically when None; ``litert-compiled`` for
-    ``precision="fp16"``)."""
+    ``precision="fp16"``).  ``gpu_precision_loss_allowed=False``: the LiteRT GPU computes in float32."""
     runtime = runtime or ("litert-compiled" if precision == "fp16" else pick_runtime(use_gpu, delegate))
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
@@ -364,7 +378,8 @@ def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, 
         raise RuntimeUnavailable("--precision fp16 is a CPU (XNNPACK) precision; the GPU accelerator picks its own")
     if runtime == "litert-compiled":
         try:
-            return CompiledRunner(path, "gpu" if use_gpu else "cpu", num_threads, gpu_fallback, precision)
+            return CompiledRunner(path, "gpu" if use_gpu else "cpu", num_threads, gpu_fallback, precision,
+                                  gpu_fp32=not gpu_precision_loss_allowed)
         except RuntimeUnavailable:
             if not (use_gpu and gpu_fallback):
                 raise
@@ -373,4 +388,7 @@ def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, 
         return runner
     if use_gpu and not delegate:
         raise RuntimeUnavailable(f"--use_gpu on {runtime} needs --delegate PATH to the device's GPU delegate library")
+    if use_gpu and not gpu_precision_loss_allowed:
+        raise RuntimeUnavailable("--gpu_precision_loss_allowed false sets the LiteRT GPU accelerator's float32 mode "
+                                 f"(--runtime litert-compiled --use_gpu); {runtime} has no such option")
     return InterpreterRunner(path, runtime, num_threads, use_xnnpack, delegate)

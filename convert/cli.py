@@ -2,6 +2,8 @@
 
 import click
 
+from benchmarks.gpu_check import gpu_precision_note
+from benchmarks.runtime import FP16_ALLOWED
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
 from invo_base.plumbing import cli_errors
@@ -68,7 +70,7 @@ def format_audit(result):
                          + (": ok" if g.get("ok") else f": FAILED{' (' + g['error'] + ')' if g.get('error') else ''}"))
             if err is not None:
                 lines.append(f"    largest difference from the CPU {err:.3g}{unit} (allowed "
-                             f"{g.get('allowed_abs_error', 0):.3g}{unit})")
+                             f"{g.get('allowed_abs_error', 0):.3g}{unit}{gpu_precision_note(g)})")
             if g.get("ops_on_cpu"):
                 lines.append(f"  ops the GPU does not take (each compiled alone): {', '.join(g['ops_on_cpu'])}")
     if result.get("identical_outputs"):
@@ -104,7 +106,7 @@ def format_audit(result):
                    "Default: 0.99 float32 and float16, 0.98 dynamic, 0.97 int8.")
 @click.option("--max-rel-error", type=float,
               help="Quality gate: largest error vs Keras relative to the output's largest magnitude. "
-                   "Default: 0.001 float32, 0.02 float16, 0.1 dynamic, 0.25 int8.")
+                   f"Default: 0.001 float32, {FP16_ALLOWED} float16, 0.1 dynamic, 0.25 int8.")
 @click.option("--no-check", is_flag=True, help="Write the model even if it fails the quality gate.")
 @click.option("--arch", type=click.Choice(list(REDNET_DEPTHS)),
               help="MODEL is an official RedNet checkpoint (.pth/.pt, .safetensors, .npz) of this architecture.")

@@ -8,8 +8,7 @@ source's one split (``involution.data.split_indices``), held-out samples from it
 
 import numpy as np
 
-from benchmarks.bench import FP16_ALLOWED
-from benchmarks.runtime import RuntimeUnavailable, load, to_input_dtype
+from benchmarks.runtime import FP16_ALLOWED, RuntimeUnavailable, load, to_input_dtype
 
 # The quality gate's default bounds against Keras on the held-out samples, by --quantize.  Classifiers
 # (one output row of several classes) are held to top-1 agreement; every model to the largest error

@@ -7,7 +7,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, legacy_python, long_chain_model_file, require_gpu, run_cli
+from conftest import (ROOT, assert_one_line_error, invoke_cli, legacy_python, long_chain_model_file, require_gpu,
+                      run_cli)
 
 from convert.api import convert_model
 from invo_base.tflite_model import TFLiteModel
@@ -285,6 +286,62 @@ def test_use_gpu_compares_what_it_times_with_the_cpu(wrong_on_gpu, models, tmp_p
     assert "WRONG" in table["chain60.tflite"] and "ok" in table["inv_int8.tflite"], proc.stdout
     with open(tmp_path / "g.csv") as f:
         assert [r["accelerator_ok"] for r in csv.DictReader(f)] == ["WRONG", "ok"]
+
+
+def test_a_gpu_in_fp16_is_held_to_fp16s_bound_only_where_it_agrees_in_float32(models, wrong_on_gpu):
+    """A real GPU computes in FP16 unless told not to (an H200 through Vulkan did), and the check held it to
+    float32's 1e-3: right models were called wrong.  Now a difference past float32's allowance is FP16's rounding
+    only when the same GPU in float32 agrees with the CPU.  SwiftShader computes in float32, so XNNPACK's forced
+    FP16 supplies the real FP16 outputs here."""
+    require_gpu()
+    if not _cpu_has_fp16():
+        pytest.skip("this CPU has no FP16 arithmetic to give FP16 outputs (test_precision_fp16_runs_fp16_or_refuses)")
+    from benchmarks import runtime as rt
+    from benchmarks.gpu_check import describe_failure, judge_gpu, run_once
+
+    path = str(models / "conv_f32.tflite")  # seed-conv's logits: FP16 moves them ~1% of their scale
+    cpu = rt.CompiledRunner(path, "cpu")
+    arrays = rt.random_inputs(cpu.inputs)
+    ref = run_once(cpu, arrays)
+    fp16 = run_once(rt.CompiledRunner(path, "cpu", precision="fp16"), arrays)
+    strict = judge_gpu(ref, fp16, cpu.model)  # float32's allowance alone
+    assert not strict["within"] and strict["precision"] is None, strict  # wrong numbers say nothing of precision
+    def gpu_in_float32(path, arrays):
+        return lambda: run_once(rt.CompiledRunner(path, "gpu", gpu_fp32=True), arrays)
+
+    judged = judge_gpu(ref, fp16, cpu.model, fp32_outputs=gpu_in_float32(path, arrays))
+    scale = float(np.max(np.abs(ref[0])))
+    assert judged["within"] and judged["fp16_allowance"] and judged["precision"] == "fp16", judged
+    assert judged["fp32_rerun_error"] <= 1e-3 * scale
+    assert judged["allowed_abs_error"] == pytest.approx(rt.FP16_ALLOWED * scale)
+    # A GPU that is wrong in float32 too gets no FP16 allowance: the 60-ADD chain past the texture limit.
+    path = str(wrong_on_gpu)
+    cpu = rt.CompiledRunner(path, "cpu")
+    arrays = rt.random_inputs(cpu.inputs)
+    ref = run_once(cpu, arrays)
+    out = run_once(rt.CompiledRunner(path, "gpu"), arrays)
+    judged = judge_gpu(ref, out, cpu.model, fp32_outputs=gpu_in_float32(path, arrays))
+    assert not judged["within"] and not judged.get("fp16_allowance"), judged
+    assert "told to compute in float32 it is wrong too" in describe_failure(path, dict(judged, available=True,
+                                                                                         fully_delegated=True))
+
+
+def test_gpu_precision_loss_allowed_false_computes_in_float32(models, tmp_path):
+    """benchmark_model's --gpu_precision_loss_allowed: false tells the LiteRT GPU to compute in float32 (measured:
+    the 'prec' column), and is refused where the runtime has no such setting."""
+    require_gpu()
+    from benchmarks.cli import bench
+
+    proc = invoke_cli(bench, models / "inv_f32.tflite", "--use_gpu", "--gpu_precision_loss_allowed", "false", *FAST,
+                      "--json", tmp_path / "g.json")
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json.loads((tmp_path / "g.json").read_text())
+    check = r["accelerator_check"]
+    assert check["ok"] and check["precision"] == "fp32" and "fp32_rerun_error" not in check, check
+    assert r["fp16_ran"] is False and " fp32 " in proc.stdout.splitlines()[2], proc.stdout
+    proc = invoke_cli(bench, models / "inv_f32.tflite", "--runtime", "litert", "--use_gpu", "--delegate",
+                      tmp_path / "libgpu.so", "--gpu_precision_loss_allowed", "false", *FAST)
+    assert_one_line_error(proc, "--gpu_precision_loss_allowed false", "litert has no such option")
 
 
 def test_use_gpu_without_a_vulkan_driver_falls_back_to_swiftshader_and_says_so(models, tmp_path):
