@@ -55,6 +55,7 @@ def fp16_runner(path, warnings=None):
     from benchmarks.bench import float16_measured
     from benchmarks.runtime import random_inputs
 
+    runner = None
     try:
         runner = load(path, "litert-compiled", precision="fp16")
         ran, diff = float16_measured(path, runner, random_inputs(runner.inputs))
@@ -62,6 +63,8 @@ def fp16_runner(path, warnings=None):
         ran, diff = False, str(exc)
     if ran:
         return runner
+    if runner is not None:
+        runner.close()  # freed here, where the runtime's teardown lines are hidden
     if warnings is not None:
         warnings.append(f"FP16 inference does not run here ({diff}): the float16 file was checked in float32 "
                         "arithmetic only")
@@ -78,11 +81,14 @@ def tflite_outputs(path, x, warnings=None, precision="default"):
     out = runner.model.io("outputs")[0]  # its quantization, read from the file: any runner
     o_scale, o_zero = out.scale, out.zero_point
     outs = []
-    for sample in x:
-        y = runner(to_input_dtype(sample[None], inp))[0]
-        if y.dtype.kind in "iu" and o_scale:
-            y = (y.astype(np.float32) - o_zero) * o_scale
-        outs.append(y[0])
+    try:
+        for sample in x:
+            y = runner(to_input_dtype(sample[None], inp))[0]
+            if y.dtype.kind in "iu" and o_scale:
+                y = (y.astype(np.float32) - o_zero) * o_scale
+            outs.append(y[0])
+    finally:
+        runner.close()  # now: a CompiledModel left to the garbage collector prints its teardown on stderr
     return np.stack(outs)
 
 
