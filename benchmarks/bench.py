@@ -1,6 +1,7 @@
 """Latency, memory and size of a .tflite model on the device's runtime: the library behind invo-bench."""
 
 import dataclasses
+import functools
 import os
 import platform
 import resource
@@ -11,6 +12,7 @@ import time
 import numpy as np
 
 from benchmarks import runtime as rt
+from benchmarks.runtime import FP16_ALLOWED, FP32_AGREEMENT
 from invo_base.options import Options
 
 
@@ -132,13 +134,13 @@ def accelerator_check(path, runtime, outputs, arrays, options):
     allowed_abs_error, unit, worst, precision} (``judge_gpu``).  Called after the timed runs and the memory
     reading, so that the CPU's copy of the model changes neither.  A LiteRT GPU run that may compute in FP16 is
     held to FP16's bound only when the same GPU in float32 agrees with the CPU (compiled again only then)."""
-    from benchmarks.gpu_check import judge_gpu, run_once
+    from benchmarks.gpu_check import gpu_in_float32, judge_gpu, run_once
 
     cpu = rt.load(path, runtime, num_threads=options.num_threads, use_xnnpack=options.use_xnnpack)
     ref = run_once(cpu, arrays)
     rerun = None
     if options.use_gpu and runtime == "litert-compiled" and options.gpu_precision_loss_allowed:
-        rerun = lambda: run_once(rt.CompiledRunner(path, "gpu", gpu_fp32=True), arrays)  # noqa: E731
+        rerun = functools.partial(gpu_in_float32, path, arrays)
     judged = judge_gpu(ref, outputs, cpu.model, fp32_outputs=rerun)
     return {"ok": judged.pop("within"), **judged}
 
@@ -158,9 +160,6 @@ def wrong_numbers(result):
     if not c or c["ok"]:
         return None
     return describe_failure(result["model"], dict(c, available=True, fully_delegated=True))
-
-
-FP32_AGREEMENT, FP16_ALLOWED = rt.FP32_AGREEMENT, rt.FP16_ALLOWED
 
 
 def float16_measured(path, runner, arrays, outs=None):

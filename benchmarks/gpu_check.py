@@ -14,6 +14,7 @@ agrees with the CPU to float32's: a difference the float32 run shares is wrong.
     python -m benchmarks.gpu_check MODEL.tflite [--inputs X.npz] [--tolerance 1e-3] [--int-steps N] [--fp32]
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -71,7 +72,7 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0, fp16_allowe
             result.update(available=True, fully_delegated=bool(gpu.fully_delegated))
             out = gpu(*arrays)
             gpu.close()
-            rerun = (lambda: run_once(CompiledRunner(path, "gpu", gpu_fp32=True), arrays)) if fp16_allowed else None
+            rerun = functools.partial(gpu_in_float32, path, arrays) if fp16_allowed else None
             judged = judge_gpu(ref, out, cpu.model, tolerance, int_steps, rerun)
             within = judged.pop("within")
             result.update(judged, ok=bool(within and result["fully_delegated"]))
@@ -86,6 +87,13 @@ def run_once(runner, arrays):
         return runner(*arrays)
     finally:
         runner.close()
+
+
+def gpu_in_float32(path, arrays):
+    """The GPU accelerator's outputs on ``arrays`` with the GPU told to compute in float32 (``enforce_f32``)."""
+    from benchmarks.runtime import CompiledRunner
+
+    return run_once(CompiledRunner(path, "gpu", gpu_fp32=True), arrays)
 
 
 def judge_gpu(ref, out, model, tolerance=1e-3, int_steps=0.0, fp32_outputs=None):

@@ -297,7 +297,7 @@ def test_a_gpu_in_fp16_is_held_to_fp16s_bound_only_where_it_agrees_in_float32(mo
     if not _cpu_has_fp16():
         pytest.skip("this CPU has no FP16 arithmetic to give FP16 outputs (test_precision_fp16_runs_fp16_or_refuses)")
     from benchmarks import runtime as rt
-    from benchmarks.gpu_check import describe_failure, judge_gpu, run_once
+    from benchmarks.gpu_check import describe_failure, gpu_in_float32, judge_gpu, run_once
 
     path = str(models / "conv_f32.tflite")  # seed-conv's logits: FP16 moves them ~1% of their scale
     cpu = rt.CompiledRunner(path, "cpu")
@@ -306,10 +306,7 @@ def test_a_gpu_in_fp16_is_held_to_fp16s_bound_only_where_it_agrees_in_float32(mo
     fp16 = run_once(rt.CompiledRunner(path, "cpu", precision="fp16"), arrays)
     strict = judge_gpu(ref, fp16, cpu.model)  # float32's allowance alone
     assert not strict["within"] and strict["precision"] is None, strict  # wrong numbers say nothing of precision
-    def gpu_in_float32(path, arrays):
-        return lambda: run_once(rt.CompiledRunner(path, "gpu", gpu_fp32=True), arrays)
-
-    judged = judge_gpu(ref, fp16, cpu.model, fp32_outputs=gpu_in_float32(path, arrays))
+    judged = judge_gpu(ref, fp16, cpu.model, fp32_outputs=lambda: gpu_in_float32(path, arrays))
     scale = float(np.max(np.abs(ref[0])))
     assert judged["within"] and judged["fp16_allowance"] and judged["precision"] == "fp16", judged
     assert judged["fp32_rerun_error"] <= 1e-3 * scale
@@ -320,7 +317,7 @@ def test_a_gpu_in_fp16_is_held_to_fp16s_bound_only_where_it_agrees_in_float32(mo
     arrays = rt.random_inputs(cpu.inputs)
     ref = run_once(cpu, arrays)
     out = run_once(rt.CompiledRunner(path, "gpu"), arrays)
-    judged = judge_gpu(ref, out, cpu.model, fp32_outputs=gpu_in_float32(path, arrays))
+    judged = judge_gpu(ref, out, cpu.model, fp32_outputs=lambda: gpu_in_float32(path, arrays))
     assert not judged["within"] and not judged.get("fp16_allowance"), judged
     assert "told to compute in float32 it is wrong too" in describe_failure(path, dict(judged, available=True,
                                                                                          fully_delegated=True))
