@@ -26,8 +26,9 @@ class RuntimeUnavailable(RuntimeError):
     """The requested runtime or accelerator cannot be used here."""
 
 
-# CPU precisions: "default" (float32 math, or FP16 where the file's reduced_precision_support metadata allows
-# it and the CPU has FP16 arithmetic) and "fp16" (XNNPACK forced to compute float ops in FP16).
+# CPU precisions: "default" (float32 math, or FP16 where XNNPACK takes the file's reduced_precision_support
+# hint: CPUs with native FP16 arithmetic such as ARMv8.2+; not AVX512-FP16 with ai-edge-litert 2.3, measured)
+# and "fp16" (XNNPACK forced to compute float ops in FP16).
 PRECISIONS = ("default", "fp16")
 # XNNPACK delegate flags for forced FP16: TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16 (0x4), with QS8 (0x1) and
 # QU8 (0x2) kept on, as in the delegate's defaults, so that int8 ops stay delegated.
@@ -55,8 +56,8 @@ def check_precision(precision, runtime):
         raise RuntimeUnavailable(
             f"--precision fp16 forces XNNPACK's FP16 inference through ai-edge-litert's CompiledModel "
             f"(--runtime litert-compiled); {runtime} cannot force it (tflite-runtime 2.14 has no such option). "
-            "A float16 file from invo-convert carries reduced_precision_support and runs in FP16 by itself on "
-            "CPUs with FP16 arithmetic")
+            "A float16 file from invo-convert carries reduced_precision_support, XNNPACK's hint to run it in FP16 "
+            "on CPUs with native FP16 arithmetic (ARMv8.2+ phones)")
 
 
 def import_runtime(runtime):

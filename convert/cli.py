@@ -21,8 +21,8 @@ def format_audit(result):
         lines.append(f"  input: {result['input_expects']}")
     if a.get("metadata", {}).get("reduced_precision_support"):
         lines.append(f"  precision: FP16 inference allowed (reduced_precision_support="
-                     f"{a['metadata']['reduced_precision_support']}): XNNPACK computes in FP16 on ARMv8.2+ and "
-                     "AVX512-FP16 CPUs")
+                     f"{a['metadata']['reduced_precision_support']}): XNNPACK's hint to compute in FP16 on CPUs "
+                     "with native FP16 arithmetic (ARMv8.2+ phones); 'invo-bench --precision fp16' forces it")
     if result.get("float_aggregation"):
         lines.append("  precision: int8, each involution's aggregation float32 (--float-aggregation)")
     if result.get("calibrator"):

@@ -13,7 +13,7 @@ import re
 
 def allow_fp16_accumulation(conv):
     """Marks a float16 conversion as safe to run in FP16 arithmetic: the converter then writes the
-    ``reduced_precision_support`` metadata (fp16accfp16) that XNNPACK reads to run FP16 on CPUs that have it.
+    ``reduced_precision_support`` metadata (fp16accfp16), XNNPACK's hint to run FP16 on CPUs with native FP16.
 
     Internal: ``target_spec._experimental_supported_accumulation_type``; XNNPACK's README names it, and
     TensorFlow has no public switch for that metadata.
