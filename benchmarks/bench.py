@@ -112,7 +112,7 @@ def gpu_correctness(path, input_file=None, fp16_allowed=True):
     """The GPU accelerator's output against the CPU's on one input (``--input`` or random data): a line saying
     so when right, ``RuntimeUnavailable`` naming the largest difference when wrong or refused.  ``fp16_allowed``:
     the GPU may compute in FP16 (``gpu_check``'s rule); False: it is told to compute in float32."""
-    from benchmarks.gpu_check import check_gpu, describe_failure, gpu_precision_note
+    from benchmarks.gpu_check import check_gpu, describe_failure, gpu_precision_note, unit_suffix
 
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such model file")
@@ -122,7 +122,7 @@ def gpu_correctness(path, input_file=None, fp16_allowed=True):
     r = check_gpu(path, inputs, fp16_allowed=fp16_allowed)
     if not r.get("ok"):
         raise rt.RuntimeUnavailable(describe_failure(path, r))
-    unit = " quantization steps" if r.get("unit") == "quantization steps" else ""
+    unit = unit_suffix(r)
     where = "SwiftShader (software Vulkan)" if r.get("emulated") or r.get("swiftshader_fallback") else "the GPU"
     return (f"{os.path.basename(path)}: GPU check ok on {where}: fully accelerated, largest difference from the CPU "
             f"{r['max_abs_error']:.3g}{unit} (allowed {r['allowed_abs_error']:.3g}{unit}{gpu_precision_note(r)})")

@@ -110,9 +110,9 @@ def judge_gpu(ref, out, model, tolerance=1e-3, int_steps=0.0, fp32_outputs=None)
         return dict(judged, precision=_measured_precision(ref, judged))
     strict = judge_outputs(ref, fp32_outputs(), model, tolerance, int_steps)
     judged["fp32_rerun_error"] = strict["max_abs_error"]
-    if strict["within"]:
-        loose = judge_outputs(ref, out, model, tolerance, int_steps, fp16=True)
-        judged.update(allowed_abs_error=loose["allowed_abs_error"], within=loose["within"], fp16_allowance=True)
+    if strict["within"]:  # the same difference, held to FP16's allowance
+        tol = allowance(ref, model, tolerance, int_steps, fp16=True)
+        judged.update(allowed_abs_error=tol, within=bool(judged["max_abs_error"] <= tol), fp16_allowance=True)
     return dict(judged, precision=_measured_precision(ref, judged))
 
 
@@ -133,6 +133,14 @@ def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0, fp16=False):
     worst = largest_difference(ref, out)
     abs_err = worst["abs_error"]
     scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
+    tol = allowance(ref, model, tolerance, int_steps, fp16)
+    return {"worst": worst, "max_abs_error": abs_err, "max_rel_error": abs_err / scale, "allowed_abs_error": tol,
+            "unit": "quantization steps" if ref[0].dtype.kind in "iu" else "absolute", "within": bool(abs_err <= tol)}
+
+
+def allowance(ref, model, tolerance=1e-3, int_steps=0.0, fp16=False):
+    """The largest difference from the CPU's outputs ``ref`` that ``judge_outputs`` allows (its arguments)."""
+    scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
     span = max(float(r.max()) - float(r.min()) for r in ref)
     if ref[0].dtype.kind in "iu":
         # Quantized outputs: the GPU computes in float while XNNPACK requantizes after every op,
@@ -144,8 +152,7 @@ def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0, fp16=False):
         tol = max((FP16_ALLOWED if fp16 else tolerance) * max(1.0, scale), INT_TOLERANCE * span)
     else:
         tol = (max(tolerance, FP16_ALLOWED) if fp16 else tolerance) * max(1.0, scale)
-    return {"worst": worst, "max_abs_error": abs_err, "max_rel_error": abs_err / scale, "allowed_abs_error": tol,
-            "unit": "quantization steps" if ref[0].dtype.kind in "iu" else "absolute", "within": bool(abs_err <= tol)}
+    return tol
 
 
 def largest_difference(ref, out):
@@ -166,9 +173,14 @@ def largest_difference(ref, out):
     return worst or {"abs_error": 0.0}
 
 
+def unit_suffix(result):
+    """" quantization steps" for a check judged in steps (int8 outputs), else "": to follow each figure."""
+    return " quantization steps" if result.get("unit") == "quantization steps" else ""
+
+
 def gpu_precision_note(result):
     """What the allowance of a GPU check's result rests on, to follow its "allowed N" ("" for float32)."""
-    unit = " quantization steps" if result.get("unit") == "quantization steps" else ""
+    unit = unit_suffix(result)
     if result.get("fp16_allowance"):
         return f" for FP16; in float32 the GPU differs by {result.get('fp32_rerun_error', 0):.3g}{unit}"
     return "; the GPU computed in FP16" if result.get("precision") == "fp16" else ""
@@ -185,7 +197,7 @@ def describe_failure(path, result):
     w = result.get("worst") or {}
     if result.get("max_abs_error") is None:
         return f"{path}: the GPU check failed: {result.get('error', 'unknown error')}"
-    unit = " quantization steps" if result.get("unit") == "quantization steps" else ""
+    unit = unit_suffix(result)
     why = ""
     if result.get("fp16_allowance"):
         why = " for FP16 (in float32 the GPU agrees with the CPU: FP16 overflowed or its rounding ran away)"

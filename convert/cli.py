@@ -2,7 +2,7 @@
 
 import click
 
-from benchmarks.gpu_check import gpu_precision_note
+from benchmarks.gpu_check import gpu_precision_note, unit_suffix
 from benchmarks.runtime import FP16_ALLOWED
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
@@ -65,7 +65,7 @@ def format_audit(result):
         else:
             kind = "emulated GPU (SwiftShader)" if g.get("emulated") else "GPU"
             err = g.get("max_abs_error")
-            unit = " quantization steps" if g.get("unit") == "quantization steps" else ""
+            unit = unit_suffix(g)
             lines.append(f"  {kind}: {'fully accelerated' if g['fully_delegated'] else 'NOT fully accelerated'}"
                          + (": ok" if g.get("ok") else f": FAILED{' (' + g['error'] + ')' if g.get('error') else ''}"))
             if err is not None:
