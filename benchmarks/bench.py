@@ -165,7 +165,8 @@ def wrong_numbers(result):
 def float16_measured(path, runner, arrays, outs=None):
     """(FP16 ran?, relative difference): ``runner``'s float outputs on ``arrays`` (``outs``, when it has run them
     already) against TFLite's reference kernels, which compute in float32.  Measured, not assumed: None for
-    integer outputs or without an Interpreter runtime to compare with."""
+    integer outputs or without an Interpreter runtime to compare with; (None, why) where the reference kernels
+    cannot run the model."""
     outs = runner(*arrays) if outs is None else outs
     if not outs or any(o.dtype.kind != "f" for o in outs):
         return None, None
@@ -174,7 +175,11 @@ def float16_measured(path, runner, arrays, outs=None):
         return None, None
     from benchmarks.gpu_check import largest_difference
 
-    ref = rt.InterpreterRunner(path, interp, use_xnnpack=False)(*arrays)
+    try:
+        reference = rt.InterpreterRunner(path, interp, use_xnnpack=False)
+    except rt.RuntimeUnavailable as exc:  # e.g. an op the builtin kernels never finish
+        return None, str(exc)
+    ref = reference(*arrays)
     scale = max(float(np.max(np.abs(r))) for r in ref) or 1.0
     diff = largest_difference(ref, outs)["abs_error"] / scale  # infinite where FP16 overflowed or gave NaN
     return diff > FP32_AGREEMENT, diff

@@ -230,6 +230,9 @@ class InterpreterRunner(Runner):
         super().__init__(path)
         mod = import_runtime(runtime)
         kwargs = {"model_path": path, "num_threads": num_threads}
+        stall = None if use_xnnpack or delegate else self.model.builtin_stall_message()
+        if stall:  # refused here: invoke() would never return
+            raise RuntimeUnavailable(f"{path}: {stall}; run it with XNNPACK or on a GPU")
         if not use_xnnpack:
             kwargs["experimental_op_resolver_type"] = mod.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         if delegate:

@@ -97,11 +97,26 @@ def with_ranges(model, ranges, size_hint=1024):
     return pack(model, size_hint=size_hint)
 
 
+def refuse_builtin_stalls(model_content, samples=None):
+    """Raises ``ConversionError`` where the float model has an op TFLite's builtin kernels never finish
+    (``TFLiteModel.builtin_stalls``): both calibrators run it on them, and would never return.  Else None, which
+    leaves the model to TF's calibrator (a ``compat.calibration_replaced`` hook)."""
+    from convert.export import ConversionError
+    from invo_base.tflite_model import TFLiteModel
+
+    stall = TFLiteModel(model_content).builtin_stall_message()
+    if stall:
+        raise ConversionError(f"int8 calibration cannot run this model: it runs the float model on TFLite's builtin "
+                              f"kernels, and {stall}")
+    return None
+
+
 def calibrate(model_content, samples, max_bytes=EXACT_MAX_BYTES):
     """What TF's ``Calibrator.calibrate`` returns (the float model carrying each tensor's range), exactly; None for
     a model this cannot read (``readable``)."""
     from invo_base.tflite_edit import unpack
 
+    refuse_builtin_stalls(model_content)
     model = unpack(model_content)  # read once: the model can be tens of MB
     if not readable(model, max_bytes):
         return None
@@ -109,8 +124,9 @@ def calibrate(model_content, samples, max_bytes=EXACT_MAX_BYTES):
     return with_ranges(model, ranges, size_hint=len(model_content))
 
 
-def exact_calibration():
-    """A context in which the converter calibrates with ``calibrate`` (see the module docstring) where it can."""
+def exact_calibration(exact=True):
+    """A context in which the converter calibrates with ``calibrate`` (see the module docstring) where it can;
+    ``exact=False`` keeps TF's calibrator, only refusing what neither can run (``refuse_builtin_stalls``)."""
     from convert import compat
 
-    return compat.calibration_replaced(calibrate)
+    return compat.calibration_replaced(calibrate if exact else refuse_builtin_stalls)

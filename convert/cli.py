@@ -7,6 +7,7 @@ from benchmarks.runtime import FP16_ALLOWED
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
 from invo_base.plumbing import cli_errors
+from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
 from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES
 from involution.host_env import import_tensorflow_quietly, require_tensorflow
 
@@ -41,6 +42,11 @@ def format_audit(result):
                      f"(WebGPU's default limit {f['limit']}): " + ("within" if f["within"] else "OVER"))
         if not f["within"]:
             lines.append("    a GPU delegate may fuse it into one shader that the device rejects")
+    stalls = a.get("builtin_stalls")
+    if stalls:
+        lines.append(f"  builtin kernels: {len(stalls)} DEPTHWISE_CONV_2D op(s) deeper than {BUILTIN_DEPTHWISE_MAX_DEPTH} "
+                     f"channels (op {stalls[0]['op']}: {stalls[0]['depth']}), on which TFLite's builtin kernel never "
+                     "returns: the model runs only with XNNPACK or on a GPU")
     if a.get("metadata"):
         lines.append("  metadata: " + ", ".join(f"{k} ({v})" for k, v in a["metadata"].items()))
     for key in ("flex_ops", "custom_ops"):

@@ -199,8 +199,8 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
     check_calibrator(quantize, calibrator)
     from convert.calibration import exact_calibration
 
-    exact = exact_calibration() if calibrator == "exact" else contextlib.nullcontext()
-    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv, exact:
+    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv, \
+            exact_calibration(exact=calibrator == "exact"):
         if float_aggregation:
             return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)), notes)
         return compact(run_converter(conv), notes)

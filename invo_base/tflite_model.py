@@ -50,6 +50,12 @@ ELEMENTWISE_OPS = frozenset("""ABS ADD CAST COS DEQUANTIZE DIV ELU EXP FLOOR FLO
 # model fully accelerated; the audit holds every model to the conservative default.
 GPU_TEXTURE_LIMIT = 16
 
+# TFLite's builtin float DEPTHWISE_CONV_2D kernel (optimized_ops, what a runtime runs without XNNPACK and what
+# int8 calibration runs) accumulates output pixels in a buffer of this many floats and never returns when one
+# pixel's output depth (input channels x depth multiplier) is larger: measured, ai-edge-litert 2.3 and
+# tflite-runtime 2.14, 4832 returns at once and 4833 runs on past any timeout.  XNNPACK and the GPU run it.
+BUILTIN_DEPTHWISE_MAX_DEPTH = 4832
+
 Tensor = collections.namedtuple("Tensor", "name shape dtype constant_size scale zero_point")
 
 
@@ -201,6 +207,32 @@ class TFLiteModel:
             top = max(top, chain, key=lambda c: (c[1], c[0]))
         return {"ops": top[0], "textures": top[1], "limit": GPU_TEXTURE_LIMIT, "within": top[1] <= GPU_TEXTURE_LIMIT}
 
+    def builtin_stalls(self):
+        """The ops TFLite's builtin kernels never finish: [{"op": index, "name", "depth"}] for every float
+        DEPTHWISE_CONV_2D whose output depth passes ``BUILTIN_DEPTHWISE_MAX_DEPTH`` (any subgraph's index
+        counts from the main subgraph's first op)."""
+        found, first = [], 0
+        for sg in self.subgraphs:
+            for n, (op, (ins, outs)) in enumerate(zip(sg["ops"], sg["op_io"])):
+                if op != "DEPTHWISE_CONV_2D" or not ins or not outs or ins[0] < 0:
+                    continue
+                x, y = sg["tensors"][ins[0]], sg["tensors"][outs[0]]
+                depth = y.shape[-1] if y.shape else 0
+                if x.dtype == "FLOAT32" and depth > BUILTIN_DEPTHWISE_MAX_DEPTH:
+                    found.append({"op": first + n, "name": op, "depth": int(depth)})
+            first += len(sg["ops"])
+        return found
+
+    def builtin_stall_message(self):
+        """One line on ``builtin_stalls``, or None: what never returns on TFLite's builtin kernels, and why."""
+        stalls = self.builtin_stalls()
+        if not stalls:
+            return None
+        s = stalls[0]
+        more = f" and {len(stalls) - 1} more" if len(stalls) > 1 else ""
+        return (f"TFLite's builtin DEPTHWISE_CONV_2D kernel never returns on an output depth (input channels x "
+                f"depth multiplier) above {BUILTIN_DEPTHWISE_MAX_DEPTH}, and op {s['op']} has {s['depth']}{more}")
+
     def summary(self):
         return {
             "file_bytes": self.file_size,
@@ -215,6 +247,7 @@ class TFLiteModel:
             "outputs": [_io_dict(t) for t in self.io("outputs")],
             "metadata": {name: describe_metadata(data) for name, data in self.metadata.items()},
             "gpu_fusion": self.fusable_chain(),
+            "builtin_stalls": self.builtin_stalls(),
         }
 
 

@@ -22,7 +22,8 @@ Two aggregation strategies, both builtin-only and at most 4-D:
 * ``"depthwise"``: a one-hot DEPTHWISE_CONV_2D (depth multiplier K*K) gathers
   every patch, then one MUL and one SUM.  Few ops, but K*K times the useful
   work and C*K^4 one-hot constants; kept for comparison and for backends that
-  prefer few large ops.
+  prefer few large ops.  Wide layers gather in several such ops (channels x K*K
+  at most ``BUILTIN_DEPTHWISE_MAX_DEPTH`` each), which TFLite's builtin kernel needs.
 """
 
 import keras
@@ -30,6 +31,7 @@ import numpy as np
 from keras import ops
 
 from involution.catalog import DEFAULT_GROUP_CHANNELS, STRATEGIES
+from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
 
 GROUP_LAYOUTS = ("interleaved", "contiguous")
 # How a batch-1 input is aggregated (``Involution(batch_one_layout=...)``); any other batch, or an unknown one,
@@ -90,6 +92,19 @@ def strip_bounds(rows, strips):
     """[(first, end), ...]: ``rows`` split into ``strips`` consecutive runs as even as they go."""
     bounds = [rows * t // strips for t in range(strips + 1)]
     return list(zip(bounds, bounds[1:]))
+
+
+def depthwise_chunks(c, g, taps, limit=BUILTIN_DEPTHWISE_MAX_DEPTH):
+    """[(c0, c1), ...]: C channels in G groups (channel c in group c % G) cut into runs of at most
+    ``limit // taps`` channels for the one-hot gather, each either whole periods of G channels (one kernel tile
+    serves them) or part of one period (a slice of the kernel)."""
+    cap = max(1, limit // taps)
+    if c <= cap:
+        return [(0, c)]
+    if g <= cap:
+        m = cap // g * g
+        return [(c0, min(c0 + m, c)) for c0 in range(0, c, m)]
+    return [(p + a, p + min(a + cap, g)) for p in range(0, c, g) for a in range(0, g, cap)]
 
 
 def sum_taps(terms, chain=None):
@@ -285,12 +300,12 @@ class Involution(keras.layers.Layer):
         self.bn.build(shape)
         self.span.build(shape)
         if self.strategy == "depthwise":
-            # One-hot gather: output channel c*K*K + k copies input channel c at offset k.
+            # One-hot gather: output channel c*K*K + k copies input channel c at offset k (the same for every c).
             onehot = np.zeros((k, k, self.channel, k * k), np.float32)
             for i in range(k):
                 for j in range(k):
                     onehot[i, j, :, i * k + j] = 1.0
-            self._onehot = ops.convert_to_tensor(onehot)
+            self._onehot = onehot
 
     def generate_kernel(self, x, training=None):
         """Per-pixel kernels [B, Ho, Wo, K*K*G], channel k*G + g."""
@@ -413,7 +428,7 @@ class Involution(keras.layers.Layer):
         and a window copies rows of Wo*G values, G times longer than a channel plane's rows of Wo.
         Large outputs are computed in horizontal strips (``PLANAR_STRIP_VALUES``), as on channel planes.
         """
-        k, t, s = self.kernel_size, c // g, self.stride
+        k, s = self.kernel_size, self.stride
         ho, wo = ceil_div(h, s), ceil_div(w, s)
         window = self._group_minor_windows(x, h, w, c, g)
         kern = ops.transpose(ops.reshape(kernel, (ho, wo, k * k, g)), (2, 0, 1, 3))  # [K*K, Ho, Wo, G]
@@ -563,17 +578,31 @@ class Involution(keras.layers.Layer):
         return ops.transpose(ops.reshape(xp, (hq, s, wq, s * c)), (1, 0, 2, 3))
 
     def _aggregate_depthwise(self, x, kernel, h, w, c, g):
+        """The one-hot gather, in as few DEPTHWISE_CONV_2D ops as keep each one's output depth (channels x K*K)
+        within ``BUILTIN_DEPTHWISE_MAX_DEPTH``: TFLite's builtin kernel never returns on a deeper one."""
         k, s = self.kernel_size, self.stride
         taps = k * k  # window positions
         ho, wo = ceil_div(h, s), ceil_div(w, s)
         xp = self._padded(x, h, w)
-        patches = ops.depthwise_conv(xp, self._onehot, strides=s, padding="valid")  # [B, Ho, Wo, C*K*K]
-        patches = ops.reshape(patches, (-1, ho * wo, c, taps))
         kern = ops.reshape(kernel, (-1, ho * wo, taps, g))
         kern = ops.transpose(kern, (0, 1, 3, 2))  # [B, HoWo, G, K*K]
-        if g < c:
-            kern = ops.tile(kern, (1, 1, c // g, 1))  # row t*G + g
-        out = ops.sum(patches * kern, axis=3)  # [B, HoWo, C]
+        tiled = {}
+
+        def piece(c0, c1):  # the kernel of channels c0 <= c < c1 (group c % G): [B, HoWo, c1 - c0, K*K]
+            if c1 - c0 < g:  # within one period of G channels (depthwise_chunks)
+                return kern[:, :, c0 % g : c0 % g + c1 - c0, :]
+            if c1 - c0 not in tiled:  # whole periods: row t*G + g
+                tiled[c1 - c0] = kern if c1 - c0 == g else ops.tile(kern, (1, 1, (c1 - c0) // g, 1))
+            return tiled[c1 - c0]
+
+        outs = []
+        for c0, c1 in depthwise_chunks(c, g, taps):
+            part = xp if (c0, c1) == (0, c) else xp[..., c0:c1]
+            onehot = ops.convert_to_tensor(self._onehot[:, :, : c1 - c0])
+            patches = ops.depthwise_conv(part, onehot, strides=s, padding="valid")  # [B, Ho, Wo, (c1-c0)*K*K]
+            patches = ops.reshape(patches, (-1, ho * wo, c1 - c0, taps))
+            outs.append(ops.sum(patches * piece(c0, c1), axis=3))  # [B, HoWo, c1 - c0]
+        out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
         return ops.reshape(out, (-1, ho, wo, c))
 
     def compute_output_shape(self, input_shape):
