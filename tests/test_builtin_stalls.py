@@ -13,6 +13,7 @@ from conftest import assert_one_line_error, invoke_cli, legacy_python, randomize
 
 from benchmarks.cli import bench
 from benchmarks.runtime import InterpreterRunner, RuntimeUnavailable
+from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.export import ConversionError, to_tflite
 from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH, TFLiteModel
 from involution import Involution
@@ -103,14 +104,16 @@ def test_invo_convert_audit_names_it(tmp_path):
 
 WIDE = [dict(h=14, c=128, stride=1, groups=8, layout="interleaved"),      # 6272 channels in one gather
         dict(h=16, c=256, stride=2, groups=16, layout="contiguous"),      # 12544
-        dict(h=8, c=160, stride=1, groups=160, layout="interleaved")]     # a kernel per channel: G over the cap
+        dict(h=8, c=160, stride=1, groups=160, layout="interleaved"),     # a kernel per channel: G over the cap
+        dict(h=6, c=512, stride=1, groups=32, layout="interleaved")]      # 6 gathers, joined by 2 CONCATENATIONs
 
 
 @pytest.mark.parametrize("converter", ["invo", "stock"])
 @pytest.mark.parametrize("case", WIDE, ids=lambda c: f"{c['h']}x{c['c']}s{c['stride']}g{c['groups']}")
 def test_the_wide_one_hot_gather_runs_on_the_builtin_kernels(tmp_path, case, converter):
     """strategy="depthwise" at RedNet widths: several gathers within the limit, equal to Keras on TFLite's builtin
-    kernels (which refuse, never hang, should one pass it) with our converter and the stock one."""
+    kernels (which refuse, never hang, should one pass it) with our converter and the stock one, and all of it
+    inside XNNPACK (no TILE; no CONCATENATION of more than 4 inputs, which XNNPACK leaves out)."""
     inp = keras.Input((case["h"], case["h"], case["c"]), batch_size=1)
     layer = Involution(case["c"], group_number=case["groups"], kernel_size=7, stride=case["stride"],
                        strategy="depthwise", group_layout=case["layout"])
@@ -122,6 +125,7 @@ def test_the_wide_one_hot_gather_runs_on_the_builtin_kernels(tmp_path, case, con
     info = TFLiteModel(flat)
     assert info.builtin_stalls() == []
     assert info.op_histogram()["DEPTHWISE_CONV_2D"] >= 2
+    assert xnnpack_coverage(str(path))["fully_delegated"], xnnpack_coverage(str(path))
     x = np.random.default_rng(2).standard_normal((1, case["h"], case["h"], case["c"])).astype(np.float32)
     want = model.predict(x, verbose=0)
     got = InterpreterRunner(str(path), use_xnnpack=False)(x)[0]
