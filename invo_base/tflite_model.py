@@ -208,7 +208,7 @@ class TFLiteModel:
         return {"ops": top[0], "textures": top[1], "limit": GPU_TEXTURE_LIMIT, "within": top[1] <= GPU_TEXTURE_LIMIT}
 
     def builtin_stalls(self):
-        """The ops TFLite's builtin kernels never finish: [{"op": index, "name", "depth"}] for every float
+        """The ops TFLite's builtin kernels never finish: [{"op": index, "depth"}] for every float
         DEPTHWISE_CONV_2D whose output depth passes ``BUILTIN_DEPTHWISE_MAX_DEPTH`` (any subgraph's index
         counts from the main subgraph's first op)."""
         found, first = [], 0
@@ -219,7 +219,7 @@ class TFLiteModel:
                 x, y = sg["tensors"][ins[0]], sg["tensors"][outs[0]]
                 depth = y.shape[-1] if y.shape else 0
                 if x.dtype == "FLOAT32" and depth > BUILTIN_DEPTHWISE_MAX_DEPTH:
-                    found.append({"op": first + n, "name": op, "depth": int(depth)})
+                    found.append({"op": first + n, "depth": int(depth)})
             first += len(sg["ops"])
         return found
 

@@ -96,8 +96,8 @@ def strip_bounds(rows, strips):
 
 def depthwise_chunks(c, g, taps, limit=BUILTIN_DEPTHWISE_MAX_DEPTH):
     """[(c0, c1), ...]: C channels in G groups (channel c in group c % G) cut into runs of at most
-    ``limit // taps`` channels for the one-hot gather, each either whole periods of G channels (one kernel tile
-    serves them) or part of one period (a slice of the kernel)."""
+    ``limit // taps`` channels for the one-hot gather, each either whole periods of G channels (the kernel
+    broadcasts over them) or part of one period (a slice of the kernel)."""
     cap = max(1, limit // taps)
     if c <= cap:
         return [(0, c)]
@@ -595,10 +595,11 @@ class Involution(keras.layers.Layer):
             onehot = ops.convert_to_tensor(self._onehot[:, :, :m])
             patches = ops.depthwise_conv(part, onehot, strides=s, padding="valid")  # [B, Ho, Wo, m*K*K]
             if m >= g:  # whole periods (channel t*G + g): [B, HoWo, m/G, G*K*K] times the kernel, broadcast
-                prod = ops.reshape(patches, (-1, ho * wo, m // g, g * taps)) * periods
+                prod = ops.reshape(ops.reshape(patches, (-1, ho * wo, m // g, g * taps)) * periods,
+                                   (-1, ho * wo, m, taps))
             else:  # part of one period (depthwise_chunks): the kernel's slice of those groups
                 prod = ops.reshape(patches, (-1, ho * wo, m, taps)) * kern[:, :, c0 % g : c0 % g + m, :]
-            outs.append(ops.sum(ops.reshape(prod, (-1, ho * wo, m, taps)), axis=3))  # [B, HoWo, m]
+            outs.append(ops.sum(prod, axis=3))  # [B, HoWo, m]
         # XNNPACK takes a CONCATENATION of at most 4 inputs (measured: 5 leave it to the builtin kernels).
         while len(outs) > 4:
             outs = [ops.concatenate(outs[:4], axis=2)] + outs[4:]
