@@ -94,6 +94,16 @@ def test_int8_calibration_refuses_it_instead_of_hanging(tmp_path, calibrator):
         to_tflite(model, "int8", "int8", rep, calibrator=calibrator)
 
 
+def test_the_quantization_debugger_refuses_it_instead_of_hanging(tmp_path):
+    from quantize.debug import layer_errors
+
+    _, model = depthwise_file(tmp_path / "deep.tflite", 99, 49)
+    model.save(tmp_path / "deep.keras")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).random((6, 6, 6, 99), dtype=np.float32))
+    with pytest.raises(ConversionError, match="int8 calibration cannot run this model.*4851"):
+        layer_errors(str(tmp_path / "deep.keras"), str(tmp_path / "calib.npz"), calib_samples=4, debug_samples=2)
+
+
 def test_invo_convert_audit_names_it(tmp_path):
     _, model = depthwise_file(tmp_path / "deep.tflite", 99, 49)
     model.save(tmp_path / "deep.keras")
