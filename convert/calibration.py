@@ -124,9 +124,16 @@ def calibrate(model_content, samples, max_bytes=EXACT_MAX_BYTES):
     return with_ranges(model, ranges, size_hint=len(model_content))
 
 
-def exact_calibration(exact=True):
-    """A context in which the converter calibrates with ``calibrate`` (see the module docstring) where it can;
-    ``exact=False`` keeps TF's calibrator, only refusing what neither can run (``refuse_builtin_stalls``)."""
+def exact_calibration():
+    """A context in which the converter calibrates with ``calibrate`` (see the module docstring) where it can."""
     from convert import compat
 
-    return compat.calibration_replaced(calibrate if exact else refuse_builtin_stalls)
+    return compat.calibration_replaced(calibrate)
+
+
+def tf_calibration():
+    """A context in which the converter keeps TF's calibrator, refusing only what it would never finish
+    (``refuse_builtin_stalls``)."""
+    from convert import compat
+
+    return compat.calibration_replaced(refuse_builtin_stalls)

@@ -197,10 +197,10 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
     """
     check_float_aggregation(quantize, float_aggregation)
     check_calibrator(quantize, calibrator)
-    from convert.calibration import exact_calibration
+    from convert.calibration import exact_calibration, tf_calibration
 
-    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv, \
-            exact_calibration(exact=calibrator == "exact"):
+    calibration = exact_calibration() if calibrator == "exact" else tf_calibration()
+    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv, calibration:
         if float_aggregation:
             return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)), notes)
         return compact(run_converter(conv), notes)

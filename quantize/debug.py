@@ -38,10 +38,10 @@ def layer_errors(model_path, calib, *, calib_samples=100, strategy="shift", data
     model, cal, _, _ = _prepare(model_path, calib, calib_samples, strategy, data_dir, custom_modules)
     options = tf.lite.experimental.QuantizationDebugOptions(
         layer_debug_metrics={"mean_abs_error": lambda diff: float(np.mean(np.abs(diff)))})
-    from convert.calibration import exact_calibration
+    from convert.calibration import tf_calibration
 
     # TF's calibrator, as the debugger's guide runs it; only a model it would never finish is refused.
-    with tflite_converter(model, "int8", "float32", cal) as conv, exact_calibration(exact=False):
+    with tflite_converter(model, "int8", "float32", cal) as conv, tf_calibration():
         with converter_quiet():
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=conv, debug_dataset=representative_dataset(cal[:debug_samples]), debug_options=options)
