@@ -42,6 +42,9 @@ def format_audit(result):
                      f"(WebGPU's default limit {f['limit']}): " + ("within" if f["within"] else "OVER"))
         if not f["within"]:
             lines.append("    a GPU delegate may fuse it into one shader that the device rejects")
+    if a.get("peak_activation_bytes"):
+        lines.append(f"  activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MB alive at once, operators "
+                     "run in the listed order")
     stalls = a.get("builtin_stalls")
     if stalls:
         lines.append(f"  builtin kernels: {len(stalls)} DEPTHWISE_CONV_2D op(s) deeper than {BUILTIN_DEPTHWISE_MAX_DEPTH} "

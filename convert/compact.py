@@ -179,12 +179,14 @@ def io_in_signature_order(model):
 def schedule_depth_first(model):
     """Reorders each subgraph's operators so that every value is consumed soon after it is made.
 
-    Runtimes execute operators in list order and plan memory from it.  The converter lists an
+    Runtimes execute operators in list order and plan memory from it.  The converter listed an
     involution layer's K*K shifted windows all first and its K*K products before their ADDs, so
-    about 2*K*K full-size tensors are alive at once: they fall out of the cache, and in a whole network
-    the layer's slices and MULs ran 2x slower than when it was timed alone.  A depth-first walk from the
-    outputs (each op after the producers of its inputs, taken in input order) turns that into
-    window, MUL, ADD per offset with a few tensors alive.  Any topological order computes the same
+    about 2*K*K full-size tensors were alive at once: they fell out of the cache, and in a whole network
+    the layer's slices and MULs ran 2x slower than when it was timed alone.  The layer's name scopes now
+    make the converter list each window just before its product (``involution.layer.KERNEL_SCOPE``), but
+    still the K*K kernel pieces first, and another layer, or the layer of an older version, may be listed
+    anyhow.  A depth-first walk from the outputs (each op after the producers of its inputs, taken in input
+    order) turns that into window, MUL, ADD per offset with a few tensors alive.  Any topological order computes the same
     values; subgraphs with stateful or control-flow ops, or ops without outputs, keep their order.
     """
     b = BuiltinOperator

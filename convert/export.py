@@ -218,15 +218,19 @@ def involution_scopes(model):
 
 
 def scope_nodes(sg, scopes, skip_ops=KERNEL_GENERATION_OPS):
-    """Output tensor names of the ops directly inside the named layers' scopes, except ``skip_ops``.
+    """Output tensor names of the ops directly inside the named layers' scopes, or inside their aggregation's
+    (``involution.layer.WINDOW_SCOPE``), except ``skip_ops``.
 
     ``sg``: a subgraph as ``TFLiteModel`` reads it.  The converter names an op's output after the TF op
-    (``model/LAYER_1/mul_3``; fused ops join several names with ``;``).  Ops of a layer's own sublayers
-    (``LAYER_1/reduce_1/...``) are not directly inside.
+    (``model/LAYER_1/windows/mul_3``; fused ops join several names with ``;``).  Ops of the kernel generation
+    (``LAYER_1/kernel/...``) and of a layer's own sublayers (``LAYER_1/reduce_1/...``) are not inside.
     """
+    from involution.layer import WINDOW_SCOPE
+
     if not scopes:
         return []
-    inside = re.compile(r"(^|/)(" + "|".join(map(re.escape, scopes)) + r")(_\d+)?/[^/]+$")
+    inside = re.compile(r"(^|/)(" + "|".join(map(re.escape, scopes)) + r")(_\d+)?/(" + re.escape(WINDOW_SCOPE)
+                        + r"(_\d+)?/)?[^/]+$")
     names = []
     for op, (_, outs) in zip(sg["ops"], sg["op_io"]):
         if op in skip_ops:

@@ -233,6 +233,34 @@ class TFLiteModel:
         return (f"TFLite's builtin DEPTHWISE_CONV_2D kernel never returns on an output depth (input channels x "
                 f"depth multiplier) above {BUILTIN_DEPTHWISE_MAX_DEPTH}, and op {s['op']} has {s['depth']}{more}")
 
+    def peak_activations(self):
+        """The most activation bytes alive at once when the main subgraph's operators run in their listed order
+        (runtimes run them so): {"bytes", "op"}, the op at which the peak is reached.
+
+        A tensor is alive from the op that makes it (a model input: from the start) to its last reader (an
+        output: to the end); weights are not counted.  On a phone's few MB of cache this, not the file's size,
+        says whether a layer's intermediates stay cached: the stock converter had listed an involution's K*K
+        windows all first, 7x the peak of the same layer run depth-first (``involution.layer.KERNEL_SCOPE``)."""
+        sg = self.main
+        itemsize = {"FLOAT32": 4, "INT32": 4, "FLOAT16": 2, "INT16": 2, "INT8": 1, "UINT8": 1, "BOOL": 1,
+                    "INT64": 8, "FLOAT64": 8}
+        tensors = sg["tensors"]
+
+        def size(t):  # an unknown (dynamic) dimension counts as 1: batch 1
+            return int(np.prod([max(d, 1) for d in tensors[t].shape])) * itemsize.get(tensors[t].dtype, 4)
+
+        last = {t: n for n, (ins, _) in enumerate(sg["op_io"]) for t in ins if t >= 0}
+        keep = set(sg["outputs"])
+        alive = {t for t in sg["inputs"] if t >= 0}
+        peak = {"bytes": sum(size(t) for t in alive), "op": None}
+        for n, (_, outs) in enumerate(sg["op_io"]):
+            alive |= {t for t in outs if t >= 0 and not tensors[t].constant_size}
+            now = sum(size(t) for t in alive)
+            if now > peak["bytes"]:
+                peak = {"bytes": now, "op": n}
+            alive = {t for t in alive if t in keep or last.get(t, -1) > n}
+        return peak
+
     def summary(self):
         return {
             "file_bytes": self.file_size,
@@ -248,6 +276,7 @@ class TFLiteModel:
             "metadata": {name: describe_metadata(data) for name, data in self.metadata.items()},
             "gpu_fusion": self.fusable_chain(),
             "builtin_stalls": self.builtin_stalls(),
+            "peak_activation_bytes": self.peak_activations()["bytes"],
         }
 
 

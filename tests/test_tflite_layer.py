@@ -138,9 +138,24 @@ def _peak_alive(flat):
     return peak
 
 
+@pytest.mark.parametrize("keeps_input,peak_tensors", [(True, 3), (False, 2)])
+def test_peak_activations_counts_what_is_alive_in_listed_order(keeps_input, peak_tensors):
+    """x*2 then +x keeps the input, the product and the sum alive at the ADD; x*2 then +1 frees the input after
+    the MUL: 3 and 2 tensors of 8*8*4 floats at the peak."""
+    import tensorflow as tf
+
+    x = keras.Input((8, 8, 4), batch_size=1)
+    y = keras.ops.multiply(x, 2.0)
+    model = keras.Model(x, y + x if keeps_input else y + 1.0)
+    info = TFLiteModel(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    assert info.ops == ["MUL", "ADD"], info.ops
+    assert info.peak_activations() == {"bytes": peak_tensors * 8 * 8 * 4 * 4, "op": 1 if keeps_input else 0}
+
+
 def test_export_runs_each_offset_as_window_mul_add(tmp_path):
-    """The converter lists all K*K windows first and the products before their ADDs (~2*K*K tensors alive);
-    the exported order keeps a few alive, and computes exactly the same output."""
+    """The converter lists the K*K kernel pieces first and several products before their ADDs (over K*K tensors
+    alive; the windows themselves, given the layer's name scopes, each just before its product); the exported
+    order keeps a few alive, and computes exactly the same output."""
     from convert.export import run_converter, tflite_converter
 
     inp = keras.Input((20, 20, 32))
