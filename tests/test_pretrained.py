@@ -226,12 +226,16 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     assert rows[0]["weights"] == str(ck["rednet26"][1]) and all(r["xnnpack"]["fully_delegated"] for r in rows)
     by = {r["dtype"]: r for r in rows if r["network"] == "rednet26"}
     assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and by["stock-float32"]["ops"] == by["float32"]["ops"]
+    # The layer's name scopes: the stock file keeps about as much alive at once as invo-convert's depth-first one.
+    assert by["float32"]["peak_activation_bytes"] <= by["stock-float32"]["peak_activation_bytes"] \
+        <= 1.5 * by["float32"]["peak_activation_bytes"], by
     for r in rows:  # one round: each figure is that round's median, in both cache regimes
         for key in ("ms_1t", "ms_1t_evicted"):
             assert [r[key]["median"]] == r[key.replace("ms_", "rounds_")]
     md = (out / "network_bench.md").read_text()
     ms = rows[0]["ms_1t"]
     assert f"| rednet26 | float32 | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) |" in md
+    assert f"| {rows[0]['ops']} | {rows[0]['peak_activation_bytes'] / 2**20:.1f} | all ops |" in md
     for line in ("  - rednet26 int8-float-agg speed-up over float32: ",
                  "  - rednet26 stock converter's file / invo-convert's, float32: "):
         assert md.count(line) == 2, line  # once per cache regime, each with its figure

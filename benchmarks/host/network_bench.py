@@ -238,6 +238,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
             g = r.get("gpu") or {}
             rows.append({"network": name, "dtype": dtype, "file_bytes": r["audit"]["file_bytes"],
                          "ops": r["audit"]["ops"], "parameters": r["audit"]["parameters"],
+                         "peak_activation_bytes": r["audit"]["peak_activation_bytes"],
                          "weights": weights.get(name) or "random",
                          "xnnpack": r["xnnpack"], "gpu_ok": g.get("ok") if g else None,
                          "gpu_fully_delegated": g.get("fully_delegated") if g else None,
@@ -327,15 +328,15 @@ def markdown(result):
              "Caches: 'warm' runs back to back (this server's large L3 keeps a model between runs); 'evicted' "
              f"writes {info.get('evict_mb', EVICT_MB)} MB before every run, as on a phone whose few MB of cache "
              "keep no model between runs.", "",
-             f"| network | dtype | {head} | file bytes | ops | XNNPACK | GPU path | published top-1 |",
-             "|---|---|" + "---|" * (len(timings) + 5)]
+             f"| network | dtype | {head} | file bytes | ops | peak activations MB | XNNPACK | GPU path | published top-1 |",
+             "|---|---|" + "---|" * (len(timings) + 6)]
     for r in rows:
         x = r["xnnpack"]
         xnn = "all ops" if x.get("fully_delegated") else f"{x.get('delegated_ops')}/{x.get('ops')} ({', '.join(x.get('outside', {}))})"
         gpu = "-" if r["gpu_ok"] is None else ("fully accelerated, ok" if r["gpu_ok"] else "FAILED")
         top1, src = PUBLISHED_TOP1.get(r["network"], (None, ""))
         lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(fmt_spread(r[k]) for *_, k in timings)
-                     + f" | {r['file_bytes']:,} | {r['ops']} | {xnn} | {gpu} | "
+                     + f" | {r['file_bytes']:,} | {r['ops']} | {r['peak_activation_bytes'] / 2**20:.1f} | {xnn} | {gpu} | "
                      + (f"{top1}% ({src})" if top1 else "-") + " |")
     if info.get("ops_per_involution"):
         lines += ["", "Operators per exported K=7 involution layer: " + "; ".join(
