@@ -43,7 +43,7 @@ def format_audit(result):
         if not f["within"]:
             lines.append("    a GPU delegate may fuse it into one shader that the device rejects")
     if a.get("peak_activation_bytes"):
-        lines.append(f"  activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MB alive at once, operators "
+        lines.append(f"  activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MiB alive at once, operators "
                      "run in the listed order")
     stalls = a.get("builtin_stalls")
     if stalls:

@@ -49,7 +49,7 @@ def test_seed_involution_to_int8_as_a_user_runs_it(trained_seed, tmp_path):
     assert "GPU fusion: longest elementwise chain" in proc.stdout and "(WebGPU's default limit 16): within" in proc.stdout
     # At least the int8 input and output are alive at once: 32x32x3 and 10 bytes.
     assert a["peak_activation_bytes"] >= 32 * 32 * 3 + 10
-    assert f"activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MB alive at once" in proc.stdout
+    assert f"activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MiB alive at once" in proc.stdout
     assert "metadata: min_runtime_version" in proc.stdout
     # Every step says what it does (no silent seconds), on stderr, before the audit.
     for step in ("loading TensorFlow", "loading " + str(model), "converting (int8)", "verifying against Keras",

@@ -328,7 +328,7 @@ def markdown(result):
              "Caches: 'warm' runs back to back (this server's large L3 keeps a model between runs); 'evicted' "
              f"writes {info.get('evict_mb', EVICT_MB)} MB before every run, as on a phone whose few MB of cache "
              "keep no model between runs.", "",
-             f"| network | dtype | {head} | file bytes | ops | peak activations MB | XNNPACK | GPU path | published top-1 |",
+             f"| network | dtype | {head} | file bytes | ops | peak activations MiB | XNNPACK | GPU path | published top-1 |",
              "|---|---|" + "---|" * (len(timings) + 6)]
     for r in rows:
         x = r["xnnpack"]
