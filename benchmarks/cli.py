@@ -19,7 +19,8 @@ COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator
            ("median_ms", "median ms", "{:.3f}"), ("p90_ms", "p90", "{:.3f}"), ("p99_ms", "p99", "{:.3f}"),
            ("mean_ms", "mean", "{:.3f}"), ("std_ms", "std", "{:.3f}"), ("min_ms", "min", "{:.3f}"),
            ("max_ms", "max", "{:.3f}"), ("num_runs", "runs", "{}"), ("peak_rss_kb", "peak RSS KB", "{}"),
-           ("rss_growth_kb", "RSS +KB", "{}"), ("accelerator_ok", "out", "{}")]
+           ("rss_growth_kb", "RSS +KB", "{}"), ("peak_activations_kb", "act KB", "{:.1f}"),
+           ("accelerator_ok", "out", "{}")]
 TABLE_COLUMNS = ("model", "accelerator", "fully_delegated", "accelerator_ok", "num_threads", "precision_ran", "file_kb",
                  "init_ms", "median_ms", "p90_ms", "min_ms", "num_runs")
 MODEL_WIDTH = 20  # with the other columns, 100 characters for a CPU or GPU row (a delegate, WRONG: a few more)

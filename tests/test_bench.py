@@ -50,6 +50,8 @@ def test_several_models_side_by_side_with_json_and_csv(models, tmp_path):
     # What the tool says it measured fits in the time the process took.
     assert sum(r["init_ms"] + r["first_ms"] + r["num_runs"] * r["min_ms"] for r in results) < wall_ms
     assert results[1]["input_dtype"] == "int8"
+    # The same layer's activations in one byte each, against four: the int8 file keeps under half as much alive.
+    assert 0 < results[1]["peak_activations_kb"] < results[0]["peak_activations_kb"] / 2, results
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
     assert len(rows) == 3 and float(rows[0]["median_ms"]) == pytest.approx(results[0]["median_ms"])
     assert rows[0]["accelerator_ok"] == "-"
