@@ -186,8 +186,9 @@ def schedule_depth_first(model):
     make the converter list each window just before its product (``involution.layer.KERNEL_SCOPE``), but
     still the K*K kernel pieces first, and another layer, or the layer of an older version, may be listed
     anyhow.  A depth-first walk from the outputs (each op after the producers of its inputs, taken in input
-    order) turns that into window, MUL, ADD per offset with a few tensors alive.  Any topological order computes the same
-    values; subgraphs with stateful or control-flow ops, or ops without outputs, keep their order.
+    order) turns that into window, MUL, ADD per offset with a few tensors alive.  Any topological order
+    computes the same values; subgraphs with stateful or control-flow ops, or ops without outputs, keep their
+    order.
     """
     b = BuiltinOperator
     keep = {b.VAR_HANDLE, b.ASSIGN_VARIABLE, b.READ_VARIABLE, b.CALL_ONCE, b.WHILE, b.IF, b.CALL, b.CUSTOM}

@@ -5,8 +5,8 @@ For a model converted in a user's own pipeline (``tf.lite.TFLiteConverter.from_k
 before the layer's name scopes (``involution.layer.KERNEL_SCOPE``) the stock converter listed an involution's K*K
 windows all first, and its RedNet-26/50 files ran 1.29x/1.33x slower on XNNPACK (1 thread) than the same layers
 reordered; with them 1.03x/1.05x (invo-report networks, stock-float32).  Files from an older layer, or with
-other layers a converter lists badly, still gain the full difference.  Nothing here changes a value: the result must
-compute bit-identical outputs on the interpreter, or it is not written.
+other layers a converter lists badly, still gain the full difference.  Nothing here changes a value: the result
+must compute bit-identical outputs on the interpreter, or it is not written.
 """
 
 import os
