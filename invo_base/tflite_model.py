@@ -235,7 +235,8 @@ class TFLiteModel:
 
     def peak_activations(self):
         """The most activation bytes alive at once when the main subgraph's operators run in their listed order
-        (runtimes run them so): {"bytes", "op"}, the op at which the peak is reached.
+        (runtimes run them so): {"bytes", "op", "tensors"}: the op at which the peak is reached, and the most
+        tensors alive at once (at any op).
 
         A tensor is alive from the op that makes it (a model input: from the start) to its last reader (an
         output: to the end); weights are not counted.  On a phone's few MB of cache this, not the file's size,
@@ -252,12 +253,13 @@ class TFLiteModel:
         last = {t: n for n, (ins, _) in enumerate(sg["op_io"]) for t in ins if t >= 0}
         keep = set(sg["outputs"])
         alive = {t for t in sg["inputs"] if t >= 0}
-        peak = {"bytes": sum(size(t) for t in alive), "op": None}
+        peak = {"bytes": sum(size(t) for t in alive), "op": None, "tensors": len(alive)}
         for n, (_, outs) in enumerate(sg["op_io"]):
             alive |= {t for t in outs if t >= 0 and not tensors[t].constant_size}
             now = sum(size(t) for t in alive)
             if now > peak["bytes"]:
-                peak = {"bytes": now, "op": n}
+                peak.update(bytes=now, op=n)
+            peak["tensors"] = max(peak["tensors"], len(alive))
             alive = {t for t in alive if t in keep or last.get(t, -1) > n}
         return peak
 

@@ -123,19 +123,8 @@ def test_gpu_accelerator_runs_rednet_stage1_layer_correctly(tmp_path, k, quantiz
 
 
 def _peak_alive(flat):
-    """Most computed tensors alive at once when the main subgraph's operators run in their listed order."""
-    from invo_base.tflite_edit import unpack
-
-    sg = unpack(flat).subgraphs[0]
-    ops = [(list(op.inputs), list(op.outputs)) for op in sg.operators]
-    last = {t: n for n, (ins, _) in enumerate(ops) for t in ins}
-    outputs = set(int(t) for t in sg.outputs)
-    alive, peak = set(), 0
-    for n, (ins, outs) in enumerate(ops):
-        alive |= set(outs)
-        peak = max(peak, len(alive))
-        alive = {t for t in alive if t in outputs or last.get(t, -1) > n}
-    return peak
+    """Most tensors alive at once when the main subgraph's operators run in their listed order."""
+    return TFLiteModel(flat).peak_activations()["tensors"]
 
 
 @pytest.mark.parametrize("keeps_input,peak_tensors", [(True, 3), (False, 2)])
@@ -149,7 +138,8 @@ def test_peak_activations_counts_what_is_alive_in_listed_order(keeps_input, peak
     model = keras.Model(x, y + x if keeps_input else y + 1.0)
     info = TFLiteModel(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     assert info.ops == ["MUL", "ADD"], info.ops
-    assert info.peak_activations() == {"bytes": peak_tensors * 8 * 8 * 4 * 4, "op": 1 if keeps_input else 0}
+    assert info.peak_activations() == {"bytes": peak_tensors * 8 * 8 * 4 * 4, "op": 1 if keeps_input else 0,
+                                       "tensors": peak_tensors}
 
 
 def test_export_runs_each_offset_as_window_mul_add(tmp_path):
