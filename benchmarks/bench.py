@@ -14,7 +14,6 @@ import numpy as np
 from benchmarks import runtime as rt
 from benchmarks.runtime import FP16_ALLOWED, FP32_AGREEMENT
 from invo_base.options import Options
-from invo_base.tflite_model import TFLiteModel
 
 
 def _rss_kb():
@@ -187,6 +186,8 @@ def float16_measured(path, runner, arrays, outs=None):
 
 
 def _has_fp16_metadata(path):
+    from invo_base.tflite_model import TFLiteModel
+
     return b"fp16" in TFLiteModel.from_file(path).metadata.get("reduced_precision_support", b"")
 
 
@@ -319,7 +320,7 @@ def benchmark(path, options=None, *, progress=True, **fields):
         "rss_growth_kb": rss1 - rss0,
         # What the listed operator order keeps alive at once (TFLiteModel.peak_activations): on a phone's small
         # caches, whether a model's intermediates stay cached between its operators.
-        "peak_activations_kb": TFLiteModel.from_file(path).peak_activations()["bytes"] / 1024,
+        "peak_activations_kb": runner.model.peak_activations()["bytes"] / 1024,
         "swiftshader_fallback": bool(swiftshader),
         "precision": o.precision,
         "fp16_ran": fp16,
