@@ -43,8 +43,9 @@ def format_audit(result):
         if not f["within"]:
             lines.append("    a GPU delegate may fuse it into one shader that the device rejects")
     if a.get("peak_activation_bytes"):
-        lines.append(f"  activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MiB alive at once, operators "
-                     "run in the listed order")
+        before = result.get("input_peak_activation_bytes")  # a .tflite reordered: what its own order kept
+        lines.append(f"  activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MiB alive at once in the "
+                     "listed order" + (f" ({before / 2**20:.2f} MiB before)" if before is not None else ""))
     stalls = a.get("builtin_stalls")
     if stalls:
         lines.append(f"  builtin kernels: {len(stalls)} DEPTHWISE_CONV_2D op(s) deeper than {BUILTIN_DEPTHWISE_MAX_DEPTH} "

@@ -53,7 +53,8 @@ def retouch_tflite(path, output=None, *, force=False, report=None, gpu=True, see
     new = compact(flat, notes)
     info = audit(new, output)
     result = {"input": path, "output": output, "format": "tflite", "quantize": "as given", "rewritten": [],
-              "notes": notes, "audit": info.summary(), "input_bytes": len(flat)}
+              "notes": notes, "audit": info.summary(), "input_bytes": len(flat),
+              "input_peak_activation_bytes": before.peak_activations()["bytes"]}
     with staged(output, new) as s:  # not bit-identical: an exception, and nothing at the output path
         say("checking the outputs are bit-identical to the input file's")
         result["identical_outputs"] = _same_outputs(path, s.path, seed)
