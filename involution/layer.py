@@ -70,6 +70,13 @@ GROUP_MINOR_MIN_GROUPS = 4
 # elementwise path of a K=7 layer to 10 ops, whatever order a converter lists them in.
 SUM_CHAIN_TAPS = 7
 PADDINGS = ("same", "symmetric")
+# TF's converter turns every weight of at least this many values to int8 under Optimize.DEFAULT without
+# calibration data (dynamic-range quantization; TF 2.21: a [1, 2, 2, 255] depthwise weight stays float32,
+# [1, 2, 2, 256] becomes int8), and XNNPACK refuses the hybrid DEPTHWISE_CONV_2D that makes: the graph splits
+# around it.  The stride's average pool keeps each of its weights below this (``_pool_as_depthwise``): two
+# (s, 1) passes cost 7-20 us more than one (s, s) conv at 28x28x256 and 14x14x512, float32 and int8, against
+# 150 us that the hybrid conv cost on TFLite's own kernels (XNNPACK, 1 thread).
+DYNAMIC_RANGE_MIN_WEIGHTS = 1024
 # The name scopes of the two halves of ``call``; the first must sort before the second.  TensorFlow's converter
 # lists, of two branches that meet, the one whose ops' names sort first as a block, then the other's ops each just
 # before its use (TF 2.21's TFLiteConverter: renaming alone flips it).  Unscoped, the padding and its windows
@@ -328,13 +335,26 @@ class Involution(keras.layers.Layer):
         """The stride x stride average pool as a DEPTHWISE_CONV_2D of weight 1/s^2 where s divides H and W.
 
         XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's
-        reference kernels; the depthwise conv computes the same average and stays inside.  Sizes that
-        s does not divide keep the pool: SAME averages their edge windows over the valid pixels only.
+        reference kernels; the depthwise conv computes the same average and stays inside.  Where its
+        weights would be dynamic-range quantized (``DYNAMIC_RANGE_MIN_WEIGHTS``) it is two depthwise convs
+        of fewer weights.  Sizes that s does not divide keep the pool: SAME averages their edge windows
+        over the valid pixels only.
         """
-        s, c = self.stride, x.shape[-1]
-        if x.shape[1] is None or x.shape[2] is None or x.shape[1] % s or x.shape[2] % s:
+        s, (h, w, c) = self.stride, x.shape[1:]
+        if h is None or w is None or h % s or w % s:
             return self.pool(x)
-        return ops.depthwise_conv(x, ops.full((s, s, c, 1), 1.0 / (s * s)), strides=s, padding="valid")
+        if s * s * c < DYNAMIC_RANGE_MIN_WEIGHTS:
+            return ops.depthwise_conv(x, ops.full((s, s, c, 1), 1.0 / (s * s)), strides=s, padding="valid")
+        # Too many weights to stay float under dynamic-range quantization: rows, then columns, each an (s, 1)
+        # window over channel blocks of c0 < DYNAMIC_RANGE_MIN_WEIGHTS / s (the rest of the channels folded
+        # into the width, which the window never crosses).
+        c0 = max(d for d in range(1, c + 1) if c % d == 0 and s * d < DYNAMIC_RANGE_MIN_WEIGHTS)
+        half = ops.full((s, 1, c0, 1), 1.0 / s)
+        y = ops.reshape(x, (-1, h, w * (c // c0), c0))  # [B, H, W * C/c0, c0]
+        y = ops.depthwise_conv(y, half, strides=(s, 1), padding="valid")  # [B, H/s, W * C/c0, c0]
+        y = ops.reshape(y, (-1, h // s * w, c // c0, c0))  # [B, H/s * W, C/c0, c0]: s | W, no window crosses a row
+        y = ops.depthwise_conv(y, half, strides=(s, 1), padding="valid")  # [B, H/s * W/s, C/c0, c0]
+        return ops.reshape(y, (-1, h // s, w // s, c))
 
     def call(self, x, training=None):
         # The scope names order the stock converter's operators (see ``KERNEL_SCOPE``).

@@ -1,7 +1,8 @@
 """Every guarantee of the layer holds under the stock ``tf.lite.TFLiteConverter``, as a user's own pipeline runs it:
 builtin ops only, at most 4-D, inside XNNPACK in one partition, no elementwise chain a GPU delegate could fuse
 past WebGPU's 16 textures, and correct on the LiteRT GPU accelerator, for every involution configuration of
-RedNet-26..152 and the seed model's, at batch 1 and with a dynamic batch."""
+RedNet-26..152 and the seed model's, at batch 1 (float32, float16, dynamic-range and full int8) and with a dynamic
+batch."""
 
 import keras
 import numpy as np
@@ -42,7 +43,9 @@ def all_configs_model(batch_size):
 
 def stock_convert(model, precision):
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if precision == "float16":
+    if precision == "dynamic":  # Optimize.DEFAULT alone: int8 weights, float activations
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
     elif precision == "int8":
@@ -61,8 +64,8 @@ def models():
     return {"batch 1": all_configs_model(1), "dynamic batch": all_configs_model(None)}
 
 
-@pytest.mark.parametrize("batch,precision", [("batch 1", "float32"), ("batch 1", "float16"), ("batch 1", "int8"),
-                                             ("dynamic batch", "float32")])
+@pytest.mark.parametrize("batch,precision", [("batch 1", "float32"), ("batch 1", "float16"), ("batch 1", "dynamic"),
+                                             ("batch 1", "int8"), ("dynamic batch", "float32")])
 def test_stock_converter_export_is_deployable(models, tmp_path, batch, precision):
     model = models[batch]
     path = tmp_path / f"stock_{precision}.tflite"
