@@ -71,7 +71,8 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
               "resnet50, mobilenetv2, rednet26-without-involution, rednet50-without-involution; 'none': the "
               "per-layer table only.")
 @click.option("--dtypes", default="float32,fp16,int8,int8-float-agg", show_default=True,
-              help="fp16: the float16 file with XNNPACK forced to FP16 (invo-bench --precision fp16); int8-float-agg: "
+              help="fp16: the float16 file with XNNPACK forced to FP16 (invo-bench --precision fp16); dynamic: int8 "
+                   "weights, float activations (invo-convert --quantize dynamic); int8-float-agg: "
                    "int8 with each involution's aggregation in float32 (invo-convert --float-aggregation); also "
                    "stock-float32: the stock TFLiteConverter's file, as a user's own pipeline makes it.")
 @click.option("--threads", default="1,2,all", show_default=True, help="Thread counts; 'all': every core.")

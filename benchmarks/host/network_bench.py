@@ -29,12 +29,13 @@ NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "redn
             "rednet50-without-involution")
 SKELETON = "-without-involution"
 # float32; fp16: the float16 file (invo-convert --quantize float16) run with XNNPACK forced to FP16 arithmetic
-# (invo-bench --precision fp16, CompiledModel); full int8; and int8 with each involution's aggregation in
+# (invo-bench --precision fp16, CompiledModel); dynamic: int8 weights, float activations (invo-convert --quantize
+# dynamic, the converter's Optimize.DEFAULT alone); full int8; and int8 with each involution's aggregation in
 # float32 (invo-convert --float-aggregation; only networks with involution layers).
 # stock-float32: the same network through the stock converter alone (TFLiteConverter.from_keras_model on a
 # batch-1 model, as a user's own pipeline converts it), to measure what invo-convert's operator order adds.
-DTYPES = ("float32", "fp16", "int8", "int8-float-agg", "stock-float32")
-QUANTIZE_OF = {"float32": "none", "fp16": "float16", "int8": "int8", "int8-float-agg": "int8"}
+DTYPES = ("float32", "fp16", "dynamic", "int8", "int8-float-agg", "stock-float32")
+QUANTIZE_OF = {"float32": "none", "fp16": "float16", "dynamic": "dynamic", "int8": "int8", "int8-float-agg": "int8"}
 # Cache regimes: "warm" runs back to back, so a model stays in this server's large last-level cache; "evicted"
 # writes EVICT_MB before every run (benchmarks.host.timing).
 CACHES = ("warm", "evicted")
@@ -398,7 +399,7 @@ def ratio_lines(result):
             if r:
                 out.append(f"  - {name} stock converter's file / invo-convert's, float32: {r}")
         for name in ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2"):
-            for dtype in ("fp16", "int8", "int8-float-agg"):
+            for dtype in ("fp16", "dynamic", "int8", "int8-float-agg"):
                 r = _ratio(result, (name, "float32"), (name, dtype), key)
                 if r:
                     out.append(f"  - {name} {dtype} speed-up over float32: {r}")
@@ -502,7 +503,8 @@ def plot(result, path):
 
     t = result["threads"][0]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for k, (dtype, marker) in enumerate((("float32", "o"), ("fp16", "D"), ("int8", "s"), ("int8-float-agg", "^"))):
+    for k, (dtype, marker) in enumerate((("float32", "o"), ("fp16", "D"), ("dynamic", "v"), ("int8", "s"),
+                                         ("int8-float-agg", "^"))):
         pts = [(r[f"ms_{t}t"]["median"], PUBLISHED_TOP1[r["network"]][0], r["network"]) for r in result["networks"]
                if r["dtype"] == dtype and r["network"] in PUBLISHED_TOP1]
         if not pts:
