@@ -74,8 +74,8 @@ PADDINGS = ("same", "symmetric")
 # calibration data (dynamic-range quantization; TF 2.21: a [1, 2, 2, 255] depthwise weight stays float32,
 # [1, 2, 2, 256] becomes int8), and XNNPACK refuses the hybrid DEPTHWISE_CONV_2D that makes: the graph splits
 # around it.  The stride's average pool keeps each of its weights below this (``_pool_as_depthwise``): two
-# (s, 1) passes cost 7-20 us more than one (s, s) conv at 28x28x256 and 14x14x512, float32 and int8, against
-# 150 us that the hybrid conv cost on TFLite's own kernels (XNNPACK, 1 thread).
+# (s, 1) passes cost 7-23 us more than one (s, s) conv at 28x28x256 and 14x14x512, float32 and int8, where the
+# hybrid conv cost 74-153 us more on TFLite's own kernels (1 thread, one interleaved run of 5 rounds).
 DYNAMIC_RANGE_MIN_WEIGHTS = 1024
 # The name scopes of the two halves of ``call``; the first must sort before the second.  TensorFlow's converter
 # lists, of two branches that meet, the one whose ops' names sort first as a block, then the other's ops each just
