@@ -26,6 +26,33 @@ class RuntimeUnavailable(RuntimeError):
     """The requested runtime or accelerator cannot be used here."""
 
 
+# tflite-runtime's last release, what boards without TensorFlow that never moved to ai-edge-litert run.  TF 2.21's
+# converter writes files it loads, except a dynamic-range file with a Dense layer: FULLY_CONNECTED version 12
+# (per-channel weights; min_runtime_version 2.17.0).  ``invo-convert --legacy-runtime`` keeps to what it loads.
+TFLITE_RUNTIME_LAST = "2.14.0"
+
+
+def version_tuple(text):
+    """'2.17.0' -> (2, 17, 0), from each dot-separated part's leading digits ('2.14.0rc1' -> (2, 14, 0))."""
+    out = []
+    for part in str(text).split("."):
+        digits = len(part) - len(part.lstrip("0123456789"))
+        if not digits:
+            break
+        out.append(int(part[:digits]))
+    return tuple(out)
+
+
+def needs_newer_runtime(model, version=TFLITE_RUNTIME_LAST):
+    """The file's min_runtime_version where it is newer than TFLite ``version``, else None."""
+    need = model.min_runtime_version
+    return need if need and version_tuple(need) > version_tuple(version) else None
+
+
+def _tflite_runtime_version(mod):
+    return getattr(importlib.import_module(mod.__name__.split(".")[0]), "__version__", None)
+
+
 # CPU precisions: "default" (float32 math, or FP16 where XNNPACK takes the file's reduced_precision_support
 # hint: CPUs with native FP16 arithmetic such as ARMv8.2+; not AVX512-FP16 with ai-edge-litert 2.3, measured)
 # and "fp16" (XNNPACK forced to compute float ops in FP16).
@@ -248,6 +275,13 @@ class InterpreterRunner(Runner):
                 self.interp = mod.Interpreter(**kwargs)
                 self.interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
+            version = _tflite_runtime_version(mod) if runtime == "tflite-runtime" else None
+            need = needs_newer_runtime(self.model, version) if version else None
+            if need:  # the usual cause: say what loads it
+                raise RuntimeUnavailable(
+                    f"{path}: tflite-runtime {version} cannot load the model, which needs TFLite {need} or newer "
+                    "(its min_runtime_version): run it on ai-edge-litert (pip install ai-edge-litert), or convert "
+                    f"it for older runtimes (invo-convert --legacy-runtime) ({one_line(exc, 160)})") from None
             raise RuntimeUnavailable(f"{path}: {runtime} cannot load the model ({exc})") from None
         self.runtime = runtime
         self.accelerator = "delegate" if delegate else ("CPU (XNNPACK)" if use_xnnpack else "CPU (builtin kernels)")

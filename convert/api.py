@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from benchmarks.gpu_check import check_gpu
-from benchmarks.runtime import to_input_dtype
+from benchmarks.runtime import TFLITE_RUNTIME_LAST, needs_newer_runtime, to_input_dtype
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import preflight
 from convert.export import ConversionError, to_tflite
@@ -67,6 +67,11 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
     flat = _convert(keras_model, o, cal_x, progress is not None, result.setdefault("notes", []))
     info = audit(flat, output, o.allow_flex)
     result["audit"] = info.summary()
+    need = needs_newer_runtime(info)
+    if o.legacy_runtime and need:
+        raise ConversionError(f"--legacy-runtime: the {o.quantize if o.quantize != 'none' else 'float32'} model "
+                              f"needs TFLite {need} or newer (its min_runtime_version), which tflite-runtime "
+                              f"{TFLITE_RUNTIME_LAST} cannot load; nothing written")
     if info.max_rank > 4:
         result.setdefault("notes", []).append(
             f"a tensor of rank {info.max_rank} remains (the model's own reshapes): the mobile GPU takes at most 4-D")
@@ -160,7 +165,8 @@ def _convert(keras_model, o, cal_x, progress, notes):
         lowering = builtin_extract_patches()
     with lowering:
         return to_tflite(keras_model, o.quantize, o.io, representative, o.allow_flex, progress=progress,
-                         float_aggregation=o.float_aggregation, notes=notes, calibrator=o.calibrator)
+                         float_aggregation=o.float_aggregation, notes=notes, calibrator=o.calibrator,
+                         legacy_runtime=o.legacy_runtime)
 
 
 def _gpu_check(path, result, x, max_rel_error):

@@ -3,7 +3,7 @@
 import click
 
 from benchmarks.gpu_check import gpu_precision_note, unit_suffix
-from benchmarks.runtime import FP16_ALLOWED
+from benchmarks.runtime import FP16_ALLOWED, TFLITE_RUNTIME_LAST, version_tuple
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
 from invo_base.plumbing import cli_errors
@@ -53,6 +53,11 @@ def format_audit(result):
                      "returns: the model runs only with XNNPACK or on a GPU")
     if a.get("metadata"):
         lines.append("  metadata: " + ", ".join(f"{k} ({v})" for k, v in a["metadata"].items()))
+    need = a.get("metadata", {}).get("min_runtime_version")
+    if need and version_tuple(need) > version_tuple(TFLITE_RUNTIME_LAST):
+        lines.append(f"  runtime: needs TFLite {need} or newer; tflite-runtime {TFLITE_RUNTIME_LAST} (its last release) "
+                     "cannot load it, ai-edge-litert can" + (" (--legacy-runtime: Dense layers per tensor)"
+                                                             if result.get("quantize") == "dynamic" else ""))
     for key in ("flex_ops", "custom_ops"):
         if a[key]:
             lines.append(f"  {key.replace('_', ' ')}: {', '.join(a[key])}")
@@ -109,6 +114,10 @@ def format_audit(result):
 @click.option("--report", type=click.Path(), help="Write the audit and checks as JSON.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--allow-flex", is_flag=True, help="Accept TF Select (Flex) ops; most devices cannot run them.")
+@click.option("--legacy-runtime", is_flag=True,
+              help=f"A file tflite-runtime {TFLITE_RUNTIME_LAST} (its last release) loads, or an error: with "
+                   "--quantize dynamic, Dense layers are quantized per tensor (as before TF 2.17); the other "
+                   "precisions load there as they are.")
 @click.option("--custom-module", multiple=True, type=click.Path(), help="A .py file registering custom layers.")
 @click.option("--no-gpu-check", is_flag=True, help="Skip compiling on the LiteRT GPU accelerator.")
 @click.option("--min-agreement", type=float,
@@ -143,6 +152,7 @@ def main(model, output, report, force, quiet, custom_module, no_gpu_check, no_ch
         o = options
         given = [flag for flag, value in (("--quantize", o.quantize != "none"), ("--calib", o.calib), ("--arch", o.arch),
                                           ("--float-aggregation", o.float_aggregation),
+                                          ("--legacy-runtime", o.legacy_runtime),
                                           ("--calibrator", o.calibrator != "exact"),
                                           ("--custom-module", o.custom_modules), ("--input-range", o.input_range)) if value]
         if given:

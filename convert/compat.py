@@ -23,6 +23,16 @@ def allow_fp16_accumulation(conv):
     conv.target_spec._experimental_supported_accumulation_type = tf.float16  # noqa: SLF001
 
 
+def per_tensor_dense(conv):
+    """Dynamic range: Dense layers' weights quantized per tensor, as TF wrote them before 2.17.  Per channel (the
+    default since) makes FULLY_CONNECTED version 12, which runtimes before TF 2.17 (tflite-runtime 2.14, its last
+    release) cannot load; per tensor is version 9, loaded since TF 2.3.
+
+    Internal: ``_experimental_disable_per_channel_quantization_for_dense_layers``; no public switch.
+    """
+    conv._experimental_disable_per_channel_quantization_for_dense_layers = True  # noqa: SLF001
+
+
 def calibrated_only(conv):
     """The converter's calibrated but unquantized model (float ops carrying their measured ranges).
 

@@ -124,10 +124,12 @@ def _save_archive(model, directory):
 
 
 @contextlib.contextmanager
-def tflite_converter(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False):
+def tflite_converter(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False,
+                     legacy_runtime=False):
     """A configured ``tf.lite.TFLiteConverter`` (the Keras model is exported at batch 1 meanwhile).
 
-    ``representative`` is a list of input arrays (batch 1 each), needed for int8.
+    ``representative`` is a list of input arrays (batch 1 each), needed for int8.  ``legacy_runtime``: only
+    operator versions tflite-runtime 2.14 loads (dynamic range: Dense layers per tensor, ``compat.per_tensor_dense``).
     """
     import tensorflow as tf
 
@@ -144,6 +146,8 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
             compat.allow_fp16_accumulation(conv)
         elif quantize == "dynamic":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            if legacy_runtime:
+                compat.per_tensor_dense(conv)
         elif quantize == "int8":
             if representative is None or len(representative) == 0:
                 raise ConversionError("int8 needs calibration data (--calib SOURCE): random data is not calibration")
@@ -184,7 +188,7 @@ def representative_dataset(samples, progress=False):
 
 
 def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False,
-              float_aggregation=False, notes=None, calibrator="exact"):
+              float_aggregation=False, notes=None, calibrator="exact", legacy_runtime=False):
     """Converts to .tflite bytes (see ``tflite_converter`` for the arguments).
 
     ``notes``: a list that gets a line when the converter's output could not be compacted (``compact``).
@@ -200,7 +204,8 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
     from convert.calibration import exact_calibration, tf_calibration
 
     calibration = exact_calibration() if calibrator == "exact" else tf_calibration()
-    with tflite_converter(model, quantize, io, representative, allow_flex, progress) as conv, calibration:
+    with tflite_converter(model, quantize, io, representative, allow_flex, progress, legacy_runtime) as conv, \
+            calibration:
         if float_aggregation:
             return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)), notes)
         return compact(run_converter(conv), notes)

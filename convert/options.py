@@ -19,6 +19,7 @@ class ConvertOptions(Options):
     float_aggregation: bool = False  # int8: each involution's aggregation stays float32
     calibrator: str = "exact"        # int8: each tensor's own range ("exact") or TF's calibrator ("tf")
     allow_flex: bool = False         # accept TF Select ops (most devices cannot run them)
+    legacy_runtime: bool = False     # only ops tflite-runtime 2.14 loads (dynamic: Dense per tensor), else an error
     # Data: calibration (int8) and the held-out samples the checks use.
     calib: str = None                # digits, cifar10, FILE.npz/.npy or an image folder
     calib_samples: int = 200

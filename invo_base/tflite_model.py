@@ -156,6 +156,12 @@ class TFLiteModel:
         return not self.custom_codes
 
     @property
+    def min_runtime_version(self):
+        """The oldest TFLite runtime that loads the file, as the converter recorded it ("2.17.0"), or None."""
+        text = self.metadata.get("min_runtime_version", b"").split(b"\0")[0].decode("ascii", "replace")
+        return text or None
+
+    @property
     def max_rank(self):
         return max((len(t.shape) for sg in self.subgraphs for t in sg["tensors"]), default=0)
 

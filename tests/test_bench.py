@@ -89,6 +89,37 @@ def test_legacy_board_tflite_runtime_214(models, tmp_path):
     assert_one_line_error(proc, "--delegate")
 
 
+def test_dynamic_range_on_the_legacy_board(trained_seed, tmp_path):
+    """TF 2.21 writes a dynamic-range Dense layer as FULLY_CONNECTED version 12 (min_runtime_version 2.17.0), which
+    tflite-runtime 2.14 cannot load: the audit says so, invo-bench there says what loads it, and --legacy-runtime
+    writes a file it runs."""
+    from benchmarks.runtime import needs_newer_runtime
+    from convert.cli import format_audit
+
+    keras_path = str(trained_seed[0] / "seed-involution" / "model.keras")
+    new, old = str(tmp_path / "dyn.tflite"), str(tmp_path / "dyn_legacy.tflite")
+    result = convert_model(keras_path, new, quantize="dynamic", gpu=False)
+    assert needs_newer_runtime(TFLiteModel.from_file(new)) == "2.17.0"
+    assert "runtime: needs TFLite 2.17.0 or newer; tflite-runtime 2.14.0" in format_audit(result)
+    result = convert_model(keras_path, old, quantize="dynamic", gpu=False, legacy_runtime=True)
+    assert needs_newer_runtime(TFLiteModel.from_file(old)) is None and "runtime:" not in format_audit(result)
+    assert result["quality_gate"]["passed"] and set(TFLiteModel.from_file(old).op_output_types("FULLY_CONNECTED")) \
+        == {"FLOAT32"}  # still dynamic range: int8 weights, float outputs
+    python = legacy_python()
+    proc = run_cli("benchmarks.cli", new, *FAST, python=python, env={"PYTHONPATH": ""})
+    assert_one_line_error(proc, "tflite-runtime 2.14.0 cannot load", "needs TFLite 2.17.0", "--legacy-runtime")
+    proc = run_cli("benchmarks.cli", old, *FAST, "--json", str(tmp_path / "l.json"), python=python, env={"PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "l.json").read_text())[0]["runtime"] == "tflite-runtime"
+
+
+def test_version_comparison_reads_release_strings():
+    from benchmarks.runtime import version_tuple
+
+    assert version_tuple("2.17.0") > version_tuple("2.14.0") > version_tuple("2.3.0") > version_tuple("1.15.0")
+    assert version_tuple("2.14.0rc1") == (2, 14, 0) and version_tuple("2.14") < version_tuple("2.14.1")
+
+
 def test_gpu_accelerator_timing_waits_for_the_result(models, tmp_path):
     require_gpu()
     proc = run_cli("benchmarks.cli", str(models / "inv_f32.tflite"), str(models / "inv_int8.tflite"), "--use_gpu",

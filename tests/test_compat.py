@@ -35,6 +35,23 @@ def test_fp16_accumulation_writes_the_reduced_precision_metadata():
     assert marked.metadata["reduced_precision_support"].rstrip(b"\0") == b"fp16accfp16"
 
 
+def test_per_tensor_dense_makes_a_dynamic_range_file_older_runtimes_load():
+    """Dynamic range writes a Dense layer per channel (FULLY_CONNECTED v12, min_runtime_version 2.17.0);
+    per tensor it is an op version TF 2.3 loads, its weights still int8 (tests/test_bench.py runs it on
+    tflite-runtime 2.14)."""
+    inp = keras.Input((64,), batch_size=1)
+    model = keras.Model(inp, keras.layers.Dense(100)(inp))
+    conv = _converter(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    default = TFLiteModel(conv.convert())
+    compat.per_tensor_dense(conv)
+    legacy = TFLiteModel(conv.convert())
+    assert default.min_runtime_version == "2.17.0" and legacy.min_runtime_version == "2.3.0"
+    for m in (default, legacy):  # both dynamic range: the Dense weights int8, its output float
+        assert [t.dtype for t in m.main["tensors"] if t.constant_size and len(t.shape) == 2] == ["INT8"]
+        assert m.op_output_types("FULLY_CONNECTED") == ["FLOAT32"]
+
+
 def test_calibrate_only_then_quantize_with_a_denylist():
     """The calibrated model stays float; quantizing it with one op type denylisted leaves that op float with
     int8 ends everywhere else, as selective quantization needs."""
