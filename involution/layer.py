@@ -332,17 +332,31 @@ class Involution(keras.layers.Layer):
         return self.span(y)
 
     def _pool_as_depthwise(self, x):
-        """The stride x stride average pool as a DEPTHWISE_CONV_2D of weight 1/s^2 where s divides H and W.
+        """The stride x stride average pool (SAME: ceil(H/s) x ceil(W/s), each window averaged over the pixels
+        it covers) as DEPTHWISE_CONV_2D ops, every weight float under dynamic range.
 
-        XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's
-        reference kernels; the depthwise conv computes the same average and stays inside.  Where its
-        weights would be dynamic-range quantized (``DYNAMIC_RANGE_MIN_WEIGHTS``) it is two depthwise convs
-        of fewer weights.  Sizes that s does not divide keep the pool: SAME averages their edge windows
-        over the valid pixels only.
+        XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's reference kernels
+        (whose int8 result the GPU path did not reproduce either: relative error 0.10-0.14 at 19x19 and 75x75);
+        a depthwise conv of weight 1/s^2 computes the same average and stays inside.  Where its weights would
+        be dynamic-range quantized (``DYNAMIC_RANGE_MIN_WEIGHTS``) it is two depthwise convs of fewer weights.
+        At stride 2 an odd size is padded with one zero row or column after (where SAME pads), and the last
+        row's or column's windows, which cover half as many pixels, get their value added once more (a corner:
+        twice).  Repeating the last row with a CONCATENATION instead made TF's int8 quantizer leave the
+        layer's windows, MULs and padding in float32 between 99 QUANTIZE/DEQUANTIZE pairs (75x75x128).
+        Larger strides on sizes they do not divide, and unknown sizes, keep the pool.
         """
         s, (h, w, c) = self.stride, x.shape[1:]
-        if h is None or w is None or h % s or w % s:
+        if h is None or w is None or (s > 2 and (h % s or w % s)):
             return self.pool(x)
+        if h % s or w % s:  # s == 2, an odd size: a zero after, then the edge windows' averages doubled
+            ph, pw = h % s, w % s
+            y = self._pool_as_depthwise(ops.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0))))  # edge windows: sum / 4
+            ho, wo = y.shape[1], y.shape[2]
+            if ph:  # the last row's windows cover one row: add their value once more, [B, Ho, Wo, C]
+                y = y + ops.pad(y[:, ho - 1 : ho], ((0, 0), (ho - 1, 0), (0, 0), (0, 0)))
+            if pw:
+                y = y + ops.pad(y[:, :, wo - 1 : wo], ((0, 0), (0, 0), (wo - 1, 0), (0, 0)))
+            return y
         if s * s * c < DYNAMIC_RANGE_MIN_WEIGHTS:
             return ops.depthwise_conv(x, ops.full((s, s, c, 1), 1.0 / (s * s)), strides=s, padding="valid")
         # Too many weights to stay float under dynamic-range quantization: rows, then columns, each an (s, 1)

@@ -99,11 +99,13 @@ def test_batch_one_export_path_matches_numpy(case):
 
 
 @pytest.mark.parametrize("h,w,c,s,passes", [(8, 6, 8, 2, 1), (6, 4, 255, 2, 1), (6, 4, 256, 2, 2),
-                                             (4, 6, 512, 2, 2), (6, 9, 120, 3, 2), (6, 6, 1536, 2, 2)])
+                                             (4, 6, 512, 2, 2), (6, 9, 120, 3, 2), (6, 6, 1536, 2, 2),
+                                             (7, 6, 8, 2, 1), (6, 5, 256, 2, 2), (5, 7, 512, 2, 2)])
 def test_stride_pool_keeps_each_weight_below_the_dynamic_range_threshold(h, w, c, s, passes):
     """The stride's average pool is one (s, s) depthwise conv while its weights stay under
-    DYNAMIC_RANGE_MIN_WEIGHTS, else an (s, 1) pass over rows, then columns; both are Keras's average pool,
-    and the whole layer stays the numpy formulation, at batch 1 (the export) and at any batch."""
+    DYNAMIC_RANGE_MIN_WEIGHTS, else an (s, 1) pass over rows, then columns, on odd sizes too (stride 2); each is
+    Keras's SAME average pool, and the whole layer stays the numpy formulation, at batch 1 (the export) and at
+    any batch."""
     import tensorflow as tf
 
     from involution.layer import DYNAMIC_RANGE_MIN_WEIGHTS
@@ -112,11 +114,11 @@ def test_stride_pool_keeps_each_weight_below_the_dynamic_range_threshold(h, w, c
     x = np.random.default_rng(c).standard_normal((2, h, w, c)).astype(np.float32)
     layer.build(x.shape)
     randomize(layer, c)
-    want_pool = np.asarray(keras.layers.AveragePooling2D(s)(x))
+    want_pool = np.asarray(keras.layers.AveragePooling2D(s, padding="same")(x))
     np.testing.assert_allclose(np.asarray(layer._pool_as_depthwise(x)), want_pool, rtol=1e-6, atol=1e-6)
     graph = tf.function(layer._pool_as_depthwise).get_concrete_function(tf.TensorSpec((1, h, w, c))).graph
     convs = [op for op in graph.get_operations() if op.type == "DepthwiseConv2dNative"]
-    assert len(convs) == passes
+    assert len(convs) == passes and not [op for op in graph.get_operations() if op.type == "AvgPool"]
     assert all(np.prod(op.inputs[1].shape) < DYNAMIC_RANGE_MIN_WEIGHTS for op in convs)
     for batch in (x[:1], x):
         want = involution_nhwc(batch.astype(np.float64), 3, s, layer.groups, *_weights(layer), layout="interleaved")

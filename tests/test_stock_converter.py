@@ -17,10 +17,10 @@ from involution import Involution
 from involution.models import official_involution
 
 # (input size, channels, K, stride) of every involution in RedNet-26..152 at 224x224 (the stem; stage 1; each
-# stage's first, strided, layer; the rest of stages 2-4), then an interleaved-group stride-2 layer and the seed
-# model's 32x32x3, K3, one group.
+# stage's first, strided, layer; the rest of stages 2-4), stage 3's first at 300x300 (an odd size at stride 2),
+# then an interleaved-group stride-2 layer and the seed model's 32x32x3, K3, one group.
 REDNET_CONFIGS = [(112, 32, 3, 1), (56, 64, 7, 1), (56, 128, 7, 2), (28, 128, 7, 1), (28, 256, 7, 2),
-                  (14, 256, 7, 1), (14, 512, 7, 2), (7, 512, 7, 1)]
+                  (14, 256, 7, 1), (14, 512, 7, 2), (7, 512, 7, 1), (19, 256, 7, 2)]
 
 
 def all_configs_model(batch_size):
@@ -76,6 +76,9 @@ def test_stock_converter_export_is_deployable(models, tmp_path, batch, precision
     assert chain["within"] and chain["textures"] <= GPU_TEXTURE_LIMIT, chain
     xnn = xnnpack_coverage(str(path))
     assert xnn["fully_delegated"] and xnn["partitions"] == 1, xnn
+    if precision == "int8":  # all int8 inside: one QUANTIZE per (float) input, one DEQUANTIZE per output
+        hist = info.op_histogram()
+        assert (hist["QUANTIZE"], hist["DEQUANTIZE"]) == (len(model.inputs), len(model.outputs)), hist
     if precision == "float32":  # the file computes what Keras does, on every configuration
         from ai_edge_litert.interpreter import Interpreter
 
