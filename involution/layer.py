@@ -70,6 +70,10 @@ GROUP_MINOR_MIN_GROUPS = 4
 # elementwise path of a K=7 layer to 10 ops, whatever order a converter lists them in.
 SUM_CHAIN_TAPS = 7
 PADDINGS = ("same", "symmetric")
+# XNNPACK takes a CONCATENATION of at most this many inputs: 5 leave it to TFLite's builtin kernels and split the
+# graph (measured, ai-edge-litert 2.3).  Strips are joined in a tree of such (``concatenate_within_xnnpack``):
+# a RedNet's stem at 300x300 (150x150x32) has 8.
+XNNPACK_MAX_CONCAT = 4
 # TF's converter turns every weight of at least this many values to int8 under Optimize.DEFAULT without
 # calibration data (dynamic-range quantization; TF 2.21: a [1, 2, 2, 255] depthwise weight stays float32,
 # [1, 2, 2, 256] becomes int8), and XNNPACK refuses the hybrid DEPTHWISE_CONV_2D that makes: the graph splits
@@ -120,6 +124,14 @@ def depthwise_chunks(c, g, taps, limit=BUILTIN_DEPTHWISE_MAX_DEPTH):
         m = cap // g * g
         return [(c0, min(c0 + m, c)) for c0 in range(0, c, m)]
     return [(p + a, p + min(a + cap, g)) for p in range(0, c, g) for a in range(0, g, cap)]
+
+
+def concatenate_within_xnnpack(parts, axis):
+    """``parts`` joined along ``axis`` by CONCATENATION ops of at most ``XNNPACK_MAX_CONCAT`` inputs each (a tree)."""
+    while len(parts) > XNNPACK_MAX_CONCAT:
+        parts = [ops.concatenate(parts[i : i + XNNPACK_MAX_CONCAT], axis=axis) if len(parts) - i > 1 else parts[i]
+                 for i in range(0, len(parts), XNNPACK_MAX_CONCAT)]
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
 
 
 def sum_taps(terms, chain=None):
@@ -463,7 +475,7 @@ class Involution(keras.layers.Layer):
 
         outs = [sum_taps(term(i, j, r0, r1) for i in range(k) for j in range(k))
                 for r0, r1 in strip_bounds(ho, self._strips(ho, wo, c))]  # output rows r0 <= r < r1
-        out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
+        out = concatenate_within_xnnpack(outs, axis=2)
         return ops.transpose(ops.reshape(out, (1, c, ho, wo)), (0, 2, 3, 1))
 
     def _aggregate_group_minor(self, x, kernel, h, w, c, g):
@@ -484,7 +496,7 @@ class Involution(keras.layers.Layer):
 
         outs = [sum_taps(term(i, j, r0, r1) for i in range(k) for j in range(k))
                 for r0, r1 in strip_bounds(ho, self._strips(ho, wo, c))]  # output rows r0 <= r < r1
-        out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=1)
+        out = concatenate_within_xnnpack(outs, axis=1)
         # Back to channel g*T + t ([Ho, Wo, G, T]) or t*G + g ([Ho, Wo, T, G]).
         out = ops.transpose(out, (1, 2, 3, 0) if self.group_layout == "contiguous" else (1, 2, 0, 3))
         return ops.reshape(out, (1, ho, wo, c))
@@ -646,10 +658,7 @@ class Involution(keras.layers.Layer):
             else:  # part of one period (depthwise_chunks): the kernel's slice of those groups
                 prod = ops.reshape(patches, (-1, ho * wo, m, taps)) * kern[:, :, c0 % g : c0 % g + m, :]
             outs.append(ops.sum(prod, axis=3))  # [B, HoWo, m]
-        # XNNPACK takes a CONCATENATION of at most 4 inputs (measured: 5 leave it to the builtin kernels).
-        while len(outs) > 4:
-            outs = [ops.concatenate(outs[:4], axis=2)] + outs[4:]
-        out = outs[0] if len(outs) == 1 else ops.concatenate(outs, axis=2)
+        out = concatenate_within_xnnpack(outs, axis=2)
         return ops.reshape(out, (-1, ho, wo, c))
 
     def compute_output_shape(self, input_shape):

@@ -17,10 +17,10 @@ from involution import Involution
 from involution.models import official_involution
 
 # (input size, channels, K, stride) of every involution in RedNet-26..152 at 224x224 (the stem; stage 1; each
-# stage's first, strided, layer; the rest of stages 2-4), stage 3's first at 300x300 (an odd size at stride 2),
-# then an interleaved-group stride-2 layer and the seed model's 32x32x3, K3, one group.
+# stage's first, strided, layer; the rest of stages 2-4), the stem and stage 3's first at 300x300 (8 row strips;
+# an odd size at stride 2), then an interleaved-group stride-2 layer and the seed model's 32x32x3, K3, one group.
 REDNET_CONFIGS = [(112, 32, 3, 1), (56, 64, 7, 1), (56, 128, 7, 2), (28, 128, 7, 1), (28, 256, 7, 2),
-                  (14, 256, 7, 1), (14, 512, 7, 2), (7, 512, 7, 1), (19, 256, 7, 2)]
+                  (14, 256, 7, 1), (14, 512, 7, 2), (7, 512, 7, 1), (150, 32, 3, 1), (19, 256, 7, 2)]
 
 
 def all_configs_model(batch_size):
