@@ -11,6 +11,12 @@ through Vulkan): its outputs then differ from the CPU's by FP16's rounding.  Suc
 a run is held to FP16's bound only once the same GPU, told to compute in float32,
 agrees with the CPU to float32's: a difference the float32 run shares is wrong.
 
+A quantized model's outputs are held to int8's drift, which can hide one op the GPU
+computes wrongly (ai-edge-litert 2.3's GPU accelerator returns garbage for an int8
+or dynamic-range 1x1 CONV_2D of stride 2, a ResNet's downsampling: RedNet-26's int8
+logits came out 10% off, within that drift).  So each distinct op with int8 weights
+is also cut out and checked alone (``wrong_ops_on_gpu``).
+
     python -m benchmarks.gpu_check MODEL.tflite [--inputs X.npz] [--tolerance 1e-3] [--int-steps N] [--fp32]
 """
 
@@ -26,6 +32,10 @@ from benchmarks.runtime import FP16_ALLOWED, FP32_AGREEMENT, SWIFTSHADER_ICD
 from invo_base.plumbing import one_line
 
 INT_TOLERANCE = 0.03  # of the output range, for integer (quantized) outputs
+# One op with int8 weights alone, GPU (told to compute in float32) against CPU on random inputs: the largest
+# difference allowed, of an int8 output's range or of a float output's largest value.  Measured on RedNet-26's
+# int8 and dynamic-range files: right ops differ by at most 0.016 and 0.003, the wrong ones by 0.71-1.0.
+SINGLE_OP_ALLOWED = 0.05
 
 
 def _has_int8_weights(model):
@@ -76,9 +86,54 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0, fp16_allowe
             judged = judge_gpu(ref, out, cpu.model, tolerance, int_steps, rerun)
             within = judged.pop("within")
             result.update(judged, ok=bool(within and result["fully_delegated"]))
+            if result["fully_delegated"] and _has_int8_weights(cpu.model):
+                checked, wrong = wrong_ops_on_gpu(path)
+                result.update(single_ops_checked=checked, wrong_ops=wrong, ok=result["ok"] and not wrong)
     except Exception as exc:  # noqa: BLE001 - reported, never raised, by design
         result["error"] = one_line(exc, 300)
     return result
+
+
+def wrong_ops_on_gpu(path, allowed=SINGLE_OP_ALLOWED):
+    """(signatures checked, [{op, name, input, output, error}]): each distinct op with int8 constant weights
+    (type, input and output shapes and types) cut out alone, run on the CPU and on the GPU told to compute in
+    float32 on random inputs, and those whose difference exceeds ``allowed`` (``SINGLE_OP_ALLOWED``) of the
+    output's range (integer outputs) or largest value (float outputs)."""
+    import tempfile
+
+    from benchmarks.runtime import CompiledRunner, random_inputs
+    from invo_base import tflite_edit
+    from invo_base.tflite_model import TFLiteModel
+
+    with open(path, "rb") as f:
+        data = f.read()
+    sg = TFLiteModel(data, path).main
+    tensors = sg["tensors"]
+    first = {}
+    for k, (name, (ins, outs)) in enumerate(zip(sg["ops"], sg["op_io"])):
+        if any(i >= 0 and tensors[i].constant_size and tensors[i].dtype in ("INT8", "UINT8") for i in ins):
+            key = (name, tuple((tensors[i].shape, tensors[i].dtype) for i in ins if i >= 0),
+                   tuple((tensors[o].shape, tensors[o].dtype) for o in outs))
+            first.setdefault(key, k)
+    model, wrong = tflite_edit.unpack(data), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for (name, ins, outs), k in first.items():
+            single = os.path.join(tmp, f"op{k}.tflite")
+            with open(single, "wb") as f:
+                f.write(tflite_edit.single_op_model(model, k))
+            cpu = CompiledRunner(single, "cpu")
+            arrays = random_inputs(cpu.inputs)
+            ref = run_once(cpu, arrays)[0].astype(np.float64)
+            out = run_once(CompiledRunner(single, "gpu", gpu_fp32=True), arrays)[0].astype(np.float64)
+            diff = np.abs(out - ref)
+            diff[~np.isfinite(diff)] = np.inf
+            size = float(ref.max() - ref.min()) if sg["tensors"][sg["op_io"][k][1][0]].dtype in ("INT8", "UINT8") \
+                else float(np.abs(ref).max())
+            error = float(diff.max()) / (size or 1.0)
+            if not error <= allowed:
+                wrong.append({"op": k, "name": name, "input": list(ins[0][0]), "output": list(outs[0][0]),
+                              "error": error})
+    return len(first), wrong
 
 
 def run_once(runner, arrays):
@@ -195,6 +250,13 @@ def describe_failure(path, result):
         return (f"{path}: the GPU accelerator does not take the whole model"
                 + (f" (ops it refuses, each compiled alone: {', '.join(off)})" if off else ""))
     w = result.get("worst") or {}
+    if result.get("wrong_ops"):
+        ops = "; ".join(f"op {o['op']} {o['name']} {tuple(o['input'])} -> {tuple(o['output'])}, off by "
+                        f"{o['error']:.0%}" for o in result["wrong_ops"][:3])
+        more = f" and {len(result['wrong_ops']) - 3} more" if len(result["wrong_ops"]) > 3 else ""
+        return (f"{path}: the GPU computes {len(result['wrong_ops'])} op(s) wrongly, each checked alone against the "
+                f"CPU (allowed {SINGLE_OP_ALLOWED:.0%}): {ops}{more}; the whole model's largest difference was "
+                f"{w.get('abs_error', float('nan')):.4g}{unit_suffix(result)}")
     if result.get("max_abs_error") is None:
         return f"{path}: the GPU check failed: {result.get('error', 'unknown error')}"
     unit = unit_suffix(result)

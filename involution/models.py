@@ -7,6 +7,7 @@ from keras import layers
 
 from involution.catalog import DEFAULT_GROUP_CHANNELS, MODEL_NAMES, REDNET_DEPTHS  # noqa: F401 - MODEL_NAMES re-exported
 from involution.layer import Involution
+from involution.subsample import Subsample2D
 
 _DEFAULT_INPUT = {name: (224, 224, 3) for name in REDNET_DEPTHS}
 
@@ -57,7 +58,11 @@ def _bottleneck(x, mid, stride, name, strategy, involution=official_involution):
     out_ch = mid * 4
     shortcut = x
     if stride != 1 or x.shape[-1] != out_ch:
-        shortcut = layers.Conv2D(out_ch, 1, strides=stride, use_bias=False, name=f"{name}_down_conv")(x)
+        # The stride as its own subsampling, then a stride-1 1x1 conv: the same values, which the LiteRT GPU
+        # accelerator computes right in int8 (see involution.subsample).
+        if stride != 1:
+            shortcut = Subsample2D(stride, name=f"{name}_down_subsample")(shortcut)
+        shortcut = layers.Conv2D(out_ch, 1, use_bias=False, name=f"{name}_down_conv")(shortcut)
         shortcut = _bn(f"{name}_down_bn")(shortcut)
     y = layers.Conv2D(mid, 1, use_bias=False, name=f"{name}_conv1")(x)
     y = layers.ReLU()(_bn(f"{name}_bn1")(y))
