@@ -43,9 +43,9 @@ def version_tuple(text):
     return tuple(out)
 
 
-def needs_newer_runtime(model, version=TFLITE_RUNTIME_LAST):
-    """The file's min_runtime_version where it is newer than TFLite ``version``, else None."""
-    need = model.min_runtime_version
+def needs_newer_runtime(need, version=TFLITE_RUNTIME_LAST):
+    """``need`` (a file's min_runtime_version, "2.17.0", or None) where it is newer than TFLite ``version``,
+    else None."""
     return need if need and version_tuple(need) > version_tuple(version) else None
 
 
@@ -276,7 +276,7 @@ class InterpreterRunner(Runner):
                 self.interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             version = _tflite_runtime_version(mod) if runtime == "tflite-runtime" else None
-            need = needs_newer_runtime(self.model, version) if version else None
+            need = needs_newer_runtime(self.model.min_runtime_version, version) if version else None
             if need:  # the usual cause: say what loads it
                 raise RuntimeUnavailable(
                     f"{path}: tflite-runtime {version} cannot load the model, which needs TFLite {need} or newer "

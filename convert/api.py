@@ -67,7 +67,7 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
     flat = _convert(keras_model, o, cal_x, progress is not None, result.setdefault("notes", []))
     info = audit(flat, output, o.allow_flex)
     result["audit"] = info.summary()
-    need = needs_newer_runtime(info)
+    need = needs_newer_runtime(info.min_runtime_version)
     if o.legacy_runtime and need:
         raise ConversionError(f"--legacy-runtime: the {o.quantize if o.quantize != 'none' else 'float32'} model "
                               f"needs TFLite {need} or newer (its min_runtime_version), which tflite-runtime "

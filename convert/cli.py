@@ -3,7 +3,7 @@
 import click
 
 from benchmarks.gpu_check import gpu_precision_note, unit_suffix
-from benchmarks.runtime import FP16_ALLOWED, TFLITE_RUNTIME_LAST, version_tuple
+from benchmarks.runtime import FP16_ALLOWED, TFLITE_RUNTIME_LAST, needs_newer_runtime
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
 from invo_base.plumbing import cli_errors
@@ -53,8 +53,8 @@ def format_audit(result):
                      "returns: the model runs only with XNNPACK or on a GPU")
     if a.get("metadata"):
         lines.append("  metadata: " + ", ".join(f"{k} ({v})" for k, v in a["metadata"].items()))
-    need = a.get("metadata", {}).get("min_runtime_version")
-    if need and version_tuple(need) > version_tuple(TFLITE_RUNTIME_LAST):
+    need = needs_newer_runtime(a.get("metadata", {}).get("min_runtime_version"))
+    if need:
         lines.append(f"  runtime: needs TFLite {need} or newer; tflite-runtime {TFLITE_RUNTIME_LAST} (its last release) "
                      "cannot load it, ai-edge-litert can" + (" (--legacy-runtime: Dense layers per tensor)"
                                                              if result.get("quantize") == "dynamic" else ""))

@@ -347,8 +347,7 @@ class Involution(keras.layers.Layer):
         """The stride x stride average pool (SAME: ceil(H/s) x ceil(W/s), each window averaged over the pixels
         it covers) as DEPTHWISE_CONV_2D ops, every weight float under dynamic range.
 
-        XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's reference kernels
-        (whose int8 result the GPU path did not reproduce either: relative error 0.10-0.14 at 19x19 and 75x75);
+        XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's reference kernels;
         a depthwise conv of weight 1/s^2 computes the same average and stays inside.  Where its weights would
         be dynamic-range quantized (``DYNAMIC_RANGE_MIN_WEIGHTS``) it is two depthwise convs of fewer weights.
         At stride 2 an odd size is padded with one zero row or column after (where SAME pads), and the last

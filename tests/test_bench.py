@@ -99,10 +99,11 @@ def test_dynamic_range_on_the_legacy_board(trained_seed, tmp_path):
     keras_path = str(trained_seed[0] / "seed-involution" / "model.keras")
     new, old = str(tmp_path / "dyn.tflite"), str(tmp_path / "dyn_legacy.tflite")
     result = convert_model(keras_path, new, quantize="dynamic", gpu=False)
-    assert needs_newer_runtime(TFLiteModel.from_file(new)) == "2.17.0"
+    assert needs_newer_runtime(TFLiteModel.from_file(new).min_runtime_version) == "2.17.0"
     assert "runtime: needs TFLite 2.17.0 or newer; tflite-runtime 2.14.0" in format_audit(result)
     result = convert_model(keras_path, old, quantize="dynamic", gpu=False, legacy_runtime=True)
-    assert needs_newer_runtime(TFLiteModel.from_file(old)) is None and "runtime:" not in format_audit(result)
+    assert needs_newer_runtime(TFLiteModel.from_file(old).min_runtime_version) is None \
+        and "runtime:" not in format_audit(result)
     assert result["quality_gate"]["passed"] and set(TFLiteModel.from_file(old).op_output_types("FULLY_CONNECTED")) \
         == {"FLOAT32"}  # still dynamic range: int8 weights, float outputs
     python = legacy_python()
