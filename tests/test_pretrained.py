@@ -215,15 +215,15 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     out = tmp_path / "nb"
     proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
                    f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
-                   "--dtypes", "float32,dynamic,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
+                   "--dtypes", "float32,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
                    "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
-    # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py).
-    # Dynamic range too runs in one XNNPACK partition (the stride-2 layers' pool keeps its weights float).
+    # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py;
+    # dynamic range: tests/test_int8_trust.py).
     assert [(r["network"], r["dtype"]) for r in rows] == [
-        ("rednet26", "float32"), ("rednet26", "dynamic"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
-        ("rednet26-without-involution", "float32"), ("rednet26-without-involution", "dynamic")]
+        ("rednet26", "float32"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
+        ("rednet26-without-involution", "float32")]
     assert rows[0]["weights"] == str(ck["rednet26"][1]) and all(r["xnnpack"]["fully_delegated"] for r in rows)
     by = {r["dtype"]: r for r in rows if r["network"] == "rednet26"}
     assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and by["stock-float32"]["ops"] == by["float32"]["ops"]
@@ -237,7 +237,7 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     ms = rows[0]["ms_1t"]
     assert f"| rednet26 | float32 | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) |" in md
     assert f"| {rows[0]['ops']} | {rows[0]['peak_activation_bytes'] / 2**20:.1f} | all ops |" in md
-    for line in ("  - rednet26 int8-float-agg speed-up over float32: ", "  - rednet26 dynamic speed-up over float32: ",
+    for line in ("  - rednet26 int8-float-agg speed-up over float32: ",
                  "  - rednet26 stock converter's file / invo-convert's, float32: "):
         assert md.count(line) == 2, line  # once per cache regime, each with its figure
         assert all(0.1 < float(v) < 10 for v in re.findall(re.escape(line) + r"([0-9.]+)x", md)), md
