@@ -219,8 +219,8 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
                    "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
-    # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py;
-    # dynamic range: tests/test_int8_trust.py).
+    # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py; dynamic
+    # range: every involution configuration in tests/test_stock_converter.py).
     assert [(r["network"], r["dtype"]) for r in rows] == [
         ("rednet26", "float32"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
         ("rednet26-without-involution", "float32")]
