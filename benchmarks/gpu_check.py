@@ -87,7 +87,7 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0, fp16_allowe
             within = judged.pop("within")
             ok = bool(within and result["fully_delegated"])
             if result["fully_delegated"] and _has_int8_weights(cpu.model):
-                checked, wrong = wrong_ops_on_gpu(path)
+                checked, wrong = wrong_ops_on_gpu(path, cpu.model)
                 result.update(single_ops_checked=checked, wrong_ops=wrong)
                 ok = ok and not wrong
             result.update(judged, ok=ok)
@@ -96,11 +96,12 @@ def compare_on_gpu(path, inputs=None, tolerance=1e-3, int_steps=0.0, fp16_allowe
     return result
 
 
-def wrong_ops_on_gpu(path, allowed=SINGLE_OP_ALLOWED):
+def wrong_ops_on_gpu(path, model=None, allowed=SINGLE_OP_ALLOWED):
     """(signatures checked, [{op, name, input, output, error}]): each distinct op with int8 constant weights
     (type, input and output shapes and types) cut out alone, run on the CPU and on the GPU told to compute in
     float32 on random inputs, and those whose difference exceeds ``allowed`` (``SINGLE_OP_ALLOWED``) of the
-    output's range (integer outputs) or largest value (float outputs)."""
+    output's range (integer outputs) or largest value (float outputs).  ``model``: the file's ``TFLiteModel``,
+    where the caller has parsed it already."""
     import tempfile
 
     from benchmarks.runtime import CompiledRunner, random_inputs
@@ -109,7 +110,7 @@ def wrong_ops_on_gpu(path, allowed=SINGLE_OP_ALLOWED):
 
     with open(path, "rb") as f:
         data = f.read()
-    sg = TFLiteModel(data, path).main
+    sg = (model or TFLiteModel(data, path)).main
     tensors = sg["tensors"]
     first = {}
     for k, (name, (ins, outs)) in enumerate(zip(sg["ops"], sg["op_io"])):
@@ -117,12 +118,12 @@ def wrong_ops_on_gpu(path, allowed=SINGLE_OP_ALLOWED):
             key = (name, tuple((tensors[i].shape, tensors[i].dtype) for i in ins if i >= 0),
                    tuple((tensors[o].shape, tensors[o].dtype) for o in outs))
             first.setdefault(key, k)
-    model, wrong = tflite_edit.unpack(data), []
+    tree, wrong = tflite_edit.unpack(data), []
     with tempfile.TemporaryDirectory() as tmp:
         for (name, ins, outs), k in first.items():
             single = os.path.join(tmp, f"op{k}.tflite")
             with open(single, "wb") as f:
-                f.write(tflite_edit.single_op_model(model, k))
+                f.write(tflite_edit.single_op_model(tree, k))
             entry = {"op": k, "name": name, "input": list(ins[0][0]), "output": list(outs[0][0])}
             try:
                 cpu = CompiledRunner(single, "cpu")
