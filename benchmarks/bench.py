@@ -262,8 +262,9 @@ def benchmark(path, options=None, *, progress=True, **fields):
         fp16, fp16_diff = float16_measured(path, runner, arrays, first_outputs)
         if o.precision == "fp16" and fp16 is False:
             raise rt.RuntimeUnavailable(
-                f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): this CPU has no "
-                "FP16 arithmetic XNNPACK uses (ARMv8.2+ or AVX512-FP16), so it computed in float32")
+                f"{path}: FP16 inference did not run (outputs equal float32's to {fp16_diff:.1g}): XNNPACK runs FP16 "
+                "on CPUs with FP16 arithmetic (ARMv8.2+, AVX512-FP16) and emulates it on x86 with AVX2; this CPU "
+                "has neither, so it computed in float32")
     # A GPU or delegate run's outputs are compared with the CPU's once the timing is done (None: a CPU run).
     accelerated = (o.use_gpu or o.delegate) and not (runner.accelerator or "").startswith("CPU")
     warm = []
@@ -324,6 +325,8 @@ def benchmark(path, options=None, *, progress=True, **fields):
         "swiftshader_fallback": bool(swiftshader),
         "precision": o.precision,
         "fp16_ran": fp16,
+        # How the CPU ran FP16 (rt.FP16_ARITHMETIC): "emulated" is FP16's numbers at worse than float32's speed.
+        "fp16_arithmetic": rt.how_fp16_ran() if fp16 and not accelerated else None,
         "diff_vs_fp32_reference": fp16_diff,
         "cache": f"evicted ({o.evict_cache_mb} MB written before each run)" if o.evict_cache_mb else "warm (back to back)",
         "accelerator_check": check,

@@ -44,6 +44,12 @@ def accelerator_ok(r):
     return "ok" if r.get("accelerator_check") or r.get("fp16_ran") else "-"
 
 
+def _precision_cell(r):
+    """The table's prec cell: FP16 that this CPU emulates is marked (footnote), as an emulated GPU is."""
+    ran = precision_ran(r)
+    return ran + "*" if ran == "fp16" and r.get("fp16_arithmetic") == "emulated" else ran
+
+
 def format_table(results):
     """Several models side by side, one row each, in about 100 columns (every figure: --json / --csv)."""
     by_key = {c[0]: c for c in COLUMNS}
@@ -51,7 +57,7 @@ def format_table(results):
     rows = [[h for _, h, _ in cols]]
     for r in results:
         accelerator = r.get("accelerator") or "-"
-        r = dict(r, precision_ran=precision_ran(r), accelerator_ok=accelerator_ok(r),
+        r = dict(r, precision_ran=_precision_cell(r), accelerator_ok=accelerator_ok(r),
                  accelerator=SHORT_ACCELERATOR.get(accelerator, accelerator))
         name = os.path.basename(r["model"])
         r["model"] = name if len(name) <= MODEL_WIDTH else name[: MODEL_WIDTH - 3] + "..."
@@ -62,6 +68,9 @@ def format_table(results):
     lines.insert(1, "-" * len(lines[0]))
     if any("*" in row[1] for row in rows[1:]):
         lines.append("* emulated GPU (SwiftShader): outputs are real GPU-path results, timings are not GPU speed")
+    if any(row[TABLE_COLUMNS.index("precision_ran")] == "fp16*" for row in rows[1:]):
+        lines.append("fp16* emulated FP16: this CPU has no FP16 arithmetic (x86 without AVX512-FP16), so XNNPACK "
+                     "converts around every op: FP16's outputs, timings slower than float32's and not FP16 speed")
     return "\n".join(lines)
 
 
@@ -69,7 +78,8 @@ def write_csv(results, path):
     import io
 
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[k for k, _, _ in COLUMNS] + ["warmup_avg_ms", "input_dtype", "cache"])
+    w = csv.DictWriter(buf, fieldnames=[k for k, _, _ in COLUMNS] + ["warmup_avg_ms", "input_dtype", "cache",
+                                                                  "fp16_arithmetic"])
     w.writeheader()
     for r in results:
         derived = {"precision_ran": precision_ran(r), "accelerator_ok": accelerator_ok(r)}

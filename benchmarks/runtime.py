@@ -60,6 +60,13 @@ PRECISIONS = ("default", "fp16")
 # XNNPACK delegate flags for forced FP16: TFLITE_XNNPACK_DELEGATE_FLAG_FORCE_FP16 (0x4), with QS8 (0x1) and
 # QU8 (0x2) kept on, as in the delegate's defaults, so that int8 ops stay delegated.
 XNNPACK_FORCE_FP16_FLAGS = 0x1 | 0x2 | 0x4
+# How XNNPACK computes a forced FP16 run on a CPU (``cpu_fp16_arithmetic``): "native" where the CPU has FP16
+# arithmetic (ARMv8.2+ phones: asimdhp; x86: AVX512-FP16); "emulated" on other x86 CPUs with AVX2 (desktop and server
+# x86, AMD Zen 4 included): FP16 values, float32 arithmetic, converted around every op, slower than float32 (XNNPACK's
+# xnn_is_f16_compatible_config; measured on an AMD EPYC, 1 thread: RedNet-26 1.12-1.47x and ResNet-50 1.12-1.57x
+# float32's time); "none" (ARMv8.0, x86 without AVX2, Android on x86): XNNPACK refuses, and the run computes in
+# float32.
+FP16_ARITHMETIC = ("native", "emulated", "none", "unknown")
 # Largest output difference, relative to the output's magnitude, that float32 kernels show against each other
 # (summation order: XNNPACK, TFLite's reference kernels, a GPU told to compute in float32); FP16 arithmetic
 # (11-bit significand) differs by far more.
@@ -70,6 +77,55 @@ FP32_AGREEMENT = 1e-4
 # through XNNPACK FP16 (0.0202 vs Keras), RedNet-50 on an H200's GPU (0.0204 vs XNNPACK float32).  The float16
 # quality gate's bound (``convert.verification.MAX_REL_ERROR``) too.
 FP16_ALLOWED = 0.05
+
+
+def cpu_fp16_arithmetic(cpuinfo=None, machine=None):
+    """How XNNPACK runs FP16 on this CPU: "native", "emulated", "none" or "unknown" (see ``FP16_ARITHMETIC``).
+
+    Read from the CPU's feature flags (``cpuinfo``: the text of /proc/cpuinfo; macOS: sysctl), not measured:
+    whether an FP16 run happened is measured from its outputs (``benchmarks.bench.float16_measured``).
+    """
+    import platform
+
+    machine = (machine or platform.machine()).lower()
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return _sysctl_fp16()
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    if not flags:
+        return "unknown"
+    if machine in ("x86_64", "amd64", "i386", "i686", "x86"):
+        if "avx512_fp16" in flags:
+            return "native"
+        android = "ANDROID_ROOT" in os.environ  # XNNPACK keeps FP16 off on mobile x86
+        return "emulated" if "avx2" in flags and not android else "none"
+    return "native" if "asimdhp" in flags else "none"  # ARM: FP16 vector arithmetic (ARMv8.2-A FP16)
+
+
+def how_fp16_ran():
+    """How this CPU computed an FP16 run that did happen: "native", "emulated" or "unknown" (flags that say it
+    cannot: unknown)."""
+    how = cpu_fp16_arithmetic()
+    return "unknown" if how == "none" else how
+
+
+def _sysctl_fp16():
+    """macOS on Apple silicon (no /proc/cpuinfo): hw.optional.arm.FEAT_FP16; elsewhere "unknown"."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_FP16"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return {"1": "native", "0": "none"}.get(out, "unknown")
 
 
 def check_precision(precision, runtime):

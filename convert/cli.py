@@ -64,6 +64,9 @@ def format_audit(result):
     v = result.get("verify")
     if v:
         arithmetic = f" in {v['arithmetic'].upper()} arithmetic" if v.get("arithmetic") else ""
+        if v.get("fp16_arithmetic") == "emulated":  # what the gate's bound means on a phone's FP16
+            arithmetic = (" in FP16 emulated by XNNPACK (this CPU has no FP16 arithmetic: FP16 values, float32 "
+                          "sums; a phone's FP16 arithmetic rounds more)")
         lines.append(f"  vs Keras on {v['samples']} samples{arithmetic}: max abs err {v['max_abs_error']:.3g}, "
                      f"rel {v['max_rel_error']:.3g}")
         if "top1_keras" in v:

@@ -128,6 +128,12 @@ def verify(keras_model, path, x, y=None, precision="default"):
               "mean_rel_error": float(np.mean(np.abs(got - ref))) / scale, "output_scale": scale, "warnings": warnings}
     if precision == "fp16":
         result["arithmetic"] = "float32" if any(w.startswith("FP16 inference ") for w in warnings) else "fp16"
+        if result["arithmetic"] == "fp16":
+            from benchmarks.runtime import how_fp16_ran
+
+            # Emulated FP16 rounds every tensor to FP16 but accumulates in float32; FP16 arithmetic (a phone's)
+            # accumulates in FP16 and rounds more.
+            result["fp16_arithmetic"] = how_fp16_ran()
     if ref.ndim == 2 and ref.shape[1] > 1:
         top_f, top_q = ref.argmax(1), got.argmax(1)
         result["top1_agreement"] = float(np.mean(top_f == top_q))

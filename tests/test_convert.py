@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT, assert_gpu_ok, assert_one_line_error, randomize, require_gpu, run_cli
 
-from benchmarks.runtime import InterpreterRunner
+from benchmarks.runtime import InterpreterRunner, cpu_fp16_arithmetic
 from convert.api import convert_model
 from convert.cli import main as convert_cli
 from involution.reference import InvolutionReference
@@ -76,15 +76,11 @@ def test_seed_conv_float_modes(trained_seed, tmp_path, quantize, capfd):
     if quantize == "float16":
         # Phones run the file in FP16 (XNNPACK reads this entry), and the gate checked FP16 arithmetic's outputs.
         assert meta["reduced_precision_support"] == "fp16accfp16"
-        assert r["verify"]["arithmetic"] == ("fp16" if _cpu_has_fp16() else "float32"), r["verify"]
+        how = cpu_fp16_arithmetic()  # XNNPACK computes FP16 natively, emulates it (x86 with AVX2) or cannot
+        assert r["verify"]["arithmetic"] == ("float32" if how == "none" else "fp16"), r["verify"]
+        assert r["verify"].get("fp16_arithmetic") == (None if how == "none" else how), r["verify"]
     else:
         assert "reduced_precision_support" not in meta and "arithmetic" not in r["verify"]
-
-
-def _cpu_has_fp16():
-    with open("/proc/cpuinfo") as f:
-        flags = f.read().split()
-    return any(flag in flags for flag in ("avx512_fp16", "fphp", "asimdhp"))
 
 
 @pytest.mark.parametrize("fmt", ["keras", "h5"])

@@ -4,8 +4,10 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 from benchmarks.host import layer_bench
+from benchmarks.runtime import RuntimeUnavailable, cpu_fp16_arithmetic
 from invo_base.tflite_model import TFLiteModel
 
 
@@ -112,9 +114,13 @@ def test_fp16_layer_files_carry_the_metadata_and_run_in_fp16(tmp_path):
     path = str(tmp_path / "agg_fp16.tflite")
     layer_bench.export_for_timing(nb._layer_model(14, 32, 3, 1, "aggregation"), path, "fp16")
     assert TFLiteModel.from_file(path).metadata["reduced_precision_support"] == b"fp16accfp16"
-    r = benchmark(path, runtime="litert-compiled", precision="fp16", num_runs=2, warmup_runs=1, min_secs=0,
-                  progress=False)
-    assert r["fp16_ran"] is True, r
+    forced = dict(runtime="litert-compiled", precision="fp16", num_runs=2, warmup_runs=1, min_secs=0, progress=False)
+    if cpu_fp16_arithmetic() == "none":  # XNNPACK cannot: refused, not timed as float32
+        with pytest.raises(RuntimeUnavailable, match="FP16 inference did not run"):
+            benchmark(path, **forced)
+        return
+    r = benchmark(path, **forced)
+    assert r["fp16_ran"] is True and r["fp16_arithmetic"] == cpu_fp16_arithmetic(), r
 
 
 def test_layer_counts_match_the_involution_layers_of_each_rednet():

@@ -13,6 +13,7 @@ from conftest import assert_one_line_error, invoke_cli, require_gpu, run_cli
 from numpy_rednet import DEPTHS, forward, official_state
 from PIL import Image
 
+from benchmarks.runtime import cpu_fp16_arithmetic
 from convert.cli import main as convert_cli
 from invo_base.tflite_model import TFLiteModel
 from involution.checkpoint import CheckpointError, load_state_dict
@@ -215,15 +216,15 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     out = tmp_path / "nb"
     proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
                    f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
-                   "--dtypes", "float32,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
+                   "--dtypes", "float32,fp16,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
                    "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
     # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py; dynamic
     # range: every involution configuration in tests/test_stock_converter.py).
     assert [(r["network"], r["dtype"]) for r in rows] == [
-        ("rednet26", "float32"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
-        ("rednet26-without-involution", "float32")]
+        ("rednet26", "float32"), ("rednet26", "fp16"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
+        ("rednet26-without-involution", "float32"), ("rednet26-without-involution", "fp16")]
     assert rows[0]["weights"] == str(ck["rednet26"][1]) and all(r["xnnpack"]["fully_delegated"] for r in rows)
     by = {r["dtype"]: r for r in rows if r["network"] == "rednet26"}
     assert rows[0]["max_rel_error_vs_keras"] < 1e-4 and by["stock-float32"]["ops"] == by["float32"]["ops"]
@@ -242,6 +243,13 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
         assert md.count(line) == 2, line  # once per cache regime, each with its figure
         assert all(0.1 < float(v) < 10 for v in re.findall(re.escape(line) + r"([0-9.]+)x", md)), md
     assert "- 1 thread, caches evicted:" in md and "Operators per exported K=7 involution layer: stage 1" in md
+    # Where this CPU only emulates FP16 (x86 without AVX512-FP16), the heading and every FP16 ratio say that its
+    # figures are not FP16 speed.
+    emulated = cpu_fp16_arithmetic() == "emulated"
+    assert ("FP16 is emulated on this CPU" in md) is emulated, md[:600]
+    fp16_lines = [line for line in md.splitlines() if "fp16 speed-up over float32" in line]
+    assert len(fp16_lines) == 2 and all(line.endswith("(emulated FP16: not FP16 speed)") is emulated
+                                        for line in fp16_lines), fp16_lines
     info = TFLiteModel.from_file(str(out / "rednet26_int8-float-agg.tflite"))
     assert set(info.op_output_types("CONV_2D")) == {"INT8"} and "FLOAT32" in info.op_output_types("MUL")
     with Image.open(out / "latency_vs_top1.png") as img:

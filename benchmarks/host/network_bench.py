@@ -23,11 +23,16 @@ import numpy as np
 from benchmarks.bench import machine_description, spread
 from benchmarks.host.layer_bench import export_for_timing, floor_model, random_weights, slice_floor_model
 from benchmarks.host.timing import EVICT_MB, Schedule, fmt_spread, interleaved
+from benchmarks.runtime import cpu_fp16_arithmetic
 from invo_base.plumbing import json_text, write_atomic
 
 NETWORKS = ("rednet26", "rednet38", "rednet50", "resnet50", "mobilenetv2", "rednet26-without-involution",
             "rednet50-without-involution")
 SKELETON = "-without-involution"
+# The heading's note where this CPU emulates FP16 (``benchmarks.runtime.FP16_ARITHMETIC``).
+EMULATED_FP16_NOTE = (" FP16 is emulated on this CPU (no FP16 arithmetic: x86 without AVX512-FP16): XNNPACK converts "
+                      "to float32 around every op, so the fp16 figures are FP16's outputs at worse than float32's "
+                      "speed, not the FP16 speed of a phone with FP16 arithmetic (ARMv8.2+).")
 # float32; fp16: the float16 file (invo-convert --quantize float16) run with XNNPACK forced to FP16 arithmetic
 # (invo-bench --precision fp16, CompiledModel); dynamic: int8 weights, float activations (invo-convert --quantize
 # dynamic, the converter's Optimize.DEFAULT alone); full int8; and int8 with each involution's aggregation in
@@ -227,6 +232,8 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
     info = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d"),
             "runtime": "ai-edge-litert 2.3, XNNPACK (fp16: CompiledModel, FP16 forced)", "rounds": rounds,
             "num_runs": num_runs, "input_size": input_size, "caches": list(caches), "evict_mb": EVICT_MB}
+    if "fp16" in dtypes:
+        info["fp16_arithmetic"] = cpu_fp16_arithmetic()  # "emulated": the fp16 figures are not FP16 speed
     rows, jobs = [], []
     for name in networks:
         model = build_network(name, input_size, weights.get(name))
@@ -328,7 +335,7 @@ def markdown(result):
              "(min-max over rounds) in ms; each thread count and cache regime timed in a phase of its own. "
              "Caches: 'warm' runs back to back (this server's large L3 keeps a model between runs); 'evicted' "
              f"writes {info.get('evict_mb', EVICT_MB)} MB before every run, as on a phone whose few MB of cache "
-             "keep no model between runs.", "",
+             "keep no model between runs." + EMULATED_FP16_NOTE * (info.get("fp16_arithmetic") == "emulated"), "",
              f"| network | dtype | {head} | file bytes | ops | peak activations MiB | XNNPACK | GPU path | published top-1 |",
              "|---|---|" + "---|" * (len(timings) + 6)]
     for r in rows:
@@ -382,6 +389,12 @@ def _ratio(result, a, b, key):
     return f"{ratio:.2f}x" + (f" ({min(per_round):.2f}-{max(per_round):.2f})" if per_round else "")
 
 
+def _emulated(result, dtype):
+    """A ratio's mark where its FP16 figures are emulated FP16 (``EMULATED_FP16_NOTE``)."""
+    emulated = dtype == "fp16" and result["info"].get("fp16_arithmetic") == "emulated"
+    return " (emulated FP16: not FP16 speed)" if emulated else ""
+
+
 def ratio_lines(result):
     """The issues' network ratios, from this run: against ResNet-50, per precision, per thread count, per cache."""
     out = ["Ratios (medians of this run; in brackets the ratio within each round, min-max):"]
@@ -393,7 +406,7 @@ def ratio_lines(result):
                 r = _ratio(result, (name, dtype), ("resnet50", base_dtype), key)
                 if r:
                     vs = "" if base_dtype == dtype else f" (resnet50 {base_dtype})"
-                    out.append(f"  - {name} / resnet50, {dtype}{vs}: {r}")
+                    out.append(f"  - {name} / resnet50, {dtype}{vs}: {r}{_emulated(result, dtype)}")
         for name in ("rednet26", "rednet38", "rednet50"):
             r = _ratio(result, (name, "stock-float32"), (name, "float32"), key)
             if r:
@@ -402,7 +415,7 @@ def ratio_lines(result):
             for dtype in ("fp16", "dynamic", "int8", "int8-float-agg"):
                 r = _ratio(result, (name, "float32"), (name, dtype), key)
                 if r:
-                    out.append(f"  - {name} {dtype} speed-up over float32: {r}")
+                    out.append(f"  - {name} {dtype} speed-up over float32: {r}{_emulated(result, dtype)}")
     rows = {(x["network"], x["dtype"]): x for x in result["networks"]}
     t1 = result["threads"][0]
     for cache in result.get("caches", ["warm"]):
@@ -411,7 +424,7 @@ def ratio_lines(result):
                 if name in ("rednet26", "rednet50", "resnet50") and dtype in ("float32", "fp16", "int8"):
                     ratio, per = _ratio_of(row, _timing_label(t1, cache), row, _timing_label(t, cache))
                     out.append(f"- {name} {dtype}, caches {cache}: speed-up from {t1} to {t} threads "
-                               f"{ratio:.2f}x ({min(per):.2f}-{max(per):.2f} per round)")
+                               f"{ratio:.2f}x ({min(per):.2f}-{max(per):.2f} per round){_emulated(result, dtype)}")
     for dtype in ("float32", "fp16", "int8"):
         for name in ("rednet26", "rednet50"):
             r = _ratio(result, (name + SKELETON, dtype), ("resnet50", dtype), _timing_label(result["threads"][0], "warm"))
