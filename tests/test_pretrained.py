@@ -210,20 +210,21 @@ def test_deeper_rednets_have_the_papers_parameter_counts(name, paper):
 
 
 def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
-    """invo-report networks --weights rednet26=FILE builds the network from the checkpoint; its int8 with float
-    aggregation is timed beside its float32, and the skeleton, which has no involution, gets no such model."""
+    """invo-report networks --weights rednet26=FILE builds the network from the checkpoint; its FP16 and stock
+    converter's files are timed beside its float32, and the skeleton, which has no involution, gets no stock
+    file (int8 with float aggregation: tests/test_quantize.py)."""
     _, ck = checkpoints
     out = tmp_path / "nb"
     proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
                    f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
-                   "--dtypes", "float32,fp16,int8-float-agg,stock-float32", "--threads", "1", "--caches", "warm,evicted",
+                   "--dtypes", "float32,fp16,stock-float32", "--threads", "1", "--caches", "warm,evicted",
                    "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
-    # The skeleton has no involution: no int8-float-agg or stock-float32 model (fp16: tests/test_bench.py; dynamic
+    # The skeleton has no involution: no stock-float32 model, which measures the layer's name scopes (dynamic
     # range: every involution configuration in tests/test_stock_converter.py).
     assert [(r["network"], r["dtype"]) for r in rows] == [
-        ("rednet26", "float32"), ("rednet26", "fp16"), ("rednet26", "int8-float-agg"), ("rednet26", "stock-float32"),
+        ("rednet26", "float32"), ("rednet26", "fp16"), ("rednet26", "stock-float32"),
         ("rednet26-without-involution", "float32"), ("rednet26-without-involution", "fp16")]
     assert rows[0]["weights"] == str(ck["rednet26"][1]) and all(r["xnnpack"]["fully_delegated"] for r in rows)
     by = {r["dtype"]: r for r in rows if r["network"] == "rednet26"}
@@ -238,7 +239,7 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     ms = rows[0]["ms_1t"]
     assert f"| rednet26 | float32 | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) |" in md
     assert f"| {rows[0]['ops']} | {rows[0]['peak_activation_bytes'] / 2**20:.1f} | all ops |" in md
-    for line in ("  - rednet26 int8-float-agg speed-up over float32: ",
+    for line in ("  - rednet26 fp16 speed-up over float32: ",
                  "  - rednet26 stock converter's file / invo-convert's, float32: "):
         assert md.count(line) == 2, line  # once per cache regime, each with its figure
         assert all(0.1 < float(v) < 10 for v in re.findall(re.escape(line) + r"([0-9.]+)x", md)), md
@@ -250,7 +251,7 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     fp16_lines = [line for line in md.splitlines() if "fp16 speed-up over float32" in line]
     assert len(fp16_lines) == 2 and all(line.endswith("(emulated FP16: not FP16 speed)") is emulated
                                         for line in fp16_lines), fp16_lines
-    info = TFLiteModel.from_file(str(out / "rednet26_int8-float-agg.tflite"))
-    assert set(info.op_output_types("CONV_2D")) == {"INT8"} and "FLOAT32" in info.op_output_types("MUL")
+    meta = TFLiteModel.from_file(str(out / "rednet26_fp16.tflite")).metadata  # the float16 file phones run in FP16
+    assert meta["reduced_precision_support"].rstrip(b"\0") == b"fp16accfp16"
     with Image.open(out / "latency_vs_top1.png") as img:
         img.verify()
