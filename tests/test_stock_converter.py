@@ -2,7 +2,7 @@
 builtin ops only, at most 4-D, inside XNNPACK in one partition, no elementwise chain a GPU delegate could fuse
 past WebGPU's 16 textures, and correct on the LiteRT GPU accelerator, for every involution configuration of
 RedNet-26..152 and the seed model's, at batch 1 (float32, float16, dynamic-range and full int8) and with a dynamic
-batch."""
+batch, from the Keras model (``from_keras_model``) and from its SavedModel (``model.export``, ``from_saved_model``)."""
 
 import keras
 import numpy as np
@@ -41,8 +41,13 @@ def all_configs_model(batch_size):
     return randomize(keras.Model(inputs, outputs), seed=3)
 
 
-def stock_convert(model, precision):
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+def stock_convert(model, precision, saved_model=None):
+    """The stock converter's file: from the Keras model (``from_keras_model``), or from ``saved_model``, the same
+    model written by ``model.export`` (Keras 3's documented way to TFLite: then ``from_saved_model``)."""
+    if saved_model:
+        conv = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    else:
+        conv = tf.lite.TFLiteConverter.from_keras_model(model)
     if precision == "dynamic":  # Optimize.DEFAULT alone: int8 weights, float activations
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision == "float16":
@@ -64,12 +69,28 @@ def models():
     return {"batch 1": all_configs_model(1), "dynamic batch": all_configs_model(None)}
 
 
+@pytest.fixture(scope="module")
+def saved_models(models, tmp_path_factory):
+    """batch -> the model written once by ``model.export``: each quantized conversion starts from it, as a
+    pipeline that exports once and converts in several precisions does (from_keras_model writes the same
+    SavedModel, traced again, for every conversion)."""
+    out = {}
+
+    def get(batch):
+        if batch not in out:
+            out[batch] = str(tmp_path_factory.mktemp("saved") / batch.replace(" ", "_"))
+            models[batch].export(out[batch], verbose=False)
+        return out[batch]
+    return get
+
+
+# float32 from the Keras model, checked against it; the quantized files from its SavedModel (model.export).
 @pytest.mark.parametrize("batch,precision", [("batch 1", "float32"), ("batch 1", "float16"), ("batch 1", "dynamic"),
                                              ("batch 1", "int8"), ("dynamic batch", "float32")])
-def test_stock_converter_export_is_deployable(models, tmp_path, batch, precision):
+def test_stock_converter_export_is_deployable(models, saved_models, tmp_path, batch, precision):
     model = models[batch]
     path = tmp_path / f"stock_{precision}.tflite"
-    path.write_bytes(stock_convert(model, precision))
+    path.write_bytes(stock_convert(model, precision, saved_models(batch) if precision != "float32" else None))
     info = TFLiteModel.from_file(str(path))
     assert info.builtin_only and info.max_rank <= 4, info.op_histogram()
     chain = info.fusable_chain()
