@@ -335,7 +335,8 @@ def markdown(result):
              "(min-max over rounds) in ms; each thread count and cache regime timed in a phase of its own. "
              "Caches: 'warm' runs back to back (this server's large L3 keeps a model between runs); 'evicted' "
              f"writes {info.get('evict_mb', EVICT_MB)} MB before every run, as on a phone whose few MB of cache "
-             "keep no model between runs." + EMULATED_FP16_NOTE * (info.get("fp16_arithmetic") == "emulated"), "",
+             "keep no model between runs."
+             + EMULATED_FP16_NOTE * (info.get("fp16_arithmetic") == "emulated"), "",
              f"| network | dtype | {head} | file bytes | ops | peak activations MiB | XNNPACK | GPU path | published top-1 |",
              "|---|---|" + "---|" * (len(timings) + 6)]
     for r in rows:
@@ -429,7 +430,8 @@ def ratio_lines(result):
         for name in ("rednet26", "rednet50"):
             r = _ratio(result, (name + SKELETON, dtype), ("resnet50", dtype), _timing_label(result["threads"][0], "warm"))
             if r:
-                out.append(f"- floor: {name} without its involutions / resnet50, {dtype}: {r}")
+                out.append(f"- floor: {name} without its involutions / resnet50, {dtype}: {r}"
+                           + _emulated(result, dtype))
     return out
 
 
