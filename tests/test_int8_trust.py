@@ -6,11 +6,12 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, randomize, run_cli
+from conftest import ROOT, assert_one_line_error, invoke_cli, randomize
 
 from benchmarks.runtime import InterpreterRunner
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.api import convert_model
+from convert.cli import main as convert_cli
 from convert.export import to_tflite
 from convert.publish import failed_name
 from convert.verification import quality_gate, verify
@@ -104,13 +105,13 @@ def test_invo_convert_refuses_a_model_that_fails_the_gate(tmp_path):
     model.save(tmp_path / "m.keras")
     calib = _normal_npz(tmp_path / "n.npz", (12, 12, 32), n=20)
     target = tmp_path / "m_int8.tflite"
-    proc = run_cli("convert.cli", str(tmp_path / "m.keras"), "-o", str(target), "--quantize", "int8", "--calib", calib,
+    proc = invoke_cli(convert_cli, str(tmp_path / "m.keras"), "-o", str(target), "--quantize", "int8", "--calib", calib,
                    "--max-rel-error", "1e-6", "--no-gpu-check")
     line = assert_one_line_error(proc, "fails the check", "max error", "FAILED")
     assert not target.exists() and os.path.exists(failed_name(str(target))), line
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".invo-")]
     # The same conversion with the default bounds passes and writes the model.
-    proc = run_cli("convert.cli", str(tmp_path / "m.keras"), "-o", str(target), "--quantize", "int8", "--calib", calib,
+    proc = invoke_cli(convert_cli, str(tmp_path / "m.keras"), "-o", str(target), "--quantize", "int8", "--calib", calib,
                    "--no-gpu-check")
     assert proc.returncode == 0, proc.stderr
     assert target.exists() and "XNNPACK: all" in proc.stdout

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import assert_one_line_error, invoke_cli, run_cli
+from conftest import assert_one_line_error, invoke_cli
 
 from convert.api import convert_model
 from convert.cli import main as convert_cli
@@ -49,7 +49,7 @@ def test_selective_quantization_gives_the_io_type_asked(trained_seed, tmp_path):
     info = TFLiteModel.from_file(str(target))
     assert [t.dtype for t in info.io("inputs") + info.io("outputs")] == ["UINT8", "UINT8"]
     assert set(info.op_output_types("MUL")) == {"FLOAT32"}
-    proc = run_cli("quantize.cli", "selective", str(out / "seed-involution" / "model.h5"), "-o",
+    proc = invoke_cli(quantize_cli, "selective", str(out / "seed-involution" / "model.h5"), "-o",
                    str(tmp_path / "other.tflite"), "--calib", "digits", "--calib-samples", "16", "--keep-node", "no/such")
     assert_one_line_error(proc, "no op output named 'no/such'")
     assert not (tmp_path / "other.tflite").exists()
@@ -99,7 +99,7 @@ def test_selective_quantization_that_misses_the_gate_fails(trained_seed, tmp_pat
     x[train] *= 0.01
     np.savez(tmp_path / "skewed.npz", x=x, y=np.arange(60) % 10)
     target = tmp_path / "sel.tflite"
-    proc = run_cli("quantize.cli", "selective", str(out / "seed-involution" / "model.h5"), "-o", str(target),
+    proc = invoke_cli(quantize_cli, "selective", str(out / "seed-involution" / "model.h5"), "-o", str(target),
                    "--calib", str(tmp_path / "skewed.npz"), "--keep-op", "MUL")
     assert_one_line_error(proc, "fails the int8 check", "sel.FAILED.tflite")
     assert not target.exists() and (tmp_path / "sel.FAILED.tflite").exists()

@@ -225,14 +225,16 @@ def test_sparse_tensors_are_left_untouched_and_said():
 def test_invo_convert_reorders_a_stock_converter_file(tmp_path):
     """A user's own stock-converter .tflite, given to invo-convert: depth-first order (few tensors alive),
     metadata kept, outputs bit-identical (checked by the tool itself), nothing else asked of the user."""
-    from conftest import run_cli
+    from conftest import invoke_cli
+
+    from convert.cli import main as convert_cli
     from test_tflite_layer import _peak_alive
 
     x = keras.Input((20, 20, 32), batch_size=1)
     model = randomize(keras.Model(x, Involution(channel=32, group_channels=16, kernel_size=7)(x)), 2)
     stock_file = tmp_path / "mine.tflite"
     stock_file.write_bytes(stock(model, "float32"))
-    proc = run_cli("convert.cli", str(stock_file), "--no-gpu-check", "--report", str(tmp_path / "r.json"))
+    proc = invoke_cli(convert_cli, str(stock_file), "--no-gpu-check", "--report", str(tmp_path / "r.json"))
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "mine.invo.tflite"
     assert "outputs bit-identical" in proc.stdout and "metadata: min_runtime_version" in proc.stdout
@@ -246,5 +248,5 @@ def test_invo_convert_reorders_a_stock_converter_file(tmp_path):
     assert r["input_peak_activation_bytes"] == peak > r["audit"]["peak_activation_bytes"], r
     assert f"alive at once in the listed order ({peak / 2**20:.2f} MiB before)" in proc.stdout
     # What needs the Keras model is refused, and nothing is written.
-    proc = run_cli("convert.cli", str(stock_file), "--quantize", "int8", "-o", str(tmp_path / "q.tflite"))
+    proc = invoke_cli(convert_cli, str(stock_file), "--quantize", "int8", "-o", str(tmp_path / "q.tflite"))
     assert proc.returncode == 1 and "already a .tflite file" in proc.stderr and not (tmp_path / "q.tflite").exists()
