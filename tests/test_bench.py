@@ -530,7 +530,9 @@ def test_evicted_caches_are_said_and_slower_per_run_than_warm(models, tmp_path):
     assert proc.returncode == 0, proc.stderr
     cold = json.loads((tmp_path / "e.json").read_text())[0]
     assert cold["cache"].startswith("evicted (64 MB") and warm[0]["cache"].startswith("warm")
-    assert cold["median_ms"] > min(r["median_ms"] for r in warm)  # a 1.2 MB model read from DRAM, not from cache
+    # Every evicted run reads the 1.2 MB model from DRAM: even its fastest run is slower than the fastest warm one
+    # (measured ~2x). Fastest runs, not medians: a busy machine only adds time, so medians cross and minima do not.
+    assert cold["min_ms"] > min(r["min_ms"] for r in warm), (cold, warm)
     assert cold["peak_rss_kb"] < warm[0]["peak_rss_kb"] + 32_000  # the model's memory, not the 64 MB buffer's
     proc = run_cli("benchmarks.cli", path, "--evict_cache_mb", "-1", *FAST)
     assert_one_line_error(proc, "--evict_cache_mb")

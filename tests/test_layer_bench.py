@@ -45,10 +45,13 @@ def test_layer_bench_runs_every_layer_and_reports_the_ratios(tmp_path):
     assert len(saved["rows"]) == len(rows)
     text = (tmp_path / "layer_bench.md").read_text()
     assert "Ratios, 1 thread, this run:" in text and "x int8" in text and "floor" in text
-    # What the benchmark exists to show: the one-hot gather does K*K times the work, so shift wins (in int8 by
-    # 2-10x on these maps; float32 on this tiny one is closer).
-    ratio = float(re.search(r"shift vs one-hot [0-9.]+x float32, ([0-9.]+)x int8", text).group(1))
-    assert ratio > 1.0, text
+    # The ratios are the rows' own medians. Which layer wins is a speed claim: it belongs to the recorded runs
+    # (docs/performance.md), not to a unit test timing 10-microsecond layers on a shared machine.
+    shift_ms = {d: by[layer_bench.LAYER_NAMES["shift"], d]["median_ms_1t"] for d in ("float32", "int8")}
+    onehot_ms = {d: by[layer_bench.LAYER_NAMES["depthwise"], d]["median_ms_1t"] for d in ("float32", "int8")}
+    f32, i8 = map(float, re.search(r"shift vs one-hot ([0-9.]+)x float32, ([0-9.]+)x int8", text).groups())
+    assert f32 == round(onehot_ms["float32"] / shift_ms["float32"], 1), text
+    assert i8 == round(onehot_ms["int8"] / shift_ms["int8"], 1), text
     for r in rows:
         assert f"| {r['median_ms_1t']:.3f} |" in text
 
