@@ -370,15 +370,24 @@ class Involution(keras.layers.Layer):
             return y
         if s * s * c < DYNAMIC_RANGE_MIN_WEIGHTS:
             return ops.depthwise_conv(x, ops.full((s, s, c, 1), 1.0 / (s * s)), strides=s, padding="valid")
-        # Too many weights to stay float under dynamic-range quantization: rows, then columns, each an (s, 1)
-        # window over channel blocks of c0 < DYNAMIC_RANGE_MIN_WEIGHTS / s (the rest of the channels folded
-        # into the width, which the window never crosses).
-        c0 = max(d for d in range(1, c + 1) if c % d == 0 and s * d < DYNAMIC_RANGE_MIN_WEIGHTS)
-        half = ops.full((s, 1, c0, 1), 1.0 / s)
-        y = ops.reshape(x, (-1, h, w * (c // c0), c0))  # [B, H, W * C/c0, c0]
-        y = ops.depthwise_conv(y, half, strides=(s, 1), padding="valid")  # [B, H/s, W * C/c0, c0]
-        y = ops.reshape(y, (-1, h // s * w, c // c0, c0))  # [B, H/s * W, C/c0, c0]: s | W, no window crosses a row
-        y = ops.depthwise_conv(y, half, strides=(s, 1), padding="valid")  # [B, H/s * W/s, C/c0, c0]
+        # Too many weights to stay float under dynamic-range quantization: rows, then columns.  A reshape puts
+        # the s rows (then columns) of each window n values apart along the width; an s-tap window dilated by n
+        # over channel blocks of c0 < DYNAMIC_RANGE_MIN_WEIGHTS / s sums them at stride 1.  (An (s, 1) window at
+        # strides (s, 1) is the same TFLite op, but TF's CPU kernel refuses unequal strides where oneDNN is off,
+        # as it is on CPUs without AVX-512.)  The converter fuses TF's dilated conv (SPACE_TO_BATCH_ND around a
+        # DEPTHWISE_CONV_2D) into one op only at a known batch size; at an unknown one, which XNNPACK would
+        # leave split around those two ops, each pass is a MEAN over the window's axis instead: no weights, the
+        # same averages (int8: 0.15-0.3 ms slower per layer at RedNet's sizes, float32 0.01 ms).
+        nb = c // max(d for d in range(1, c + 1) if c % d == 0 and s * d < DYNAMIC_RANGE_MIN_WEIGHTS)
+        if x.shape[0] is None:
+            y = ops.mean(ops.reshape(x, (-1, h // s, s, w * c)), axis=2, keepdims=True)  # [B, H/s, 1, W * C]
+            y = ops.mean(ops.reshape(y, (-1, h // s * (w // s), s, c)), axis=2, keepdims=True)  # [B, H/s * W/s, 1, C]
+            return ops.reshape(y, (-1, h // s, w // s, c))
+        half = ops.full((1, s, c // nb, 1), 1.0 / s)
+        y = ops.reshape(x, (-1, h // s, s * w * nb, c // nb))  # [B, H/s, s * W * nb, c0]: row t at t*W*nb
+        y = ops.depthwise_conv(y, half, padding="valid", dilation_rate=(1, w * nb))  # [B, H/s, W * nb, c0]
+        y = ops.reshape(y, (-1, h // s * (w // s), s * nb, c // nb))  # [B, H/s * W/s, s * nb, c0]: column t at t*nb
+        y = ops.depthwise_conv(y, half, padding="valid", dilation_rate=(1, nb))  # [B, H/s * W/s, nb, c0]
         return ops.reshape(y, (-1, h // s, w // s, c))
 
     def call(self, x, training=None):

@@ -103,7 +103,7 @@ def test_batch_one_export_path_matches_numpy(case):
                                              (7, 6, 8, 2, 1), (6, 5, 256, 2, 2), (5, 7, 512, 2, 2)])
 def test_stride_pool_keeps_each_weight_below_the_dynamic_range_threshold(h, w, c, s, passes):
     """The stride's average pool is one (s, s) depthwise conv while its weights stay under
-    DYNAMIC_RANGE_MIN_WEIGHTS, else an (s, 1) pass over rows, then columns, on odd sizes too (stride 2); each is
+    DYNAMIC_RANGE_MIN_WEIGHTS, else an s-tap pass over rows, then columns, on odd sizes too (stride 2); each is
     Keras's SAME average pool, and the whole layer stays the numpy formulation, at batch 1 (the export) and at
     any batch."""
     import tensorflow as tf
@@ -120,6 +120,11 @@ def test_stride_pool_keeps_each_weight_below_the_dynamic_range_threshold(h, w, c
     convs = [op for op in graph.get_operations() if op.type == "DepthwiseConv2dNative"]
     assert len(convs) == passes and not [op for op in graph.get_operations() if op.type == "AvgPool"]
     assert all(np.prod(op.inputs[1].shape) < DYNAMIC_RANGE_MIN_WEIGHTS for op in convs)
+    # At an unknown batch the two passes are MEANs (a dilated conv would stay SPACE_TO_BATCH_ND-split there).
+    unknown = tf.function(layer._pool_as_depthwise, input_signature=[tf.TensorSpec((None, h, w, c))])
+    ops_unknown = [op.type for op in unknown.get_concrete_function().graph.get_operations()]
+    assert ops_unknown.count("Mean") == (2 if passes == 2 else 0) and "AvgPool" not in ops_unknown
+    np.testing.assert_allclose(np.asarray(unknown(x)), want_pool, rtol=1e-6, atol=1e-6)
     for batch in (x[:1], x):
         want = involution_nhwc(batch.astype(np.float64), 3, s, layer.groups, *_weights(layer), layout="interleaved")
         np.testing.assert_allclose(np.asarray(layer(batch, training=False)), want, rtol=1e-5,
