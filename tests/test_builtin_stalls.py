@@ -14,6 +14,7 @@ from conftest import assert_one_line_error, invoke_cli, legacy_python, randomize
 from benchmarks.cli import bench
 from benchmarks.runtime import InterpreterRunner, RuntimeUnavailable
 from benchmarks.xnnpack_check import xnnpack_coverage
+from convert.cli import main as convert_cli
 from convert.export import ConversionError, to_tflite
 from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH, TFLiteModel
 from involution import Involution
@@ -107,7 +108,7 @@ def test_the_quantization_debugger_refuses_it_instead_of_hanging(tmp_path):
 def test_invo_convert_audit_names_it(tmp_path):
     _, model = depthwise_file(tmp_path / "deep.tflite", 99, 49)
     model.save(tmp_path / "deep.keras")
-    proc = run_cli("convert.cli", str(tmp_path / "deep.keras"), "-o", str(tmp_path / "out.tflite"), "--no-gpu-check")
+    proc = invoke_cli(convert_cli, tmp_path / "deep.keras", "-o", tmp_path / "out.tflite", "--no-gpu-check")
     assert proc.returncode == 0, proc.stderr
     assert "builtin kernels: 1 DEPTHWISE_CONV_2D op(s) deeper than 4832 channels (op 0: 4851)" in proc.stdout
 

@@ -9,10 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 import torch_pth
-from conftest import assert_one_line_error, invoke_cli, require_gpu, run_cli
+from conftest import assert_one_line_error, invoke_cli, require_gpu
 from numpy_rednet import DEPTHS, forward, official_state
 from PIL import Image
 
+from benchmarks.host.cli import main as report_cli
 from benchmarks.runtime import cpu_fp16_arithmetic
 from convert.cli import main as convert_cli
 from invo_base.tflite_model import TFLiteModel
@@ -175,9 +176,9 @@ def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_p
     _, ck = checkpoints
     state, pth = ck["rednet26"]
     f32 = tmp_path / "rednet26.tflite"
-    proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(f32),
-                   "--input-range", "0-255", "--report", str(tmp_path / "f32.json"),
-                   "--no-gpu-check")  # the int8 file's GPU check is below
+    proc = invoke_cli(convert_cli, pth, "--arch", "rednet26", "--input-size", SIZE, "-o", f32,
+                      "--input-range", "0-255", "--report", str(tmp_path / "f32.json"),
+                      "--no-gpu-check")  # the int8 file's GPU check is below
     assert proc.returncode == 0 and "raw pixels 0-255" in proc.stdout, proc.stderr
     r = json.loads((tmp_path / "f32.json").read_text())
     assert r["xnnpack"]["fully_delegated"] and "raw pixels 0-255" in r["input_expects"] and "gpu" not in r
@@ -192,9 +193,9 @@ def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_p
             img = np.clip(np.linspace(0, 255, 96)[None, :, None] * rng.uniform(0.3, 1, 3) + rng.normal(0, 20, (80, 96, 3)), 0, 255)
             Image.fromarray(img.astype(np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
     i8 = tmp_path / "rednet26_int8.tflite"
-    proc = run_cli("convert.cli", str(pth), "--arch", "rednet26", "--input-size", str(SIZE), "-o", str(i8),
-                   "--quantize", "int8", "--calib", str(tmp_path / "imgs"), "--input-range", "0-255",
-                   "--report", str(tmp_path / "i8.json"))
+    proc = invoke_cli(convert_cli, pth, "--arch", "rednet26", "--input-size", SIZE, "-o", i8,
+                      "--quantize", "int8", "--calib", str(tmp_path / "imgs"), "--input-range", "0-255",
+                      "--report", str(tmp_path / "i8.json"))
     assert proc.returncode == 0, proc.stderr
     r = json.loads((tmp_path / "i8.json").read_text())
     # The gate held the int8 model to its default top-1 agreement with Keras on every held-out image.
@@ -215,10 +216,10 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     file (int8 with float aggregation: tests/test_quantize.py)."""
     _, ck = checkpoints
     out = tmp_path / "nb"
-    proc = run_cli("benchmarks.host.cli", "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
-                   f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
-                   "--dtypes", "float32,fp16,stock-float32", "--threads", "1", "--caches", "warm,evicted",
-                   "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
+    proc = invoke_cli(report_cli, "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
+                      f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
+                      "--dtypes", "float32,fp16,stock-float32", "--threads", "1", "--caches", "warm,evicted",
+                      "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
     # The skeleton has no involution: no stock-float32 model, which measures the layer's name scopes (dynamic

@@ -5,14 +5,16 @@ import os
 
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, invoke_cli, run_cli
+
+from benchmarks.host.cli import main as report_cli
 
 
 def test_deployment_report_from_a_training_directory(trained_seed, tmp_path):
     out, results = trained_seed
     report_dir = tmp_path / "report"
-    proc = run_cli("benchmarks.host.cli", "deployment", "--train-dir", str(out), "--out", str(report_dir),
-                   "--num-runs", "5", "--rounds", "2", "--no-gpu-check")
+    proc = invoke_cli(report_cli, "deployment", "--train-dir", out, "--out", report_dir,
+                      "--num-runs", "5", "--rounds", "2", "--no-gpu-check")
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads((report_dir / "report.json").read_text())
     rows = {(r["model"], r["dtype"]): r for r in report["rows"]}
