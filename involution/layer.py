@@ -378,15 +378,16 @@ class Involution(keras.layers.Layer):
         # DEPTHWISE_CONV_2D) into one op only at a known batch size; at an unknown one, which XNNPACK would
         # leave split around those two ops, each pass is a MEAN over the window's axis instead: no weights, the
         # same averages (int8: 0.15-0.3 ms slower per layer at RedNet's sizes, float32 0.01 ms).
-        nb = c // max(d for d in range(1, c + 1) if c % d == 0 and s * d < DYNAMIC_RANGE_MIN_WEIGHTS)
         if x.shape[0] is None:
             y = ops.mean(ops.reshape(x, (-1, h // s, s, w * c)), axis=2, keepdims=True)  # [B, H/s, 1, W * C]
             y = ops.mean(ops.reshape(y, (-1, h // s * (w // s), s, c)), axis=2, keepdims=True)  # [B, H/s * W/s, 1, C]
             return ops.reshape(y, (-1, h // s, w // s, c))
-        half = ops.full((1, s, c // nb, 1), 1.0 / s)
-        y = ops.reshape(x, (-1, h // s, s * w * nb, c // nb))  # [B, H/s, s * W * nb, c0]: row t at t*W*nb
+        c0 = max(d for d in range(1, c + 1) if c % d == 0 and s * d < DYNAMIC_RANGE_MIN_WEIGHTS)
+        nb = c // c0  # channel blocks
+        half = ops.full((1, s, c0, 1), 1.0 / s)
+        y = ops.reshape(x, (-1, h // s, s * w * nb, c0))  # [B, H/s, s * W * nb, c0]: row t at t*W*nb
         y = ops.depthwise_conv(y, half, padding="valid", dilation_rate=(1, w * nb))  # [B, H/s, W * nb, c0]
-        y = ops.reshape(y, (-1, h // s * (w // s), s * nb, c // nb))  # [B, H/s * W/s, s * nb, c0]: column t at t*nb
+        y = ops.reshape(y, (-1, h // s * (w // s), s * nb, c0))  # [B, H/s * W/s, s * nb, c0]: column t at t*nb
         y = ops.depthwise_conv(y, half, padding="valid", dilation_rate=(1, nb))  # [B, H/s * W/s, nb, c0]
         return ops.reshape(y, (-1, h // s, w // s, c))
 

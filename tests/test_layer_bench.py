@@ -46,7 +46,7 @@ def test_layer_bench_runs_every_layer_and_reports_the_ratios(tmp_path):
     text = (tmp_path / "layer_bench.md").read_text()
     assert "Ratios, 1 thread, this run:" in text and "x int8" in text and "floor" in text
     # The ratios are the rows' own medians. Which layer wins is a speed claim: it belongs to the recorded runs
-    # (docs/performance.md), not to a unit test timing 10-microsecond layers on a shared machine.
+    # (docs/layer_bench.md), not to a unit test timing 10-microsecond layers on a shared machine.
     shift_ms = {d: by[layer_bench.LAYER_NAMES["shift"], d]["median_ms_1t"] for d in ("float32", "int8")}
     onehot_ms = {d: by[layer_bench.LAYER_NAMES["depthwise"], d]["median_ms_1t"] for d in ("float32", "int8")}
     f32, i8 = map(float, re.search(r"shift vs one-hot ([0-9.]+)x float32, ([0-9.]+)x int8", text).groups())
