@@ -78,8 +78,9 @@ XNNPACK_MAX_CONCAT = 4
 # calibration data (dynamic-range quantization; TF 2.21: a [1, 2, 2, 255] depthwise weight stays float32,
 # [1, 2, 2, 256] becomes int8), and XNNPACK refuses the hybrid DEPTHWISE_CONV_2D that makes: the graph splits
 # around it.  The stride's average pool keeps each of its weights below this (``_pool_as_depthwise``): two
-# (s, 1) passes cost 7-23 us more than one (s, s) conv at 28x28x256 and 14x14x512, float32 and int8, where the
-# hybrid conv cost 74-153 us more on TFLite's own kernels (1 thread, one interleaved run of 5 rounds).
+# s-tap passes cost 7-23 us more than one (s, s) conv at 28x28x256 and 14x14x512, float32 and int8, where the
+# hybrid conv cost 74-153 us more on TFLite's own kernels (1 thread, one interleaved run of 5 rounds; measured
+# as (s, 1)-strided passes, which the dilated ones that replaced them match at 0.99-1.01x).
 DYNAMIC_RANGE_MIN_WEIGHTS = 1024
 # The name scopes of the two halves of ``call``; the first must sort before the second.  TensorFlow's converter
 # lists, of two branches that meet, the one whose ops' names sort first as a block, then the other's ops each just
@@ -349,7 +350,8 @@ class Involution(keras.layers.Layer):
 
         XNNPACK refuses int8 AVERAGE_POOL_2D and leaves it, splitting the graph, to TFLite's reference kernels;
         a depthwise conv of weight 1/s^2 computes the same average and stays inside.  Where its weights would
-        be dynamic-range quantized (``DYNAMIC_RANGE_MIN_WEIGHTS``) it is two depthwise convs of fewer weights.
+        be dynamic-range quantized (``DYNAMIC_RANGE_MIN_WEIGHTS``) it is two depthwise convs of fewer weights,
+        or, at an unknown batch size, two MEANs (no weights).
         At stride 2 an odd size is padded with one zero row or column after (where SAME pads), and the last
         row's or column's windows, which cover half as many pixels, get their value added once more (a corner:
         twice).  Repeating the last row with a CONCATENATION instead made TF's int8 quantizer leave the
