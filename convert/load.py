@@ -13,6 +13,7 @@ from convert import compat
 from convert.checks import ModelLoadError, model_kind  # noqa: F401 - re-exported: loading's errors and formats
 from involution.layer import Involution
 from involution.reference import InvolutionReference, KerasIoInvolution, NotebookInvolution, PatchInvolution
+from involution.serializable import registered_classes
 
 
 def import_custom_module(path):
@@ -29,7 +30,8 @@ def import_custom_module(path):
 
 
 def _custom_objects(patch_class):
-    objects = {"Involution": patch_class, "InvolutionReference": InvolutionReference}
+    objects = dict(registered_classes())  # the package's own classes, whichever module registers them
+    objects.update({"Involution": patch_class, "InvolutionReference": InvolutionReference})
     for prefix in ("Custom", "__main__", "keras_io", "involution_tf"):
         objects[f"{prefix}>Involution"] = patch_class
     return objects
@@ -101,7 +103,7 @@ def load_model(path, custom_modules=()):
     attempts = ([None] if custom_modules else []) + [NotebookInvolution, KerasIoInvolution]
     for patch_class in attempts:
         try:
-            objects = {} if patch_class is None else _custom_objects(patch_class)
+            objects = registered_classes() if patch_class is None else _custom_objects(patch_class)
             model = keras.saving.load_model(path, custom_objects=objects, compile=False)
             return model, kind
         except Exception as exc:  # noqa: BLE001 - explained below
