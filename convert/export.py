@@ -165,17 +165,20 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
 def representative_dataset(samples, progress=False):
     """The converter's calibration callable over a list of batch-1 arrays (lists of them for several inputs).
 
-    The progress bar writes to a copy of stderr taken now: the converter runs with
-    fd 2 hidden (its C++ chatter), and calibration happens inside it.
+    Progress goes to a copy of stderr taken now (the converter runs with fd 2 hidden, its C++ chatter, and
+    calibration happens inside it): a bar on a terminal, one line when piped, where a bar's carriage returns
+    would glue it onto the next message.
     """
     stream = os.fdopen(os.dup(2), "w") if progress else None
 
     def generate():
         items = samples
-        if stream is not None:
+        if stream is not None and stream.isatty():
             from tqdm import tqdm
 
             items = tqdm(samples, desc="calibrating", unit="sample", leave=False, file=stream)
+        elif stream is not None:
+            stream.write(f"... calibrating on {len(samples)} samples\n")
         for x in items:
             if isinstance(x, (list, tuple)):  # by name: the converter's input order need not be the model's
                 yield {input_name(i): np.asarray(a, np.float32) for i, a in enumerate(x)}
