@@ -118,23 +118,28 @@ def long_chain_model_file(path, terms=60):
     return path
 
 
-@pytest.fixture(scope="session")
-def trained_seed(request, tmp_path_factory):
-    """seed-involution and seed-conv trained briefly on the offline digits set, saved by invo-train.
-
-    Trained once per test session: under pytest-xdist every worker needs it, so the first one trains it (under
-    a lock) in the session's shared directory and the others read it back.  Tests only read these files.
-    """
-    from involution.train import train
-
+def made_once(request, tmp_path_factory, name, make):
+    """The directory ``make(path)`` fills, made once per test session and shared by every pytest-xdist worker:
+    the first to ask makes it (under a lock) in the session's shared directory, and ``make`` must leave ``path``
+    complete or absent (write elsewhere, then rename).  Tests only read these files."""
     shared = tmp_path_factory.getbasetemp()
     if hasattr(request.config, "workerinput"):  # an xdist worker: its parent is the session's, shared
         shared = shared.parent
-    out = shared / "trained_seed" / "run"
-    with open(shared / "trained_seed.lock", "w") as lock:
+    out = shared / name / "done"
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not out.exists():  # invo-train renames its finished directory into place
+        if not out.exists():
             out.parent.mkdir(exist_ok=True)
-            train("seed-involution", "digits", epochs=12, batch_size=64, seed=1, out=str(out), compare=True,
-                  quiet=True)
+            make(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_seed(request, tmp_path_factory):
+    """seed-involution and seed-conv trained briefly on the offline digits set, saved by invo-train (which renames
+    its finished directory into place)."""
+    from involution.train import train
+
+    out = made_once(request, tmp_path_factory, "trained_seed", lambda out: train(
+        "seed-involution", "digits", epochs=12, batch_size=64, seed=1, out=str(out), compare=True, quiet=True))
     return out, json.loads((out / "results.json").read_text())["models"]

@@ -1,7 +1,6 @@
 """invo-convert: real conversions, the extract_patches rewrite, verification, the op audit and bad input."""
 
 import gc
-import json
 import os
 import re
 import sys
@@ -22,40 +21,6 @@ LEGACY = os.path.join(ROOT, "tests", "legacy_layers")
 
 def _leftovers(directory):
     return [p for p in os.listdir(directory) if p.startswith(".invo-")]
-
-
-def test_seed_involution_to_int8_as_a_user_runs_it(trained_seed, tmp_path):
-    out, _ = trained_seed
-    model = out / "seed-involution" / "model.h5"
-    target, report = tmp_path / "seed_int8.tflite", tmp_path / "report.json"
-    proc = run_cli("convert.cli", str(model), "-o", str(target), "--quantize", "int8", "--calib", "digits",
-                   "--report", str(report))
-    assert proc.returncode == 0, proc.stderr
-    assert "builtin ops only" in proc.stdout and "STRIDED_SLICE" in proc.stdout
-    r = json.loads(report.read_text())
-    a = r["audit"]
-    assert a["builtin_only"] and a["max_tensor_rank"] <= 4 and not a["flex_ops"]
-    assert a["inputs"][0]["dtype"] == "INT8" and a["outputs"][0]["dtype"] == "INT8"
-    assert a["file_bytes"] == target.stat().st_size
-    v = r["verify"]
-    assert v["samples"] == 200  # --verify-samples' default, of the 359 held-out digits
-    assert abs(v["top1_keras"] - v["top1_tflite"]) <= 0.01 + 1e-9, v
-    assert r["xnnpack"]["fully_delegated"] and r["quality_gate"]["passed"], r["xnnpack"]
-    assert "XNNPACK: all" in proc.stdout
-    assert_gpu_ok(r)
-    # The GPU line says its unit: int8 outputs are compared in quantization steps.
-    assert r["gpu"]["unit"] == "quantization steps" and "quantization steps (allowed" in proc.stdout
-    assert "fully accelerated: ok" in proc.stdout
-    assert "GPU fusion: longest elementwise chain" in proc.stdout and "(WebGPU's default limit 16): within" in proc.stdout
-    # At least the int8 input and output are alive at once: 32x32x3 and 10 bytes.
-    assert a["peak_activation_bytes"] >= 32 * 32 * 3 + 10
-    assert f"activations: at most {a['peak_activation_bytes'] / 2**20:.2f} MiB alive at once" in proc.stdout
-    assert "metadata: min_runtime_version" in proc.stdout
-    # Every step says what it does (no silent seconds), on stderr, before the audit.
-    for step in ("loading TensorFlow", "loading " + str(model), "converting (int8)", "verifying against Keras",
-                 "compiling on the LiteRT GPU accelerator"):
-        assert f"... {step}" in proc.stderr, proc.stderr
-    assert max(len(line) for line in proc.stdout.splitlines() if not line.startswith(str(tmp_path))) <= 100
 
 
 @pytest.mark.parametrize("quantize", ["none", "float16", "dynamic"])
@@ -121,15 +86,6 @@ def test_keras_io_models_load_without_their_code(kerasio_models, tmp_path, fmt):
     expected = np.load(kerasio_models / "kerasio_expected.npz")
     got = np.concatenate([InterpreterRunner(str(target))(x[None])[0] for x in expected["x"]])
     np.testing.assert_allclose(got, expected["y"], rtol=1e-4, atol=1e-4)
-
-
-def test_savedmodel_directory(trained_seed, tmp_path):
-    out, _ = trained_seed
-    model = keras.saving.load_model(out / "seed-conv" / "model.keras")
-    model.export(str(tmp_path / "sm"), verbose=False)
-    r = convert_model(str(tmp_path / "sm"), str(tmp_path / "sm.tflite"), gpu=True)
-    assert r["format"] == "savedmodel" and r["audit"]["builtin_only"]
-    assert_gpu_ok(r)
 
 
 def test_gpu_audit_is_measured_on_the_accelerator(trained_seed, tmp_path):

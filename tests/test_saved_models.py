@@ -1,0 +1,127 @@
+"""What a user builds and saves converts the next day: every model the library builds, saved in every format a
+user has, is converted by the installed ``invo-convert`` in a fresh process and gives the outputs the model gave
+before it was saved.  (invo-train's own model.keras: tests/test_readme.py runs the README's invo-train and
+invo-convert commands.)"""
+
+import ast
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, made_once
+
+from involution.catalog import MODEL_NAMES
+from involution.serializable import MODULES
+
+BIN = os.path.dirname(sys.executable)  # the venv's console scripts, as a user's shell finds them
+# RedNet-38, -101 and -152 are RedNet-26 and -50 with more blocks per stage, of the same classes and shapes;
+# converting them takes 30-120 s each on 2 cores, so they are loaded back in a fresh process and checked
+# against their saved outputs instead (test_every_saved_model_loads_in_a_fresh_process).
+CONVERTED = ["seed-conv.keras", "seed-involution.keras", "seed-involution.h5", "seed-involution_savedmodel",
+             "rednet-cifar.keras", "rednet-cifar_savedmodel", "rednet26.keras", "rednet26.h5",
+             "rednet50.keras", "layers.keras", "layers.h5"]
+LOADED_ONLY = ["rednet38.keras", "rednet101.keras", "rednet152.keras"]
+
+
+def fresh_env():
+    """The user's environment: no PYTHONPATH into the repository or the tests (the package is installed)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+@pytest.fixture(scope="module")
+def saved(request, tmp_path_factory):
+    """The files of tests/saved_models/save_library_models.py, written once by a process of their own."""
+    def make(out):
+        tmp = out.with_name("partial")
+        tmp.mkdir()
+        proc = subprocess.run([sys.executable, "-m", "tests.saved_models.save_library_models", str(tmp)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env=dict(fresh_env(), PYTHONPATH=ROOT))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tmp.rename(out)
+    return made_once(request, tmp_path_factory, "library_models", make)
+
+
+def expected(saved, file):
+    name = file.rsplit(".", 1)[0].removesuffix("_savedmodel")
+    data = np.load(saved / f"{name}_expected.npz")
+    return data["x"], data["y"]
+
+
+def assert_close(got, want, tol):
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("file", CONVERTED)
+def test_saved_model_converts_in_a_fresh_process(saved, tmp_path, file):
+    out = tmp_path / "m.tflite"
+    proc = subprocess.run([os.path.join(BIN, "invo-convert"), str(saved / file), "-o", str(out), "--no-gpu-check",
+                           "--quiet"], capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=fresh_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from ai_edge_litert.interpreter import Interpreter
+
+    x, want = expected(saved, file)
+    interp = Interpreter(model_path=str(out))
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    for sample, w in zip(x, want):
+        interp.set_tensor(inp["index"], sample[None])
+        interp.invoke()
+        assert_close(interp.get_tensor(outp["index"])[0], w, 1e-4)
+
+
+def test_every_saved_model_loads_in_a_fresh_process(saved):
+    """invo-convert's loader, alone in a new interpreter, reads back every file, and each model gives the outputs
+    it gave before saving; the list above names every file the saving script writes."""
+    files = sorted(p.name for p in saved.iterdir() if not p.name.endswith(".npz"))
+    assert set(files) == set(CONVERTED + LOADED_ONLY) and {f"{n}.keras" for n in MODEL_NAMES} <= set(files), files
+    code = ("import sys, numpy as np\nfrom convert.load import load_model\n"
+            "for f in sys.argv[2:]:\n"
+            "    name = f.rsplit('.', 1)[0].removesuffix('_savedmodel')\n"
+            "    d = np.load(f'{sys.argv[1]}/{name}_expected.npz')\n"
+            "    model, kind = load_model(f'{sys.argv[1]}/{f}')\n"
+            "    got = np.asarray(model(d['x'], training=False))\n"
+            "    err = float(np.abs(got - d['y']).max() / max(1.0, np.abs(d['y']).max()))\n"
+            "    print(f, kind, err)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(saved), *files], capture_output=True, text=True,
+                          timeout=600, cwd=str(saved), env=fresh_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = {line.split()[0]: float(line.split()[2]) for line in proc.stdout.splitlines()}
+    assert set(errors) == set(files) and all(e < 1e-5 for e in errors.values()), errors
+
+
+def _registering_modules():
+    """{module: class names} of every class in the package decorated with register_keras_serializable."""
+    found = {}
+    for folder in ("involution", "convert", "quantize", "benchmarks", "invo_base"):
+        for dirpath, _, names in os.walk(os.path.join(ROOT, folder)):
+            for n in names:
+                if not n.endswith(".py"):
+                    continue
+                path = os.path.join(dirpath, n)
+                tree = ast.parse(open(path).read())
+                module = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.ClassDef) and any("register_keras_serializable" in ast.unparse(d)
+                                                              for d in node.decorator_list):
+                        found.setdefault(module, []).append(node.name)
+    return found
+
+
+def test_the_loader_knows_every_registered_class():
+    """A class registered anywhere in the package but missing from involution.serializable would load in a test
+    process that happened to import it and fail in a user's fresh one: the list must be the decorators'."""
+    assert {m: sorted(c) for m, c in _registering_modules().items()} == {m: sorted(c) for m, c in MODULES.items()}
+
+
+def test_the_package_exports_what_the_readme_shows():
+    """``import involution; involution.Subsample2D`` and every other registered class, without naming modules."""
+    code = ("import involution\n"
+            f"print(sorted(c.__name__ for c in (getattr(involution, n) for n in {sorted(n for ns in MODULES.values() for n in ns)!r})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=fresh_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[0] == str(sorted(n for ns in MODULES.values() for n in ns))
