@@ -23,7 +23,6 @@ COLUMNS = [("model", "model", "{}"), ("runtime", "runtime", "{}"), ("accelerator
            ("accelerator_ok", "out", "{}")]
 TABLE_COLUMNS = ("model", "accelerator", "fully_delegated", "accelerator_ok", "num_threads", "precision_ran", "file_kb",
                  "init_ms", "median_ms", "p90_ms", "min_ms", "num_runs")
-MODEL_WIDTH = 20  # with the other columns, 100 characters for a CPU or GPU row (a delegate, WRONG: a few more)
 # The table's short names for the runner's accelerator (the JSON and CSV keep the full ones).
 SHORT_ACCELERATOR = {"CPU (XNNPACK)": "XNNPACK", "CPU (builtin kernels)": "builtin", "GPU (emulated)": "GPU*",
                      "CPU (no GPU: fallback)": "no GPU"}
@@ -51,7 +50,8 @@ def _precision_cell(r):
 
 
 def format_table(results):
-    """Several models side by side, one row each, in about 100 columns (every figure: --json / --csv)."""
+    """Several models side by side, one row each, in about 100 columns beside the names (every figure: --json /
+    --csv)."""
     by_key = {c[0]: c for c in COLUMNS}
     cols = [by_key[k] for k in TABLE_COLUMNS]
     rows = [[h for _, h, _ in cols]]
@@ -59,8 +59,7 @@ def format_table(results):
         accelerator = r.get("accelerator") or "-"
         r = dict(r, precision_ran=_precision_cell(r), accelerator_ok=accelerator_ok(r),
                  accelerator=SHORT_ACCELERATOR.get(accelerator, accelerator))
-        name = os.path.basename(r["model"])
-        r["model"] = name if len(name) <= MODEL_WIDTH else name[: MODEL_WIDTH - 3] + "..."
+        r["model"] = os.path.basename(r["model"])  # whole: names differ at the end (-int8, -fp16)
         rows.append([fmt.format(r[k]) if r.get(k) is not None else "-" for k, _, fmt in cols])
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     lines = ["  ".join(cell.rjust(width) if col else cell.ljust(width)  # the model name left-aligned, figures right
@@ -68,6 +67,10 @@ def format_table(results):
     lines.insert(1, "-" * len(lines[0]))
     if any("*" in row[1] for row in rows[1:]):
         lines.append("* emulated GPU (SwiftShader): outputs are real GPU-path results, timings are not GPU speed")
+    more = [r for r in results if r.get("num_runs_asked") and r["num_runs"] > r["num_runs_asked"]]
+    if more:
+        lines.append(f"runs: at least --num_runs ({more[0]['num_runs_asked']}) and --min_secs ({more[0]['min_secs']:g} s), "
+                     "as benchmark_model does: fast models run more")
     if any(row[TABLE_COLUMNS.index("precision_ran")] == "fp16*" for row in rows[1:]):
         lines.append("fp16* emulated FP16: this CPU has no FP16 arithmetic (x86 without AVX512-FP16), so XNNPACK "
                      "converts around every op: FP16's outputs, timings slower than float32's and not FP16 speed")

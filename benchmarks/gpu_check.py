@@ -172,8 +172,8 @@ def judge_gpu(ref, out, model, tolerance=1e-3, int_steps=0.0, fp32_outputs=None)
     strict = judge_outputs(ref, fp32_outputs(), model, tolerance, int_steps)
     judged["fp32_rerun_error"] = strict["max_abs_error"]
     if strict["within"]:  # the same difference, held to FP16's allowance
-        tol = allowance(ref, model, tolerance, int_steps, fp16=True)
-        judged.update(allowed_abs_error=tol, within=bool(judged["max_abs_error"] <= tol), fp16_allowance=True)
+        tol, rule = allowance_and_rule(ref, model, tolerance, int_steps, fp16=True)
+        judged.update(allowed_abs_error=tol, allowance_rule=rule, within=bool(judged["max_abs_error"] <= tol), fp16_allowance=True)
     return dict(judged, precision=_measured_precision(ref, judged))
 
 
@@ -194,26 +194,37 @@ def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0, fp16=False):
     worst = largest_difference(ref, out)
     abs_err = worst["abs_error"]
     scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
-    tol = allowance(ref, model, tolerance, int_steps, fp16)
+    tol, rule = allowance_and_rule(ref, model, tolerance, int_steps, fp16)
     return {"worst": worst, "max_abs_error": abs_err, "max_rel_error": abs_err / scale, "allowed_abs_error": tol,
+            "allowance_rule": rule,
             "unit": "quantization steps" if ref[0].dtype.kind in "iu" else "absolute", "within": bool(abs_err <= tol)}
 
 
 def allowance(ref, model, tolerance=1e-3, int_steps=0.0, fp16=False):
     """The largest difference from the CPU's outputs ``ref`` that ``judge_outputs`` allows (its arguments)."""
+    return allowance_and_rule(ref, model, tolerance, int_steps, fp16)[0]
+
+
+def allowance_and_rule(ref, model, tolerance=1e-3, int_steps=0.0, fp16=False):
+    """(allowance, the rule that set it, in a few words): the same check allows different figures for one file
+    in invo-bench (no float model: a share of this input's output range) and invo-convert (the gate's bound)."""
     scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
     span = max(float(r.max()) - float(r.min()) for r in ref)
     if ref[0].dtype.kind in "iu":
         # Quantized outputs: the GPU computes in float while XNNPACK requantizes after every op,
         # so the two drift apart with depth; allow 3% of the output's range (at least 2 steps).
-        tol = max(2.0, (INT_TOLERANCE + (FP16_ALLOWED if fp16 else 0.0)) * span, int_steps)
-    elif _has_int8_weights(model):
+        share = INT_TOLERANCE + (FP16_ALLOWED if fp16 else 0.0)
+        candidates = [(2.0, "at least 2 steps"), (share * span, f"{share:.0%} of the output range"),
+                      (int_steps, "the gate's int8 bound")]
+        return max(candidates, key=lambda c: c[0])
+    if _has_int8_weights(model):
         # Dynamic-range models: the CPU's hybrid kernels quantize activations at run time,
         # the GPU computes in float; they differ by the CPU's quantization error.
-        tol = max((FP16_ALLOWED if fp16 else tolerance) * max(1.0, scale), INT_TOLERANCE * span)
-    else:
-        tol = (max(tolerance, FP16_ALLOWED) if fp16 else tolerance) * max(1.0, scale)
-    return tol
+        rel = FP16_ALLOWED if fp16 else tolerance
+        return max((rel * max(1.0, scale), f"{rel:g} of the output's scale"),
+                   (INT_TOLERANCE * span, f"{INT_TOLERANCE:.0%} of the output's range"), key=lambda c: c[0])
+    rel = max(tolerance, FP16_ALLOWED) if fp16 else tolerance
+    return rel * max(1.0, scale), f"{rel:g} of the output's scale"
 
 
 def largest_difference(ref, out):
@@ -239,12 +250,18 @@ def unit_suffix(result):
     return " quantization steps" if result.get("unit") == "quantization steps" else ""
 
 
+def allowed_text(result):
+    """"allowed N UNIT: RULE[, for FP16 ...]": a GPU check's allowance and what set it, for its line."""
+    return f"allowed {result.get('allowed_abs_error', 0):.3g}{unit_suffix(result)}{gpu_precision_note(result)}"
+
+
 def gpu_precision_note(result):
-    """What the allowance of a GPU check's result rests on, to follow its "allowed N" ("" for float32)."""
+    """What the allowance of a GPU check's result rests on, to follow its "allowed N"."""
     unit = unit_suffix(result)
+    rule = f": {result['allowance_rule']}" if result.get("allowance_rule") else ""
     if result.get("fp16_allowance"):
-        return f" for FP16; in float32 the GPU differs by {result.get('fp32_rerun_error', 0):.3g}{unit}"
-    return "; the GPU computed in FP16" if result.get("precision") == "fp16" else ""
+        return f"{rule}, for FP16; in float32 the GPU differs by {result.get('fp32_rerun_error', 0):.3g}{unit}"
+    return rule + ("; the GPU computed in FP16" if result.get("precision") == "fp16" else "")
 
 
 def describe_failure(path, result):

@@ -22,7 +22,7 @@ from involution.host_env import import_tensorflow_quietly, require_tensorflow
 @click.option("--input-size", type=int, help="Square input size (default 32; 224 for rednet26/38/50 on real data).")
 @click.option("--compare", is_flag=True, help="Also train seed-conv on the same data and plot both.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out.")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress or per-epoch lines and no JSON summary: one line per model.")
 @cli_errors
 def main(model, dataset, out, input_size, compare, force, quiet, **training):
     """Train an involution (or convolution) classifier and save .h5/.keras, curves and kernel maps."""

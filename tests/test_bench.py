@@ -16,14 +16,8 @@ from invo_base.tflite_model import TFLiteModel
 
 
 @pytest.fixture(scope="module")
-def models(trained_seed, tmp_path_factory):
-    out, _ = trained_seed
-    d = tmp_path_factory.mktemp("bench")
-    convert_model(str(out / "seed-involution" / "model.keras"), str(d / "inv_f32.tflite"), gpu=False)
-    convert_model(str(out / "seed-involution" / "model.keras"), str(d / "inv_int8.tflite"), quantize="int8",
-                  calib="digits", calib_samples=50, gpu=False)
-    convert_model(str(out / "seed-conv" / "model.keras"), str(d / "conv_f32.tflite"), gpu=False)
-    return d
+def models(seed_files):
+    return seed_files
 
 
 FAST = ["--num_runs", "5", "--warmup_runs", "1", "--min_secs", "0"]
@@ -561,3 +555,26 @@ def test_percentiles_are_numpys_linear_ones():
         ms = sorted(np.random.default_rng(n).random(n) * 10)
         for p in (0, 50, 90, 99, 100):
             assert _percentile(ms, p) == pytest.approx(np.percentile(ms, p))
+
+
+def test_table_keeps_whole_names_and_says_why_runs_exceed_num_runs():
+    """Names differ at their end (-int8, -fp16): never cut; more runs than --num_runs come from --min_secs."""
+    from benchmarks.cli import format_table
+
+    row = dict(model="/x/seed-involution-int8-float-agg.tflite", accelerator="CPU (XNNPACK)", fully_delegated=True,
+               num_threads=1, file_kb=40.4, init_ms=1.0, median_ms=0.04, p90_ms=0.05, min_ms=0.03)
+    table = format_table([dict(row, num_runs=20563, num_runs_asked=200, min_secs=1.0)])
+    assert "seed-involution-int8-float-agg.tflite" in table
+    assert "runs: at least --num_runs (200) and --min_secs (1 s), as benchmark_model does" in table
+    assert "--min_secs" not in format_table([dict(row, num_runs=200, num_runs_asked=200, min_secs=1.0)])
+
+
+def test_the_gpu_allowance_says_what_set_it():
+    """One int8 file: invo-bench, with no float model, allows a share of the output range (at least 2 steps);
+    invo-convert passes the gate's bound in steps, which then sets it."""
+    from benchmarks.gpu_check import allowance_and_rule
+
+    narrow, wide = [np.array([[0, 1, 2]], np.int8)], [np.array([[-128, 0, 127]], np.int8)]
+    assert allowance_and_rule(narrow, None) == (2.0, "at least 2 steps")
+    assert allowance_and_rule(wide, None) == (pytest.approx(0.03 * 255), "3% of the output range")
+    assert allowance_and_rule(wide, None, int_steps=34.3) == (34.3, "the gate's int8 bound")
