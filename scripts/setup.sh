@@ -43,9 +43,15 @@ if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tfli
   "$PY" -m venv .venv-legacy
   .venv-legacy/bin/pip install "${PIP[@]}" "tflite-runtime==2.14.0" "numpy<2" "click>=8" "flatbuffers>=23"
 fi
-# Installed as a board installs it (a copy, not a link), built outside the tree so no build/ is left here.
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
-cp -r setup.cfg pyproject.toml README.md invo_base involution convert quantize benchmarks "$stage"
-say "installing this package's device side into .venv-legacy"
-.venv-legacy/bin/pip install "${PIP[@]}" -q --no-deps --force-reinstall "$stage" >/dev/null
+# Installed as a board installs it (a copy, not a link), built outside the tree so no build/ is left here; only
+# when the package's sources changed since the last install (a hash of them), as a copy does not follow edits.
+sources=(setup.cfg pyproject.toml README.md invo_base involution convert quantize benchmarks)
+digest=$(find "${sources[@]}" -type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)
+if [ "$(cat .venv-legacy/.installed-sources 2>/dev/null)" != "$digest" ]; then
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  cp -r "${sources[@]}" "$stage"
+  say "installing this package's device side into .venv-legacy"
+  .venv-legacy/bin/pip install "${PIP[@]}" -q --no-deps --force-reinstall "$stage" >/dev/null
+  echo "$digest" > .venv-legacy/.installed-sources
+fi
