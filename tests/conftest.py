@@ -143,3 +143,24 @@ def trained_seed(request, tmp_path_factory):
     out = made_once(request, tmp_path_factory, "trained_seed", lambda out: train(
         "seed-involution", "digits", epochs=12, batch_size=64, seed=1, out=str(out), compare=True, quiet=True))
     return out, json.loads((out / "results.json").read_text())["models"]
+
+
+@pytest.fixture(scope="session")
+def seed_files(request, tmp_path_factory, trained_seed):
+    """The trained seed models converted once per session, for every test that times or reads such a file:
+    inv_f32, inv_fp16, inv_int8 and conv_int8 (50 calibration samples), conv_f32."""
+    from convert.api import convert_model
+
+    train_dir, _ = trained_seed
+    inv, conv = (str(train_dir / m / "model.keras") for m in ("seed-involution", "seed-conv"))
+
+    def make(out):
+        tmp = out.with_name("partial")
+        tmp.mkdir(exist_ok=True)
+        for src, name, fields in ((inv, "inv_f32", {}), (inv, "inv_fp16", {"quantize": "float16"}),
+                                  (inv, "inv_int8", {"quantize": "int8", "calib": "digits", "calib_samples": 50}),
+                                  (conv, "conv_f32", {}),
+                                  (conv, "conv_int8", {"quantize": "int8", "calib": "digits", "calib_samples": 50})):
+            convert_model(src, str(tmp / f"{name}.tflite"), gpu=False, force=True, **fields)
+        tmp.rename(out)
+    return made_once(request, tmp_path_factory, "seed_files", make)

@@ -121,26 +121,23 @@ def _write_images(root, per_class=4):
 
 
 @pytest.fixture(scope="module")
-def workspace(request, tmp_path_factory, trained_seed):
+def workspace(request, tmp_path_factory, trained_seed, seed_files):
     """A folder holding what the README's commands name: the main job's runs/demo (invo-train's output and its
     int8 files), a notebook and a user's own involution model, a SavedModel, an image folder, model.keras and
     model.tflite / model_fp16.tflite, and ~/data/cifar-10-batches-py."""
     def make(out):
         import keras
 
-        from convert.api import convert_model
-
         tmp = out.with_name("partial")
         shutil.rmtree(tmp, ignore_errors=True)
         train_dir, _ = trained_seed
         shutil.copytree(train_dir, tmp / "runs" / "demo" / "train")
-        for m in ("seed-involution", "seed-conv"):  # the main job's int8 files
-            convert_model(str(tmp / f"runs/demo/train/{m}/model.keras"), str(tmp / f"runs/demo/{m}-int8.tflite"),
-                          quantize="int8", calib="digits", gpu=False)
+        for src, target in (("inv_int8", "runs/demo/seed-involution-int8.tflite"),  # the main job's int8 files
+                            ("conv_int8", "runs/demo/seed-conv-int8.tflite"), ("inv_f32", "model.tflite"),
+                            ("inv_fp16", "model_fp16.tflite")):
+            shutil.copy(seed_files / f"{src}.tflite", tmp / target)
         seed = tmp / "runs" / "demo" / "train" / "seed-involution" / "model.keras"
         shutil.copy(seed, tmp / "model.keras")
-        convert_model(str(seed), str(tmp / "model.tflite"), gpu=False)
-        convert_model(str(seed), str(tmp / "model_fp16.tflite"), quantize="float16", gpu=False)
         keras.saving.load_model(seed).export(str(tmp / "saved_model_dir"), verbose=False)
         _write_images(tmp / "images")
         _write_cifar(tmp / "data" / "cifar-10-batches-py")
@@ -230,8 +227,9 @@ def check_int8_conversion(proc, report, target, model):
     assert r["xnnpack"]["fully_delegated"] and r["quality_gate"]["passed"], r["xnnpack"]
     assert "XNNPACK: all" in proc.stdout
     assert_gpu_ok(r)
-    # The GPU line says its unit: int8 outputs are compared in quantization steps.
-    assert r["gpu"]["unit"] == "quantization steps" and "quantization steps (allowed" in proc.stdout
+    # The GPU lines say their unit (int8 outputs are compared in quantization steps) and what set the allowance.
+    assert r["gpu"]["unit"] == "quantization steps" and r["gpu"]["allowance_rule"] == "the gate's int8 bound"
+    assert f"(allowed {r['gpu']['allowed_abs_error']:.3g} quantization steps: the gate's int8 bound)" in proc.stdout
     assert "fully accelerated: ok" in proc.stdout
     assert "GPU fusion: longest elementwise chain" in proc.stdout and "(WebGPU's default limit 16): within" in proc.stdout
     # At least the int8 input and output are alive at once: 32x32x3 and 10 bytes.
