@@ -200,13 +200,9 @@ def judge_outputs(ref, out, model, tolerance=1e-3, int_steps=0.0, fp16=False):
             "unit": "quantization steps" if ref[0].dtype.kind in "iu" else "absolute", "within": bool(abs_err <= tol)}
 
 
-def allowance(ref, model, tolerance=1e-3, int_steps=0.0, fp16=False):
-    """The largest difference from the CPU's outputs ``ref`` that ``judge_outputs`` allows (its arguments)."""
-    return allowance_and_rule(ref, model, tolerance, int_steps, fp16)[0]
-
-
 def allowance_and_rule(ref, model, tolerance=1e-3, int_steps=0.0, fp16=False):
-    """(allowance, the rule that set it, in a few words): the same check allows different figures for one file
+    """(the largest difference from the CPU's outputs ``ref`` that ``judge_outputs`` allows, the rule that set
+    it, in a few words), for ``judge_outputs``'s arguments: the same check allows different figures for one file
     in invo-bench (no float model: a share of this input's output range) and invo-convert (the gate's bound)."""
     scale = max(float(np.max(np.abs(r.astype(np.float64)))) for r in ref) or 1.0
     span = max(float(r.max()) - float(r.min()) for r in ref)

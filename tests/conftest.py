@@ -3,6 +3,7 @@
 import fcntl
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -60,6 +61,27 @@ def run_cli(*args, env=None, timeout=600, python=sys.executable):
     full_env["PYTHONPATH"] = ROOT + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.run([python, "-m", *args], capture_output=True, text=True, env=full_env, timeout=timeout,
                           cwd=ROOT)
+
+
+def user_env(**extra):
+    """A user's environment for a command run as they run it: no PYTHONPATH into the repository or the tests
+    (the package is installed in the venv), TensorFlow's C++ log lines off."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(extra)
+    return env
+
+
+def write_cifar(root, n=6):
+    """A tiny cifar-10-batches-py in the original pickle format: n random images per batch file."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, n)]}
+        with open(root / name, "wb") as f:
+            pickle.dump(batch, f)
+    return root
 
 
 def invoke_cli(main, *args):

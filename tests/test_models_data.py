@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import write_cifar
 from PIL import Image
 
 from involution.data import DataError, load_array_file, load_dataset, load_image_folder
@@ -47,19 +48,8 @@ def test_offline_digits_are_real_images_resized_to_the_model():
     assert set(np.unique(ds.y_val)) == set(range(10))
 
 
-def _write_cifar(root, n=6):
-    """A tiny cifar-10-batches-py in the original pickle format."""
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
-        with open(root / name, "wb") as f:
-            pickle.dump(batch, f)
-    return root
-
-
 def test_cifar10_from_a_local_batches_directory(tmp_path):
-    root = _write_cifar(tmp_path / "cifar-10-batches-py")
+    root = write_cifar(tmp_path / "cifar-10-batches-py")
     with open(root / "data_batch_1", "rb") as f:
         first = pickle.load(f, encoding="bytes")
     ds = load_dataset("cifar10", (32, 32, 3), data_dir=str(root))
@@ -71,7 +61,7 @@ def test_cifar10_from_a_local_batches_directory(tmp_path):
 def test_cifar10_missing_or_corrupt_directory(tmp_path):
     with pytest.raises(DataError, match="no such CIFAR-10 directory"):
         load_dataset("cifar10", data_dir=str(tmp_path / "nope"))
-    root = _write_cifar(tmp_path / "c")
+    root = write_cifar(tmp_path / "c")
     (root / "data_batch_3").write_bytes(b"not a pickle")
     with pytest.raises(DataError, match="data_batch_3: not a CIFAR-10 batch"):
         load_dataset("cifar10", data_dir=str(root))

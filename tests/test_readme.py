@@ -5,7 +5,6 @@ until this table says how to run it."""
 
 import json
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_gpu_ok, made_once, run_cli
+from conftest import ROOT, assert_gpu_ok, made_once, run_cli, user_env, write_cifar
 
 BIN = os.path.dirname(sys.executable)
 
@@ -23,8 +22,8 @@ SMALL_TIMING = "--num_runs 5 --warmup_runs 1"
 
 RUN, SKIP = "run", "skip"
 COMMANDS = {
-    "bash scripts/main.sh": (SKIP, "the main job itself: CI runs it as .ci/run's neighbour, and every command it "
-                                   "calls is one of the README's, run below"),
+    "bash scripts/main.sh": (SKIP, "the main job (minutes of training and timing): it trains, converts, "
+                                   "benchmarks and reports with the tools whose commands run below"),
     "bash scripts/test.sh": (SKIP, "this suite"),
     "python3 -m venv ~/invo && . ~/invo/bin/activate": (SKIP, "a board's set-up: scripts/setup.sh builds "
                                                               ".venv-legacy the same way, and tests/test_bench.py "
@@ -99,15 +98,6 @@ def test_every_readme_command_is_accounted_for():
                                          "no longer in the README": sorted(set(COMMANDS) - set(found))}
 
 
-def _write_cifar(root, n=6):
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(root / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                         b"labels": [int(v) for v in rng.integers(0, 10, n)]}, f)
-
-
 def _write_images(root, per_class=4):
     from PIL import Image
 
@@ -140,7 +130,7 @@ def workspace(request, tmp_path_factory, trained_seed, seed_files):
         shutil.copy(seed, tmp / "model.keras")
         keras.saving.load_model(seed).export(str(tmp / "saved_model_dir"), verbose=False)
         _write_images(tmp / "images")
-        _write_cifar(tmp / "data" / "cifar-10-batches-py")
+        write_cifar(tmp / "data" / "cifar-10-batches-py")
         # Models whose classes this process never imports, each saved by a process of its own.
         for module, path, name, target in (("save_models", "tests/legacy_layers", "kerasio.h5", "notebook_model.h5"),
                                            ("save_user_models", "tests/user_layers", "NotebookStyle.keras",
@@ -156,8 +146,7 @@ def workspace(request, tmp_path_factory, trained_seed, seed_files):
 def run_readme_command(command, extra, cwd):
     """The command through bash, as a user's shell runs it: the venv's console scripts first on PATH, ~ the
     workspace, no PYTHONPATH into the repository."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PATH=BIN + os.pathsep + env["PATH"], HOME=str(cwd), TF_CPP_MIN_LOG_LEVEL="3")
+    env = user_env(PATH=BIN + os.pathsep + os.environ["PATH"], HOME=str(cwd))
     return subprocess.run(["bash", "-c", f"{command} {extra}".strip()], capture_output=True, text=True, cwd=str(cwd),
                           env=env, timeout=600)
 

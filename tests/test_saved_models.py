@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, made_once
+from conftest import ROOT, made_once, user_env
 
 from involution.catalog import MODEL_NAMES
 from involution.serializable import MODULES
@@ -25,13 +25,6 @@ CONVERTED = ["seed-conv.keras", "seed-involution.keras", "seed-involution.h5", "
 LOADED_ONLY = ["rednet38.keras", "rednet50.keras", "rednet101.keras", "rednet152.keras"]
 
 
-def fresh_env():
-    """The user's environment: no PYTHONPATH into the repository or the tests (the package is installed)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return env
-
-
 @pytest.fixture(scope="module")
 def saved(request, tmp_path_factory):
     """The files of tests/saved_models/save_library_models.py, written once by a process of their own."""
@@ -39,7 +32,7 @@ def saved(request, tmp_path_factory):
         tmp = out.with_name("partial")
         tmp.mkdir()
         proc = subprocess.run([sys.executable, "-m", "tests.saved_models.save_library_models", str(tmp)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600, env=dict(fresh_env(), PYTHONPATH=ROOT))
+                              capture_output=True, text=True, timeout=600, env=user_env(PYTHONPATH=ROOT))
         assert proc.returncode == 0, proc.stderr[-3000:]
         tmp.rename(out)
     return made_once(request, tmp_path_factory, "library_models", make)
@@ -60,7 +53,7 @@ def assert_close(got, want, tol):
 def test_saved_model_converts_in_a_fresh_process(saved, tmp_path, file):
     out = tmp_path / "m.tflite"
     proc = subprocess.run([os.path.join(BIN, "invo-convert"), str(saved / file), "-o", str(out), "--no-gpu-check",
-                           "--quiet"], capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=fresh_env())
+                           "--quiet"], capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=user_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     from ai_edge_litert.interpreter import Interpreter
 
@@ -88,7 +81,7 @@ def test_every_saved_model_loads_in_a_fresh_process(saved):
             "    err = float(np.abs(got - d['y']).max() / np.abs(d['y']).max())\n"
             "    print(f, kind, err)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(saved), *files], capture_output=True, text=True,
-                          timeout=600, cwd=str(saved), env=fresh_env())
+                          timeout=600, cwd=str(saved), env=user_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     errors = {line.split()[0]: float(line.split()[2]) for line in proc.stdout.splitlines()}
     assert set(errors) == set(files) and all(e < 1e-5 for e in errors.values()), errors
@@ -122,6 +115,6 @@ def test_the_package_exports_what_the_readme_shows():
     """``import involution; involution.Subsample2D`` and every other registered class, without naming modules."""
     code = ("import involution\n"
             f"print(sorted(c.__name__ for c in (getattr(involution, n) for n in {sorted(n for ns in MODULES.values() for n in ns)!r})))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=fresh_env())
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=user_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split("\n")[0] == str(sorted(n for ns in MODULES.values() for n in ns))
