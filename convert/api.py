@@ -19,6 +19,7 @@ from convert.load import load_model
 from convert.options import ConvertOptions
 from convert.publish import audit, staged
 from convert.rewrite import max_difference, rewrite_model
+from convert.targets import target_audit
 from convert.verification import calibration_and_held_out, gate_bounds, quality_gate, verify
 from invo_base.plumbing import json_text, write_atomic
 
@@ -45,11 +46,13 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
     model, kind, image_rule, input_expects = _load(model_path, o)
     result = {"input": model_path, "output": output, "format": kind, "quantize": o.quantize,
               "io": o.io if o.quantize == "int8" else "float32", "strategy": o.strategy, "rewritten": []}
+    layer_ops = {}
     if o.arch:
         result["arch"], result["input_expects"] = o.arch, input_expects
     keras_model, input_shape, result["rewritten"] = _builtin_model(model, kind, o.strategy, model_path)
     if o.quantize == "int8":
         result["calibrator"] = o.calibrator
+        _check_calibration_runs(keras_model)
     if o.float_aggregation:
         _check_has_involution(keras_model, model_path)
         result["float_aggregation"] = True
@@ -64,9 +67,10 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
         result["rewrite_max_abs_error"] = _check_rewrite(model, keras_model, held_x[:8])
 
     say(f"converting ({o.quantize})")
-    flat = _convert(keras_model, o, cal_x, progress is not None, result.setdefault("notes", []))
+    flat = _convert(keras_model, o, cal_x, progress is not None, result.setdefault("notes", []), layer_ops)
     info = audit(flat, output, o.allow_flex)
     result["audit"] = info.summary()
+    result["target"] = target_audit(o.target, result["audit"]["ops"], layer_ops)
     need = needs_newer_runtime(info.min_runtime_version)
     if o.legacy_runtime and need:
         raise ConversionError(f"--legacy-runtime: the {o.quantize if o.quantize != 'none' else 'float32'} model "
@@ -148,6 +152,24 @@ def _check_rewrite(original, rewritten, x):
     return diff
 
 
+def _check_calibration_runs(keras_model):
+    """int8 calibration runs TFLite's builtin kernels, which never finish a DEPTHWISE_CONV_2D deeper than
+    ``BUILTIN_DEPTHWISE_MAX_DEPTH``: a separable gather of C*K*K channels past it is refused before it starts."""
+    from convert import compat
+    from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
+    from involution.layer import Involution
+
+    for layer in compat.all_layers(keras_model):
+        if isinstance(layer, Involution) and layer.strategy == "separable":
+            depth = layer.channel * layer.kernel_size**2
+            if depth > BUILTIN_DEPTHWISE_MAX_DEPTH:
+                raise ConversionError(
+                    f"int8 with the GPU target: layer {layer.name}'s separable gather is {depth} channels deep "
+                    f"(C*K*K), and calibration's builtin kernels never finish one deeper than "
+                    f"{BUILTIN_DEPTHWISE_MAX_DEPTH}; convert it for the GPU in float32 or float16, or for int8 "
+                    "with --target cpu")
+
+
 def _check_has_involution(keras_model, model_path):
     from convert.export import involution_scopes
 
@@ -156,7 +178,7 @@ def _check_has_involution(keras_model, model_path):
                               "a SavedModel's layers are not known), and this model has none")
 
 
-def _convert(keras_model, o, cal_x, progress, notes):
+def _convert(keras_model, o, cal_x, progress, notes, layer_ops=None):
     representative = None if cal_x is None else [s[None] for s in cal_x]
     lowering = contextlib.nullcontext()
     if o.custom_modules:  # the user's own classes keep their code: their extract_patches is lowered to builtins
@@ -166,7 +188,7 @@ def _convert(keras_model, o, cal_x, progress, notes):
     with lowering:
         return to_tflite(keras_model, o.quantize, o.io, representative, o.allow_flex, progress=progress,
                          float_aggregation=o.float_aggregation, notes=notes, calibrator=o.calibrator,
-                         legacy_runtime=o.legacy_runtime)
+                         legacy_runtime=o.legacy_runtime, layer_ops=layer_ops)
 
 
 def _gpu_check(path, result, x, max_rel_error):

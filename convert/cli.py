@@ -6,6 +6,7 @@ from benchmarks.gpu_check import allowed_text, unit_suffix
 from benchmarks.runtime import FP16_ALLOWED, TFLITE_RUNTIME_LAST, needs_newer_runtime
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
+from convert.targets import GPU_DISPATCH_US, TARGETS
 from invo_base.plumbing import cli_errors
 from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
 from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES
@@ -18,6 +19,10 @@ def format_audit(result):
     lines = [f"{result['output']}: {a['file_bytes'] / 1024:.1f} KB, {a['parameters']:,} parameters, "
              f"{a['ops']} ops, max tensor rank {a['max_tensor_rank']}, "
              f"{'builtin ops only' if a['builtin_only'] else 'NOT builtin-only'}"]
+    t = result.get("target")
+    if t:
+        lines.append(format_target(t, result.get("strategy")))
+        lines += [f"  warning: {w}" for w in t["warnings"]]
     if result.get("input_expects"):
         lines.append(f"  input: {result['input_expects']}")
     if a.get("metadata", {}).get("reduced_precision_support"):
@@ -97,6 +102,16 @@ def format_audit(result):
     return "\n".join(lines)
 
 
+def format_target(t, strategy):
+    """One line: the target, the involution form, and the op counts that decide a GPU's time."""
+    per_layer = t["layer_ops"]
+    layers = (f"; involution layers {min(per_layer.values())}-{max(per_layer.values())} ops each"
+              if per_layer else "")
+    bound = f" (bound {t['max_layer_ops']})" if "max_layer_ops" in t else ""
+    return (f"  target: {t['target']} (involution form '{strategy}'){layers}{bound}; {t['ops']} ops, about "
+            f"{t['dispatch_ms']:.2f} ms of GPU dispatches at {GPU_DISPATCH_US} us each (the one GPU measured)")
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), help="Default: MODEL with a .tflite suffix.")
@@ -113,7 +128,12 @@ def format_audit(result):
                    "place take in that op's output.")
 @click.option("--calib-samples", default=200, show_default=True, type=int)
 @click.option("--data-dir", type=click.Path(), help="Local cifar-10-batches-py for --calib cifar10.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True, help="Involution gather.")
+@click.option("--target", type=click.Choice(TARGETS), default="cpu", show_default=True,
+              help="What runs the file: 'cpu' builds each involution from K*K shifted windows (fastest on CPU "
+                   "threads, hundreds of ops); 'gpu' from a separable one-hot gather, one MUL and one SUM (about "
+                   "ten ops per layer: a GPU pays per dispatch).")
+@click.option("--aggregation", type=click.Choice(STRATEGIES),
+              help="Override the target's involution form (Involution's strategy argument).")
 @click.option("--report", type=click.Path(), help="Write the audit and checks as JSON.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--allow-flex", is_flag=True, help="Accept TF Select (Flex) ops; most devices cannot run them.")
@@ -155,6 +175,7 @@ def main(model, output, report, force, quiet, custom_module, no_gpu_check, no_ch
     if is_tflite(model):  # a .tflite from the user's own converter: reorder and compact it, nothing else
         o = options
         given = [flag for flag, value in (("--quantize", o.quantize != "none"), ("--calib", o.calib), ("--arch", o.arch),
+                                          ("--target", o.target != "cpu"), ("--aggregation", o.aggregation),
                                           ("--float-aggregation", o.float_aggregation),
                                           ("--legacy-runtime", o.legacy_runtime),
                                           ("--calibrator", o.calibrator != "exact"),

@@ -15,6 +15,7 @@ import numpy as np
 
 from convert import compat
 from convert.compact import compact
+from invo_base.tflite_model import TFLiteModel
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("int8", "uint8", "float32")
@@ -191,7 +192,7 @@ def representative_dataset(samples, progress=False):
 
 
 def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex=False, progress=False,
-              float_aggregation=False, notes=None, calibrator="exact", legacy_runtime=False):
+              float_aggregation=False, notes=None, calibrator="exact", legacy_runtime=False, layer_ops=None):
     """Converts to .tflite bytes (see ``tflite_converter`` for the arguments).
 
     ``notes``: a list that gets a line when the converter's output could not be compacted (``compact``).
@@ -201,6 +202,9 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
 
     ``float_aggregation`` (int8 only): the own ops of every Involution layer (``involution_scopes``,
     ``scope_nodes``: its padding, transposes, windows, MULs and ADDs) stay float32, the rest is int8.
+
+    ``layer_ops``: a dict that gets {Involution layer name: its ops}, counted while the converter's tensor
+    names still say which layer an op came from (compaction drops them and keeps every op).
     """
     check_float_aggregation(quantize, float_aggregation)
     check_calibrator(quantize, calibrator)
@@ -210,8 +214,14 @@ def to_tflite(model, quantize="none", io="int8", representative=None, allow_flex
     with tflite_converter(model, quantize, io, representative, allow_flex, progress, legacy_runtime) as conv, \
             calibration:
         if float_aggregation:
-            return compact(int8_keeping_float(conv, io, keep_scopes=involution_scopes(model)), notes)
-        return compact(run_converter(conv), notes)
+            flat = int8_keeping_float(conv, io, keep_scopes=involution_scopes(model))
+        else:
+            flat = run_converter(conv)
+    if layer_ops is not None:
+        from convert.targets import layer_op_counts
+
+        layer_ops.update(layer_op_counts(TFLiteModel(flat).main, involution_scopes(model)))
+    return compact(flat, notes)
 
 
 # Kernel generation inside an Involution layer's name scope: these stay int8 under --float-aggregation.

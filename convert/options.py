@@ -4,6 +4,7 @@ and the CLI pass one value instead of twenty keywords.  No TensorFlow."""
 import dataclasses
 
 from convert.export import ConversionError
+from convert.targets import aggregation_for
 from invo_base.options import Options
 
 
@@ -25,7 +26,8 @@ class ConvertOptions(Options):
     calib_samples: int = 200
     data_dir: str = None             # a local cifar-10-batches-py
     # The model.
-    strategy: str = "shift"          # the Involution gather of rewritten layers
+    target: str = "cpu"              # cpu or gpu: the involution form the file is built with (convert.targets)
+    aggregation: str = None          # an Involution strategy overriding the target's
     custom_modules: tuple = ()       # .py files registering the user's layer classes
     arch: str = None                 # the input is an official RedNet checkpoint of this architecture
     input_size: int = 224            # with arch: the square input size
@@ -40,4 +42,12 @@ class ConvertOptions(Options):
 
     def __post_init__(self):
         object.__setattr__(self, "custom_modules", tuple(self.custom_modules or ()))
+
+    @property
+    def strategy(self):
+        """The Involution strategy the model's layers are rebuilt with: ``aggregation``, else the target's."""
+        try:
+            return aggregation_for(self.target, self.aggregation)
+        except ValueError as exc:
+            raise ConversionError(str(exc)) from None
 

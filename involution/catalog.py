@@ -1,6 +1,9 @@
 """The names the command lines offer, importable without Keras or TensorFlow (so that --help is instant)."""
 
-STRATEGIES = ("shift", "depthwise")
+STRATEGIES = ("shift", "depthwise", "separable")
+# What each invo-convert --target builds its involution layers with: the fewest ops one CPU thread runs fastest,
+# or the fewest dispatches (docs/gpu_cost_model.md).
+TARGET_STRATEGIES = {"cpu": "shift", "gpu": "separable"}
 # Channels per kernel group when neither group_number nor group_channels is given: the paper's and the
 # official RedNets' choice.
 DEFAULT_GROUP_CHANNELS = 16

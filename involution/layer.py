@@ -24,6 +24,10 @@ Two aggregation strategies, both builtin-only and at most 4-D:
   work and C*K^4 one-hot constants; kept for comparison and for backends that
   prefer few large ops.  Wide layers gather in several such ops (channels x K*K
   at most ``BUILTIN_DEPTHWISE_MAX_DEPTH`` each), which TFLite's builtin kernel needs.
+* ``"separable"`` (the GPU target): the same gather in two one-hot DEPTHWISE_CONV_2D ops, K rows then
+  K columns (depth multiplier K each), then one MUL and one SUM: about ten ops per layer whatever K is,
+  for devices where every op costs a dispatch (docs/gpu_cost_model.md).  K*(K+1)*C one-hot weights, and
+  (K+1)/K times the gather's copies in place of the one-hot form's K*K.
 """
 
 import keras
@@ -327,6 +331,11 @@ class Involution(keras.layers.Layer):
         shape[-1] = self.channel // self.reduction_ratio
         self.bn.build(shape)
         self.span.build(shape)
+        if self.strategy == "separable":
+            # Rows: channel c*K + i copies input channel c from row offset i; then columns: channel
+            # (c*K + i)*K + j = c*K*K + n copies it from column offset j, n = i*K + j.
+            self._onehot_rows = np.tile(np.eye(k, dtype=np.float32)[:, None, None, :], (1, 1, self.channel, 1))
+            self._onehot_cols = np.tile(np.eye(k, dtype=np.float32)[None, :, None, :], (1, 1, self.channel * k, 1))
         if self.strategy == "depthwise":
             # One-hot gather: output channel c*K*K + k copies input channel c at offset k (the same for every c).
             onehot = np.zeros((k, k, self.channel, k * k), np.float32)
@@ -335,14 +344,19 @@ class Involution(keras.layers.Layer):
                     onehot[i, j, :, i * k + j] = 1.0
             self._onehot = onehot
 
-    def generate_kernel(self, x, training=None):
-        """Per-pixel kernels [B, Ho, Wo, K*K*G], channel k*G + g."""
+    def generate_kernel(self, x, training=None, group_major=False):
+        """Per-pixel kernels [B, Ho, Wo, K*K*G], channel k*G + g (``group_major``: g*K*K + k, the order the
+        separable gather wants, by permuting the span conv's weights, which the converter folds)."""
         y = x
-        if self.pool is not None:
-            y = self._pool_as_depthwise(x)
+        if self.pool is not None:  # the GPU form keeps the pool one op (XNNPACK's int8 is not its concern)
+            y = self.pool(x) if self.strategy == "separable" else self._pool_as_depthwise(x)
         y = self.reduce(y)
         y = ops.relu(self.bn(y, training=training))
-        return self.span(y)
+        if not group_major:
+            return self.span(y)
+        taps, g = self.kernel_size**2, self.groups
+        order = [n * g + gi for gi in range(g) for n in range(taps)]  # new channel g*K*K + n <- old n*G + g
+        return ops.conv(y, ops.take(self.span.kernel, order, axis=3)) + ops.take(self.span.bias, order)
 
     def _pool_as_depthwise(self, x):
         """The stride x stride average pool (SAME: ceil(H/s) x ceil(W/s), each window averaged over the pixels
@@ -395,9 +409,12 @@ class Involution(keras.layers.Layer):
 
     def call(self, x, training=None):
         # The scope names order the stock converter's operators (see ``KERNEL_SCOPE``).
+        separable = self.strategy == "separable"
         with keras.name_scope(KERNEL_SCOPE):
-            kernel = self.generate_kernel(x, training=training)
+            kernel = self.generate_kernel(x, training=training, group_major=separable)
         with keras.name_scope(WINDOW_SCOPE):
+            if separable:
+                return self._aggregate_separable(x, kernel, x.shape[1], x.shape[2], x.shape[3], self.groups)
             return self.aggregate(x, kernel)
 
     def aggregate(self, x, kernel):
@@ -407,6 +424,11 @@ class Involution(keras.layers.Layer):
         """
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
         g = self.groups
+        if self.strategy == "separable":  # wants the kernel group-major: [.., K*K, G] -> [.., G, K*K]
+            ho, wo, taps = kernel.shape[1], kernel.shape[2], self.kernel_size**2
+            kernel = ops.reshape(ops.transpose(ops.reshape(kernel, (-1, ho * wo, taps, g)), (0, 1, 3, 2)),
+                                 (-1, ho, wo, g * taps))
+            return self._aggregate_separable(x, kernel, h, w, c, g)
         layout = self.batch_one_path(x.shape) if self.strategy == "shift" else "channels-last"
         if layout == "groups-innermost":
             return self._aggregate_group_minor(x, kernel, h, w, c, g)
@@ -670,6 +692,29 @@ class Involution(keras.layers.Layer):
                 prod = ops.reshape(patches, (-1, ho * wo, m, taps)) * kern[:, :, c0 % g : c0 % g + m, :]
             outs.append(ops.sum(prod, axis=3))  # [B, HoWo, m]
         out = concatenate_within_xnnpack(outs, axis=2)
+        return ops.reshape(out, (-1, ho, wo, c))
+
+    def _aggregate_separable(self, x, kernel, h, w, c, g):
+        """The one-hot gather in two DEPTHWISE_CONV_2D ops (rows, then columns) and one MUL and one SUM, from a
+        group-major kernel [B, Ho, Wo, G*K*K] (channel g*K*K + n): the GPU target's few dispatches.
+
+        At stride s > 1 the rows are gathered at stride 1 and the columns at stride s, which subsamples both
+        (an (s, 1) stride is one TFLite op, but TF's CPU kernel refuses unequal strides without oneDNN).
+        """
+        k, s = self.kernel_size, self.stride
+        ho, wo, taps, t = ceil_div(h, s), ceil_div(w, s), k * k, c // g
+        if s == 1:  # both paddings put (K-1)/2 zeros before an odd K: SAME, no PAD op
+            rows = ops.depthwise_conv(x, self._onehot_rows, padding="same")
+            patches = ops.depthwise_conv(rows, self._onehot_cols, padding="same")
+        else:
+            rows = ops.depthwise_conv(self._padded(x, h, w), self._onehot_rows, padding="valid")
+            patches = ops.depthwise_conv(rows, self._onehot_cols, strides=s, padding="valid")
+        # [B, Ho, Wo, C*K*K], channel c*K*K + n with c = t*G + g (interleaved) or g*T + t (contiguous)
+        if self.group_layout == "contiguous":
+            shape, kshape = (-1, g, t, taps), (-1, g, 1, taps)
+        else:
+            shape, kshape = (-1, t, g, taps), (-1, 1, g, taps)
+        out = ops.sum(ops.reshape(patches, shape) * ops.reshape(kernel, kshape), axis=3)
         return ops.reshape(out, (-1, ho, wo, c))
 
     def compute_output_shape(self, input_shape):

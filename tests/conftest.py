@@ -13,6 +13,7 @@ import pytest
 from benchmarks.runtime import SWIFTSHADER_ICD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)  # the venv's console scripts, as a user's shell finds them
 LEGACY_VENV = os.environ.get("INVO_LEGACY_VENV", os.path.join(ROOT, ".venv-legacy"))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -186,3 +187,29 @@ def seed_files(request, tmp_path_factory, trained_seed):
             convert_model(src, str(tmp / f"{name}.tflite"), gpu=False, force=True, **fields)
         tmp.rename(out)
     return made_once(request, tmp_path_factory, "seed_files", make)
+
+
+@pytest.fixture(scope="session")
+def saved(request, tmp_path_factory):
+    """The files of tests/saved_models/save_library_models.py (every model the library builds, saved at 32x32,
+    with the outputs it gave), written once by a process of their own."""
+    def make(out):
+        tmp = out.with_name("partial")
+        tmp.mkdir()
+        proc = subprocess.run([sys.executable, "-m", "tests.saved_models.save_library_models", str(tmp)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600, env=user_env(PYTHONPATH=ROOT))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tmp.rename(out)
+    return made_once(request, tmp_path_factory, "library_models", make)
+
+
+def expected(saved, file):
+    """(inputs, outputs) the saved model ``file`` gave before it was saved."""
+    name = file.rsplit(".", 1)[0].removesuffix("_savedmodel")
+    data = np.load(saved / f"{name}_expected.npz")
+    return data["x"], data["y"]
+
+
+def assert_close(got, want, tol):
+    """Within ``tol`` of the largest output (outputs of freshly initialised models can be small)."""
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * float(np.abs(want).max()))

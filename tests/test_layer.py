@@ -34,7 +34,7 @@ def layer_cases(draw):
         w=draw(st.integers(3, 9)),
         n=draw(st.integers(1, 3)),
         r=draw(st.sampled_from([r for r in (1, 2, 4) if r <= c])),
-        strategy=draw(st.sampled_from(["shift", "depthwise"])),
+        strategy=draw(st.sampled_from(["shift", "depthwise", "separable"])),
         seed=draw(st.integers(0, 2**16)),
     )
 
@@ -67,7 +67,7 @@ def export_cases(draw):
         padding=draw(st.sampled_from(["same", "symmetric"])),
         layout=draw(st.sampled_from(["interleaved", "contiguous"])),
         path=draw(st.sampled_from(["planes", "planes in strips", "channels-last", "groups innermost",
-                                   "groups innermost in strips"])),
+                                   "groups innermost in strips", "separable"])),
         strip_values=draw(st.integers(1, 400)),
         seed=draw(st.integers(0, 2**16)),
     )
@@ -78,19 +78,22 @@ def export_cases(draw):
 def test_batch_one_export_path_matches_numpy(case):
     """Batch 1 is the exported graph ([C/G, H, W, G] planes with 4+ groups, channel planes on large
     maps, each in row strips on the largest, channels-last on small ones, stride phases, the pool as a depthwise
-    conv): every path against the independent numpy formulas for strides 1-3, both paddings, both group layouts,
+    conv, and the GPU target's separable gather): every path against the independent numpy formulas for strides 1-3, both paddings, both group layouts,
     odd and even sizes."""
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((1, case["h"], case["w"], case["c"])).astype(np.float32)
-    layout = case["path"].replace(" in strips", "").replace("groups innermost", "groups-innermost")
+    separable = case["path"] == "separable"  # the GPU target's form
+    layout = "auto" if separable else case["path"].replace(" in strips", "").replace("groups innermost",
+                                                                                      "groups-innermost")
     layer = Involution(channel=case["c"], group_number=case["g"], kernel_size=case["k"], stride=case["s"],
                        reduction_ratio=2 if case["c"] >= 2 else 1, group_layout=case["layout"],
                        padding=case["padding"], batch_one_layout=layout,
+                       strategy="separable" if separable else "shift",
                        # from one row per strip to a single strip
                        strip_values=case["strip_values"] if case["path"].endswith("in strips") else None)
     layer.build(x.shape)
     randomize(layer, case["seed"])
-    assert layer.batch_one_path(x.shape) == layout  # every forced layout runs at every stride
+    assert separable or layer.batch_one_path(x.shape) == layout  # every forced layout runs at every stride
     got = np.asarray(layer(x, training=False))
     want = involution_nhwc(x.astype(np.float64), case["k"], case["s"], case["g"], *_weights(layer),
                            padding=case["padding"], layout=case["layout"])
@@ -153,7 +156,7 @@ def test_reference_weights_transfer_gives_equal_outputs(groups, stride):
     inp = keras.Input((10, 10, 8))
     ref_layer = InvolutionReference(channel=8, group_number=groups, kernel_size=3, stride=stride, reduction_ratio=2)
     ref_model = randomize(keras.Model(inp, ref_layer(inp)), stride)
-    for strategy in ("shift", "depthwise"):
+    for strategy in ("shift", "depthwise", "separable"):
         builtin = builtin_from_reference(ref_layer, (None, 10, 10, 8), strategy)
         np.testing.assert_allclose(np.asarray(builtin(x)), ref_model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 

@@ -188,6 +188,14 @@ def test_invo_convert_checkpoint_to_verified_float32_and_int8(checkpoints, tmp_p
     pixels = np.random.default_rng(5).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32)
     want = _numpy_logits(state, (pixels - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD), "rednet26")
     np.testing.assert_allclose(InterpreterRunner(str(f32))(pixels)[0], want, rtol=0, atol=1e-4 * np.abs(want).max())
+    # The same checkpoint for the GPU: the official outputs too, in a few ops per layer, right on the GPU path.
+    gpu = tmp_path / "rednet26_gpu.tflite"
+    proc = invoke_cli(convert_cli, pth, "--arch", "rednet26", "--input-size", SIZE, "-o", gpu, "--target", "gpu",
+                      "--input-range", "0-255", "--report", str(tmp_path / "gpu.json"))
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads((tmp_path / "gpu.json").read_text())
+    assert r["gpu"]["ok"] and max(r["target"]["layer_ops"].values()) <= 20, (r["gpu"], r["target"])
+    np.testing.assert_allclose(InterpreterRunner(str(gpu))(pixels)[0], want, rtol=0, atol=1e-4 * np.abs(want).max())
 
     rng = np.random.default_rng(0)
     for cls in ("a", "b"):
@@ -214,21 +222,22 @@ def test_deeper_rednets_have_the_papers_parameter_counts(name, paper):
 
 
 def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
-    """invo-report networks --weights rednet26=FILE builds the network from the checkpoint; its FP16 and stock
-    converter's files are timed beside its float32, and the skeleton, which has no involution, gets no stock
-    file (int8 with float aggregation: tests/test_quantize.py)."""
+    """invo-report networks --weights rednet26=FILE builds the network from the checkpoint; its FP16, GPU-target
+    and stock converter's files are timed beside its float32, and the skeleton, which has no involution, gets
+    neither of the last two (int8 with float aggregation: tests/test_quantize.py).  The evicted cache regime is
+    the warm one's code with a buffer written before each run (tests/test_bench.py)."""
     _, ck = checkpoints
     out = tmp_path / "nb"
     proc = invoke_cli(report_cli, "networks", "--networks", "rednet26,rednet26-without-involution", "--weights",
                       f"rednet26={ck['rednet26'][1]}", "--input-size", str(SIZE),
-                      "--dtypes", "float32,fp16,stock-float32", "--threads", "1", "--caches", "warm,evicted",
+                      "--dtypes", "float32,fp16,stock-float32,gpu-float32", "--threads", "1", "--caches", "warm",
                       "--rounds", "1", "--num-runs", "2", "--no-layers", "--no-gpu-check", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads((out / "network_bench.json").read_text())["networks"]
     # The skeleton has no involution: no stock-float32 model, which measures the layer's name scopes (dynamic
-    # range: every involution configuration in tests/test_stock_converter.py).
+    # range: every involution configuration in tests/test_stock_converter.py), and no GPU-target file.
     assert [(r["network"], r["dtype"]) for r in rows] == [
-        ("rednet26", "float32"), ("rednet26", "fp16"), ("rednet26", "stock-float32"),
+        ("rednet26", "float32"), ("rednet26", "fp16"), ("rednet26", "stock-float32"), ("rednet26", "gpu-float32"),
         ("rednet26-without-involution", "float32"), ("rednet26-without-involution", "fp16")]
     assert rows[0]["weights"] == str(ck["rednet26"][1]) and all(r["xnnpack"]["fully_delegated"] for r in rows)
     by = {r["dtype"]: r for r in rows if r["network"] == "rednet26"}
@@ -236,24 +245,26 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
     # The layer's name scopes: the stock file keeps about as much alive at once as invo-convert's depth-first one.
     assert by["float32"]["peak_activation_bytes"] <= by["stock-float32"]["peak_activation_bytes"] \
         <= 1.5 * by["float32"]["peak_activation_bytes"], by
-    for r in rows:  # one round: each figure is that round's median, in both cache regimes
-        for key in ("ms_1t", "ms_1t_evicted"):
-            assert [r[key]["median"]] == r[key.replace("ms_", "rounds_")]
+    # The GPU target's file: its involutions in a few ops each, far fewer in all.
+    assert max(by["gpu-float32"]["layer_ops"].values()) <= 20 and by["gpu-float32"]["ops"] < by["float32"]["ops"] / 5
+    for r in rows:  # one round: each figure is that round's median
+        assert [r["ms_1t"]["median"]] == r["rounds_1t"]
     md = (out / "network_bench.md").read_text()
     ms = rows[0]["ms_1t"]
     assert f"| rednet26 | float32 | {ms['median']:.2f} ({ms['min']:.2f}-{ms['max']:.2f}) |" in md
     assert f"| {rows[0]['ops']} | {rows[0]['peak_activation_bytes'] / 2**20:.1f} | all ops |" in md
     for line in ("  - rednet26 fp16 speed-up over float32: ",
                  "  - rednet26 stock converter's file / invo-convert's, float32: "):
-        assert md.count(line) == 2, line  # once per cache regime, each with its figure
+        assert md.count(line) == 1, line  # once per cache regime, each with its figure
         assert all(0.1 < float(v) < 10 for v in re.findall(re.escape(line) + r"([0-9.]+)x", md)), md
-    assert "- 1 thread, caches evicted:" in md and "Operators per exported K=7 involution layer: stage 1" in md
+    assert "- 1 thread, caches warm:" in md and "Operators per exported K=7 involution layer: stage 1" in md
+    assert "  - rednet26 gpu-float32 / resnet50 float32" not in md  # no ResNet-50 in this run: no ratio to it
     # Where this CPU only emulates FP16 (x86 without AVX512-FP16), the heading and every FP16 ratio say that its
     # figures are not FP16 speed.
     emulated = cpu_fp16_arithmetic() == "emulated"
     assert ("FP16 is emulated on this CPU" in md) is emulated, md[:600]
     fp16_lines = [line for line in md.splitlines() if "fp16 speed-up over float32" in line]
-    assert len(fp16_lines) == 2 and all(line.endswith("(emulated FP16: not FP16 speed)") is emulated
+    assert len(fp16_lines) == 1 and all(line.endswith("(emulated FP16: not FP16 speed)") is emulated
                                         for line in fp16_lines), fp16_lines
     meta = TFLiteModel.from_file(str(out / "rednet26_fp16.tflite")).metadata  # the float16 file phones run in FP16
     assert meta["reduced_precision_support"].rstrip(b"\0") == b"fp16accfp16"

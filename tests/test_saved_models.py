@@ -10,12 +10,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, made_once, user_env
+from conftest import BIN, ROOT, assert_close, expected, user_env
 
 from involution.catalog import MODEL_NAMES
 from involution.serializable import MODULES
 
-BIN = os.path.dirname(sys.executable)  # the venv's console scripts, as a user's shell finds them
 # RedNet-38, -50, -101 and -152 are RedNet-26 with more blocks per stage, of the same classes and shapes;
 # converting them takes 30-120 s each on 2 cores, so they are loaded back in a fresh process and checked
 # against their saved outputs instead (test_every_saved_model_loads_in_a_fresh_process).
@@ -25,28 +24,6 @@ CONVERTED = ["seed-conv.keras", "seed-involution.keras", "seed-involution.h5", "
 LOADED_ONLY = ["rednet38.keras", "rednet50.keras", "rednet101.keras", "rednet152.keras"]
 
 
-@pytest.fixture(scope="module")
-def saved(request, tmp_path_factory):
-    """The files of tests/saved_models/save_library_models.py, written once by a process of their own."""
-    def make(out):
-        tmp = out.with_name("partial")
-        tmp.mkdir()
-        proc = subprocess.run([sys.executable, "-m", "tests.saved_models.save_library_models", str(tmp)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=600, env=user_env(PYTHONPATH=ROOT))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        tmp.rename(out)
-    return made_once(request, tmp_path_factory, "library_models", make)
-
-
-def expected(saved, file):
-    name = file.rsplit(".", 1)[0].removesuffix("_savedmodel")
-    data = np.load(saved / f"{name}_expected.npz")
-    return data["x"], data["y"]
-
-
-def assert_close(got, want, tol):
-    """Within ``tol`` of the largest output (outputs of freshly initialised models can be small)."""
-    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * float(np.abs(want).max()))
 
 
 @pytest.mark.parametrize("file", CONVERTED)

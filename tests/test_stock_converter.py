@@ -23,21 +23,23 @@ REDNET_CONFIGS = [(112, 32, 3, 1), (56, 64, 7, 1), (56, 128, 7, 2), (28, 128, 7,
                   (14, 256, 7, 1), (14, 512, 7, 2), (7, 512, 7, 1), (150, 32, 3, 1), (19, 256, 7, 2)]
 
 
-def all_configs_model(batch_size):
+def all_configs_model(batch_size, strategy="shift"):
     """One model, one input and one output per configuration: every path of the layer in a single conversion."""
     inputs, outputs = [], []
     for n, (h, c, k, s) in enumerate(REDNET_CONFIGS):
         x = keras.Input((h, h, c), batch_size=batch_size, name=f"in{n}")
         inputs.append(x)
-        outputs.append(official_involution(c, k, s, name=f"inv{n}")(x))
+        outputs.append(official_involution(c, k, s, name=f"inv{n}", strategy=strategy)(x))
     # The extract_patches formulation's interleaved groups, at stride 2 on groups-innermost planes (the RedNets'
     # strided layers above have contiguous groups).
     x = keras.Input((14, 14, 64), batch_size=batch_size, name="interleaved")
     inputs.append(x)
-    outputs.append(Involution(channel=64, group_number=4, kernel_size=7, stride=2, name="interleaved_inv")(x))
+    outputs.append(Involution(channel=64, group_number=4, kernel_size=7, stride=2, strategy=strategy,
+                              name="interleaved_inv")(x))
     x = keras.Input((32, 32, 3), batch_size=batch_size, name="seed")
     inputs.append(x)
-    outputs.append(Involution(channel=3, group_number=1, kernel_size=3, stride=1, reduction_ratio=2, name="seed_inv")(x))
+    outputs.append(Involution(channel=3, group_number=1, kernel_size=3, stride=1, reduction_ratio=2, strategy=strategy,
+                              name="seed_inv")(x))
     return randomize(keras.Model(inputs, outputs), seed=3)
 
 
@@ -115,6 +117,39 @@ def test_stock_converter_export_is_deployable(models, saved_models, tmp_path, ba
     require_gpu()
     g = check_gpu(str(path))
     # int8: the GPU accelerator computes it in float, from the file's dequantized weights
+    assert g["available"] and g["fully_delegated"] and g["ok"], g
+
+
+@pytest.mark.parametrize("batch,precision", [("batch 1", "float32"), ("batch 1", "float16"),
+                                             ("dynamic batch", "float32")])
+def test_stock_converter_gpu_form_is_a_few_ops_per_layer_and_right_on_the_gpu(tmp_path, batch, precision):
+    """``Involution(strategy="separable")``, what ``invo-convert --target gpu`` builds, through the stock converter:
+    every RedNet configuration within the GPU target's ops per layer, builtin-only, at most 4-D, one XNNPACK
+    partition, equal to Keras, and right on the GPU accelerator (float16: by FP16's rule)."""
+    from convert.targets import GPU_MAX_LAYER_OPS, layer_op_counts
+
+    model = all_configs_model(1 if batch == "batch 1" else None, strategy="separable")
+    path = tmp_path / f"separable_{precision}.tflite"
+    path.write_bytes(stock_convert(model, precision))
+    info = TFLiteModel.from_file(str(path))
+    assert info.builtin_only and info.max_rank <= 4 and info.fusable_chain()["within"], info.op_histogram()
+    names = [layer.name for layer in model.layers if isinstance(layer, Involution)]
+    per_layer = layer_op_counts(info.main, names)  # the stock converter keeps the layers' names on its tensors
+    assert len(per_layer) == len(REDNET_CONFIGS) + 2 and 5 <= min(per_layer.values()), per_layer
+    assert max(per_layer.values()) <= GPU_MAX_LAYER_OPS, per_layer
+    assert len(info.ops) <= GPU_MAX_LAYER_OPS * len(names), info.op_histogram()
+    xnn = xnnpack_coverage(str(path))
+    assert xnn["fully_delegated"] and xnn["partitions"] == 1, xnn
+    from ai_edge_litert.interpreter import Interpreter
+
+    xs = [np.random.default_rng(1).standard_normal((1, *t.shape[1:])).astype(np.float32) for t in model.inputs]
+    got = Interpreter(model_path=str(path)).get_signature_runner()(**{t.name: x for t, x in zip(model.inputs, xs)})
+    tol = 1e-4 if precision == "float32" else 2e-2  # float16 weights: the kernel generation's rounding
+    for n, w in enumerate(model(xs)):
+        w = np.asarray(w)
+        np.testing.assert_allclose(got[f"output_{n}"], w, rtol=tol, atol=tol * max(1.0, np.abs(w).max()))
+    require_gpu()
+    g = check_gpu(str(path))
     assert g["available"] and g["fully_delegated"] and g["ok"], g
 
 

@@ -43,7 +43,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("strategy", ["shift", "depthwise"])
+@pytest.mark.parametrize("strategy", ["shift", "depthwise", "separable"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(str(c[k]) for k in ("h", "c", "k", "g", "stride")))
 def test_float32_equals_keras(tmp_path, case, strategy):
     model = layer_model(**case, strategy=strategy)
@@ -60,7 +60,7 @@ def test_float32_equals_keras(tmp_path, case, strategy):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(want).max()))
 
 
-@pytest.mark.parametrize("strategy", ["shift", "depthwise"])
+@pytest.mark.parametrize("strategy", ["shift", "depthwise", "separable"])
 def test_int8_with_int8_io_within_stated_error(tmp_path, strategy):
     """Full int8 (int8 in and out): dequantized, within 1% (mean) and 5% (max) of Keras's output range."""
     model = layer_model(16, 16, 8, 3, 2, 2, strategy=strategy)

@@ -70,10 +70,11 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
 @click.option("--networks", default=None, help="Comma-separated; default all of: rednet26, rednet38, rednet50, "
               "resnet50, mobilenetv2, rednet26-without-involution, rednet50-without-involution; 'none': the "
               "per-layer table only.")
-@click.option("--dtypes", default="float32,fp16,int8,int8-float-agg", show_default=True,
+@click.option("--dtypes", default="float32,fp16,int8,int8-float-agg,gpu-float32,gpu-fp16", show_default=True,
               help="fp16: the float16 file with XNNPACK forced to FP16 (invo-bench --precision fp16); dynamic: int8 "
                    "weights, float activations (invo-convert --quantize dynamic); int8-float-agg: "
-                   "int8 with each involution's aggregation in float32 (invo-convert --float-aggregation); also "
+                   "int8 with each involution's aggregation in float32 (invo-convert --float-aggregation); "
+                   "gpu-float32, gpu-fp16: the GPU target's files (invo-convert --target gpu); also "
                    "stock-float32: the stock TFLiteConverter's file, as a user's own pipeline makes it.")
 @click.option("--threads", default="1,2,all", show_default=True, help="Thread counts; 'all': every core.")
 @click.option("--caches", default="warm,evicted", show_default=True,
@@ -86,10 +87,13 @@ def deployment(train_dir, epochs, out, num_runs, rounds, no_gpu):
               help="Official checkpoint for a RedNet, e.g. rednet26=rednet26.pth (repeatable).")
 @click.option("--no-layers", is_flag=True, help="Skip the per-layer table.")
 @click.option("--no-gpu-check", is_flag=True, help="Skip the GPU-path check of each RedNet.")
+@click.option("--gpu-timing", is_flag=True,
+              help="Also time the float files on the GPU (a real one: SwiftShader's timings are refused), each "
+                   "run's outputs checked against the CPU's.")
 @click.option("--out", default="runs/network_bench", show_default=True, type=click.Path())
 @cli_errors
 def networks(networks, dtypes, threads, caches, rounds, num_runs, input_size, calib, weights, no_layers, no_gpu_check,
-             out):
+             gpu_timing, out):
     """RedNet-26/38/50 against ResNet-50 and MobileNetV2 on the CPU fast path, and RedNet's involution layers
     next to a DepthwiseConv2D of the same shape: network_bench.md/.json and latency_vs_top1.png in --out."""
     require_tensorflow()  # a board: say what to install before judging the arguments
@@ -116,7 +120,8 @@ def networks(networks, dtypes, threads, caches, rounds, num_runs, input_size, ca
 
     schedule = Schedule(rounds, num_runs, tuple(_int_list("threads", threads)), tuple(regimes))
     _, md = nb.run(chosen, tuple(kinds), schedule, input_size=input_size, out=out, calib=calib,
-                   weights=dict(w.split("=", 1) for w in weights), layers=not no_layers, gpu=not no_gpu_check)
+                   weights=dict(w.split("=", 1) for w in weights), layers=not no_layers, gpu=not no_gpu_check,
+                   gpu_timing=gpu_timing)
     click.echo(md)
 
 

@@ -39,8 +39,17 @@ EMULATED_FP16_NOTE = (" FP16 is emulated on this CPU (no FP16 arithmetic: x86 wi
 # float32 (invo-convert --float-aggregation; only networks with involution layers).
 # stock-float32: the same network through the stock converter alone (TFLiteConverter.from_keras_model on a
 # batch-1 model, as a user's own pipeline converts it), to measure what invo-convert's operator order adds.
-DTYPES = ("float32", "fp16", "dynamic", "int8", "int8-float-agg", "stock-float32")
-QUANTIZE_OF = {"float32": "none", "fp16": "float16", "dynamic": "dynamic", "int8": "int8", "int8-float-agg": "int8"}
+# gpu-float32, gpu-fp16: the GPU target's files (invo-convert --target gpu), timed on the CPU like the others
+# and, with --gpu-timing, on the GPU.
+DTYPES = ("float32", "fp16", "dynamic", "int8", "int8-float-agg", "stock-float32", "gpu-float32", "gpu-fp16")
+QUANTIZE_OF = {"float32": "none", "fp16": "float16", "dynamic": "dynamic", "int8": "int8", "int8-float-agg": "int8",
+               "gpu-float32": "none", "gpu-fp16": "float16"}
+# What a dtype's figures compare with on ResNet-50 (which has no involution, so one file per precision).
+RESNET_DTYPE = {"int8-float-agg": "int8", "stock-float32": "float32", "gpu-float32": "float32", "gpu-fp16": "fp16"}
+# Only networks with involution layers have these files.
+INVOLUTION_ONLY = ("int8-float-agg", "stock-float32", "gpu-float32", "gpu-fp16")
+# The float files timed on the GPU with --gpu-timing.
+GPU_TIMED = ("float32", "fp16", "gpu-float32", "gpu-fp16")
 # Cache regimes: "warm" runs back to back, so a model stays in this server's large last-level cache; "evicted"
 # writes EVICT_MB before every run (benchmarks.host.timing).
 CACHES = ("warm", "evicted")
@@ -182,7 +191,8 @@ def _convert(model, path, dtype, calib, gpu, verify_samples):
     quantize = QUANTIZE_OF[dtype]
     return convert_model(keras_path, path, quantize=quantize, calib=calib if quantize == "int8" else None,
                          calib_samples=8, report=None, force=True, gpu=gpu, verify_samples=verify_samples,
-                         check=False, float_aggregation=dtype == "int8-float-agg")
+                         check=False, float_aggregation=dtype == "int8-float-agg",
+                         target="gpu" if dtype.startswith("gpu-") else "cpu")
 
 
 def has_involution(name):
@@ -192,7 +202,27 @@ def has_involution(name):
 def _fp16_forced(key):
     """benchmark options of a job: "fp16" jobs run with XNNPACK forced to FP16 (CompiledModel); a forced run
     that did not compute in FP16 is an error, not a figure."""
-    return {"runtime": "litert-compiled", "precision": "fp16"} if key[-1] == "fp16" else {}
+    return {"runtime": "litert-compiled", "precision": "fp16"} if key[-1] in ("fp16", "gpu-fp16") else {}
+
+
+def _on_gpu(key):
+    """benchmark options of a GPU-timed job: the LiteRT GPU accelerator, no CPU fallback, its outputs checked
+    against the CPU's (the float16 files as a GPU runs them, FP16 allowed)."""
+    return {"runtime": "litert-compiled", "use_gpu": True, "require_full_delegation": True}
+
+
+def gpu_description():
+    """The GPU the --gpu-timing figures came from: nvidia-smi's name and driver where it exists, else the
+    Vulkan driver's manifest."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi"):
+        found = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                               capture_output=True, text=True, check=False).stdout.strip()
+        if found:
+            return f"{found.splitlines()[0]} (nvidia-smi), LiteRT GPU accelerator (WebGPU on Vulkan)"
+    return f"Vulkan driver {os.environ.get('VK_ICD_FILENAMES', 'found by the loader')}, LiteRT GPU accelerator"
 
 
 def _time(jobs, schedule):
@@ -218,9 +248,20 @@ def ops_per_involution():
 
 
 def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), caches=CACHES), *, input_size=224,
-        out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4):
+        out="runs/network_bench", calib=None, weights=None, layers=True, gpu=True, verify_samples=4,
+        gpu_timing=False):
     """Converts and times ``networks`` in ``dtypes`` by ``schedule`` (and, with ``layers``, ``layer_table``);
-    writes network_bench.json/.md and latency_vs_top1.png into ``out``; returns (result, markdown)."""
+    writes network_bench.json/.md and latency_vs_top1.png into ``out``; returns (result, markdown).
+
+    ``gpu_timing``: the float files (``GPU_TIMED``) are also timed on a real GPU, every output checked; an
+    emulated GPU (SwiftShader) is an error, its timings not a GPU's.
+    """
+    if gpu_timing:
+        from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
+
+        if gpu_is_emulated():
+            raise RuntimeUnavailable("--gpu-timing: the Vulkan driver is an emulated GPU (SwiftShader), whose "
+                                     "timings are not a GPU's; point VK_ICD_FILENAMES at a real GPU's driver")
     os.makedirs(out, exist_ok=True)
     weights = weights or {}
     threads, caches, rounds, num_runs = schedule.threads, schedule.caches, schedule.rounds, schedule.num_runs
@@ -238,7 +279,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
     for name in networks:
         model = build_network(name, input_size, weights.get(name))
         for dtype in dtypes:
-            if dtype in ("int8-float-agg", "stock-float32") and not has_involution(name):
+            if dtype in INVOLUTION_ONLY and not has_involution(name):
                 continue
             path = os.path.join(out, f"{name}_{dtype}.tflite")
             print(f"converting {name} ({dtype})", flush=True)
@@ -250,7 +291,8 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
                          "weights": weights.get(name) or "random",
                          "xnnpack": r["xnnpack"], "gpu_ok": g.get("ok") if g else None,
                          "gpu_fully_delegated": g.get("fully_delegated") if g else None,
-                         "max_rel_error_vs_keras": r["verify"]["max_rel_error"]})
+                         "max_rel_error_vs_keras": r["verify"]["max_rel_error"],
+                         "layer_ops": (r.get("target") or {}).get("layer_ops")})
             jobs.append(((name, dtype), path))
     print(f"timing {len(jobs)} files x {len(threads)} thread counts x {len(caches)} cache regimes, {rounds} "
           "interleaved rounds each", flush=True)
@@ -262,6 +304,15 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
                 per_round = times[(row["network"], row["dtype"]), t, cache]
                 row[label] = spread(per_round)
                 row[label.replace("ms_", "rounds_")] = per_round  # per-round medians, in order
+    if gpu_timing:
+        gpu_jobs = [(key, path) for key, path in jobs if key[1] in GPU_TIMED]
+        print(f"timing {len(gpu_jobs)} float files on the GPU, {rounds} interleaved rounds", flush=True)
+        on_gpu = interleaved(gpu_jobs, dataclasses.replace(schedule, threads=(1,), caches=("warm",)), options=_on_gpu)
+        for row in rows:
+            per_round = on_gpu.get(((row["network"], row["dtype"]), 1, "warm"))
+            if per_round:
+                row["ms_gpu"], row["rounds_gpu"] = spread(per_round), per_round
+        info["gpu"] = gpu_description()
     info["ops_per_involution"] = ops_per_involution()
     layer_rows = layer_table(dtypes, dataclasses.replace(schedule, caches=("warm",)), out) if layers else []
     result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads), "caches": list(caches)}
@@ -330,6 +381,7 @@ def markdown(result):
     info, rows = result["info"], result["networks"]
     timings = _timings(result)
     head = " | ".join(f"{t} thread{'s' * (t > 1)}, {c} ms" for t, c, _ in timings)
+    gpu = any("ms_gpu" in r for r in rows)
     lines = [f"Measured on {info['machine']}, {info['date']}; {info['runtime']}; {info['input_size']}x"
              f"{info['input_size']} input; median of {info['rounds']} interleaved rounds of {info['num_runs']} runs "
              "(min-max over rounds) in ms; each thread count and cache regime timed in a phase of its own. "
@@ -337,14 +389,19 @@ def markdown(result):
              f"writes {info.get('evict_mb', EVICT_MB)} MB before every run, as on a phone whose few MB of cache "
              "keep no model between runs."
              + EMULATED_FP16_NOTE * (info.get("fp16_arithmetic") == "emulated"), "",
-             f"| network | dtype | {head} | file bytes | ops | peak activations MiB | XNNPACK | GPU path | published top-1 |",
-             "|---|---|" + "---|" * (len(timings) + 6)]
+             f"| network | dtype | {head}{' | GPU ms' * gpu} | file bytes | ops | peak activations MiB | XNNPACK "
+             "| GPU path | published top-1 |",
+             "|---|---|" + "---|" * (len(timings) + 6 + gpu)]
+    if gpu:
+        lines[0] += (f" GPU ms: {info.get('gpu', 'a GPU')}, 1 round per CPU round, every run's outputs checked "
+                     "against the CPU's (the fp16 files computed as the GPU chooses, FP16 on most).")
     for r in rows:
         x = r["xnnpack"]
         xnn = "all ops" if x.get("fully_delegated") else f"{x.get('delegated_ops')}/{x.get('ops')} ({', '.join(x.get('outside', {}))})"
         gpu = "-" if r["gpu_ok"] is None else ("fully accelerated, ok" if r["gpu_ok"] else "FAILED")
         top1, src = PUBLISHED_TOP1.get(r["network"], (None, ""))
         lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(fmt_spread(r[k]) for *_, k in timings)
+                     + (f" | {fmt_spread(r['ms_gpu']) if 'ms_gpu' in r else '-'}" if gpu else "")
                      + f" | {r['file_bytes']:,} | {r['ops']} | {r['peak_activation_bytes'] / 2**20:.1f} | {xnn} | {gpu} | "
                      + (f"{top1}% ({src})" if top1 else "-") + " |")
     if info.get("ops_per_involution"):
@@ -399,10 +456,21 @@ def _emulated(result, dtype):
 def ratio_lines(result):
     """The issues' network ratios, from this run: against ResNet-50, per precision, per thread count, per cache."""
     out = ["Ratios (medians of this run; in brackets the ratio within each round, min-max):"]
-    for t, cache, key in _timings(result):
+    timings = _timings(result)
+    if any("ms_gpu" in r for r in result["networks"]):
+        timings = [("GPU", None, "ms_gpu")] + timings
+    for t, cache, key in timings:
+        if t == "GPU":
+            out.append("- on the GPU:")
+            for dtype in GPU_TIMED:
+                for name in ("rednet26", "rednet38", "rednet50"):
+                    r = _ratio(result, (name, dtype), ("resnet50", RESNET_DTYPE.get(dtype, dtype)), key)
+                    if r:
+                        out.append(f"  - {name} {dtype} / resnet50 {RESNET_DTYPE.get(dtype, dtype)}: {r}")
+            continue
         out.append(f"- {t} thread{'s' * (t > 1)}, caches {cache}:")
         for dtype in DTYPES:
-            base_dtype = {"int8-float-agg": "int8", "stock-float32": "float32"}.get(dtype, dtype)  # ResNet-50: invo-convert float32 or int8
+            base_dtype = RESNET_DTYPE.get(dtype, dtype)
             for name in ("rednet26", "rednet38", "rednet50", "mobilenetv2"):
                 r = _ratio(result, (name, dtype), ("resnet50", base_dtype), key)
                 if r:

@@ -1,0 +1,106 @@
+"""invo-convert --target gpu, as a user runs it: the file a GPU runs in a few dispatches, within the target's
+operator bounds, equal to the saved model, and right on the GPU accelerator; the audit says so, and warns when a
+file meant for the GPU is not built for it."""
+
+import json
+import os
+import subprocess
+
+import keras
+import numpy as np
+import pytest
+from conftest import BIN, assert_close, assert_one_line_error, expected, invoke_cli, randomize, require_gpu, user_env
+
+from convert.api import convert_model
+from convert.cli import main as convert_cli
+from convert.export import ConversionError
+from convert.targets import GPU_MAX_LAYER_OPS
+from invo_base.tflite_model import TFLiteModel
+from involution import Involution
+
+# RedNet-26's GPU file has at most this many operators (the CPU target's: about 2,050): the issue's target.
+REDNET26_GPU_MAX_OPS = 200
+
+
+def _convert(saved, tmp_path, file, *flags):
+    """The installed invo-convert on a saved model in a fresh process: (stdout, report)."""
+    out, report = tmp_path / "m.tflite", tmp_path / "m.json"
+    proc = subprocess.run([os.path.join(BIN, "invo-convert"), str(saved / file), "-o", str(out), "--report",
+                           str(report), *flags], capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                          env=user_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, json.loads(report.read_text())
+
+
+def test_rednet26_gpu_file_is_within_the_op_bounds_and_right_on_the_gpu(saved, tmp_path):
+    """The separable form's operator count does not depend on the input size (no strips, one pool op), so the
+    32x32 model has the 224x224 one's count."""
+    require_gpu()
+    stdout, r = _convert(saved, tmp_path, "rednet26.keras", "--target", "gpu")
+    a, t = r["audit"], r["target"]
+    assert r["strategy"] == "separable" and t["target"] == "gpu" and not t["warnings"], t
+    assert a["ops"] <= REDNET26_GPU_MAX_OPS and a["builtin_only"] and a["max_tensor_rank"] <= 4, a["op_histogram"]
+    assert len(t["layer_ops"]) == 9 and max(t["layer_ops"].values()) <= GPU_MAX_LAYER_OPS, t["layer_ops"]
+    assert a["gpu_fusion"]["within"] and r["xnnpack"]["fully_delegated"], (a["gpu_fusion"], r["xnnpack"])
+    assert r["gpu"]["fully_delegated"] and r["gpu"]["ok"], r["gpu"]
+    assert f"target: gpu (involution form 'separable'); involution layers " in stdout
+    assert f"(bound {GPU_MAX_LAYER_OPS}); {a['ops']} ops" in stdout
+    from ai_edge_litert.interpreter import Interpreter
+
+    x, want = expected(saved, "rednet26.keras")  # what the model gave before it was saved
+    interp = Interpreter(model_path=str(tmp_path / "m.tflite"))
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    for sample, w in zip(x, want):
+        interp.set_tensor(inp["index"], sample[None])
+        interp.invoke()
+        assert_close(interp.get_tensor(outp["index"])[0], w, 1e-4)
+
+
+def test_float16_gpu_file_passes_the_gpu_check_by_fp16s_rule(saved, tmp_path):
+    require_gpu()
+    _, r = _convert(saved, tmp_path, "seed-involution.keras", "--target", "gpu", "--quantize", "float16")
+    assert r["gpu"]["ok"] and r["gpu"]["fully_delegated"] and r["target"]["layer_ops"], r["gpu"]
+    meta = TFLiteModel.from_file(str(tmp_path / "m.tflite")).metadata
+    assert meta["reduced_precision_support"].rstrip(b"\0") == b"fp16accfp16"
+
+
+def test_the_audit_warns_when_a_gpu_file_keeps_the_cpu_form(saved, tmp_path):
+    stdout, r = _convert(saved, tmp_path, "seed-involution.keras", "--target", "gpu", "--aggregation", "shift",
+                         "--no-gpu-check")
+    over = {name: n for name, n in r["target"]["layer_ops"].items() if n > GPU_MAX_LAYER_OPS}
+    assert len(over) == 3 and len(r["target"]["warnings"]) == 1, r["target"]
+    assert f"warning: 3 involution layer(s) have more than {GPU_MAX_LAYER_OPS} ops" in stdout, stdout
+
+
+def test_the_cpu_target_is_the_default_and_gets_no_bound(saved, tmp_path):
+    _, r = _convert(saved, tmp_path, "seed-involution.keras", "--no-gpu-check")
+    assert r["strategy"] == "shift" and r["target"]["target"] == "cpu" and "max_layer_ops" not in r["target"]
+    assert not r["target"]["warnings"] and min(r["target"]["layer_ops"].values()) > GPU_MAX_LAYER_OPS, r["target"]
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--target", "gpu", "--quantize", "dynamic"], "cannot be dynamic-range quantized"),
+    (["--target", "phone"], "--target"),
+])
+def test_gpu_target_option_errors(saved, tmp_path, flags, needle):
+    proc = invoke_cli(convert_cli, saved / "seed-involution.keras", "-o", tmp_path / "m.tflite", *flags)
+    assert_one_line_error(proc, needle)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_a_tflite_input_takes_no_target(tmp_path, seed_files):
+    proc = invoke_cli(convert_cli, seed_files / "inv_f32.tflite", "-o", tmp_path / "m.tflite", "--target", "gpu")
+    assert_one_line_error(proc, "--target")
+
+
+def test_int8_of_a_gather_deeper_than_the_builtin_kernel_is_refused_before_calibrating(tmp_path):
+    """128 channels x 49 taps = 6,272 > 4,832: calibration's builtin kernel would never finish it."""
+    x = keras.Input((8, 8, 128))
+    path = tmp_path / "wide.keras"
+    randomize(keras.Model(x, Involution(channel=128, group_channels=16, kernel_size=7, name="wide")(x))).save(path)
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((4, 8, 8, 128)).astype(np.float32))
+    with pytest.raises(ConversionError, match="layer wide's separable gather is 6272 channels deep"):
+        convert_model(str(path), str(tmp_path / "w.tflite"), target="gpu", quantize="int8",
+                      calib=str(tmp_path / "calib.npz"), gpu=False)
+    assert not (tmp_path / "w.tflite").exists()
