@@ -92,7 +92,10 @@ def write_csv(results, path):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--runtime", type=click.Choice(RUNTIMES), help="Default: ai-edge-litert if present, else tflite-runtime.")
+@click.option("--runtime", type=click.Choice((*RUNTIMES, "tflite-micro")),
+              help="Default: ai-edge-litert if present, else tflite-runtime. 'tflite-micro': TFLite Micro's "
+                   "interpreter (pip install '.[micro]'): the arena the model needs on a microcontroller, its flash, "
+                   "and its outputs against LiteRT's kernels (exit 1 past 1 int8 step).")
 @click.option("--num_threads", default=1, show_default=True, type=int)
 @click.option("--warmup_runs", default=1, show_default=True, type=int)
 @click.option("--num_runs", default=50, show_default=True, type=int)
@@ -131,6 +134,8 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
     Runs where TensorFlow is absent (ai-edge-litert or tflite-runtime, and numpy); the host-side reports
     that also build and convert models are 'invo-report'.
     """
+    if settings["runtime"] == "tflite-micro":
+        return _micro(models, settings, json_path, quiet)
     from benchmarks.bench import BenchOptions, benchmark, gpu_correctness
 
     options = BenchOptions(**settings)  # the flags' names are its fields
@@ -151,6 +156,35 @@ def bench(models, check_gpu, json_path, csv_path, quiet, **settings):
         if any(r.get("swiftshader_fallback") for r in results):
             click.echo(f"note: no Vulkan driver configured (VK_ICD_FILENAMES): the GPU ran on SwiftShader, "
                        f"{SWIFTSHADER_ICD}")
+
+
+def _micro(models, settings, json_path, quiet):
+    """--runtime tflite-micro: each model's arena, flash and check against LiteRT; exit 1 when one is wrong."""
+    from benchmarks.bench import BenchOptions, load_input_file
+    from benchmarks.micro import format_micro, micro_benchmark
+
+    defaults = BenchOptions()
+    given = [f"--{k}" for k in ("use_gpu", "delegate", "precision", "gpu_fallback", "evict_cache_mb")
+             if settings[k] != getattr(defaults, k)]
+    if given:
+        raise ValueError(f"--runtime tflite-micro runs on this CPU's TFLM kernels: {', '.join(given)} do not apply")
+    results = []
+    for m in models:
+        arrays = None
+        if settings["input_file"]:
+            from benchmarks.runtime import load
+
+            arrays = load_input_file(settings["input_file"], load(m, "litert"))
+        results.append(micro_benchmark(m, num_runs=settings["num_runs"], input_file_arrays=arrays))
+    if json_path:
+        write_atomic(json_path, json_text(results))
+    if not quiet:
+        click.echo(format_micro(results))
+    wrong = [r for r in results if not r["ok"]]
+    if wrong:
+        raise ValueError(f"{wrong[0]['model']}: TFLite Micro's outputs differ from LiteRT's {wrong[0]['checked_against']} "
+                         f"kernels by {wrong[0].get('max_steps', wrong[0].get('max_rel_error')):g}"
+                         f"{' int8 steps' if 'max_steps' in wrong[0] else ' of the output scale'}")
 
 
 def main(argv=None):

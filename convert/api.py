@@ -92,11 +92,19 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
             if o.check:
                 s.failures = quality_gate(result["verify"], o.quantize, o.min_agreement, o.max_rel_error)
                 result["quality_gate"] = {"passed": not s.failures, "failures": s.failures}
+            if o.quantize == "int8":  # what a microcontroller needs of it
+                from benchmarks.micro import micro_audit
+
+                result["micro"] = micro_audit(s.path)
             if o.gpu and not s.failures:
                 say("compiling on the LiteRT GPU accelerator")
                 result["gpu"] = _gpu_check(s.path, result, held_x[:1],
                                            gate_bounds(o.quantize, None, o.max_rel_error)[1])
     failures, final = s.failures, s.final
+    if o.c_array and not failures:
+        from invo_base.c_array import write_c_array
+
+        result["c_array"] = write_c_array(final)
     if report:
         write_atomic(report, json_text(result))
     if failures:

@@ -3,6 +3,7 @@
 import click
 
 from benchmarks.gpu_check import allowed_text, unit_suffix
+from benchmarks.micro import format_micro_audit
 from benchmarks.runtime import FP16_ALLOWED, TFLITE_RUNTIME_LAST, needs_newer_runtime
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
@@ -81,6 +82,8 @@ def format_audit(result):
             lines.append(f"  warning: {w}")
     if result.get("xnnpack"):
         lines.append(f"  {format_coverage(result['xnnpack'])}")
+    if result.get("micro"):
+        lines.append(f"  {format_micro_audit(result['micro'])}")
     g = result.get("gpu")
     if g:
         if not g.get("available"):
@@ -96,6 +99,8 @@ def format_audit(result):
                 lines.append(f"    ({allowed_text(g)})")
             if g.get("ops_on_cpu"):
                 lines.append(f"  ops the GPU does not take (each compiled alone): {', '.join(g['ops_on_cpu'])}")
+    if result.get("c_array"):
+        lines.append(f"  C source for firmware: {', '.join(result['c_array'])}")
     if result.get("identical_outputs"):
         lines.append(f"  outputs bit-identical to {result['input']} ({result['input_bytes'] / 1024:.1f} KB before)")
     lines.append(f"  converted in {result['convert_seconds']:.1f} s")
@@ -156,6 +161,10 @@ def format_target(t, strategy):
 @click.option("--input-range", type=click.Choice(INPUT_RANGES),
               help="With --arch: 'normalized' (default; (pixel - mean) / std) or '0-255' (raw RGB pixels, the "
                    "ImageNet normalisation folded into the model). Image folders are centre-cropped to match.")
+@click.option("--c-array", is_flag=True,
+              help="Also write the file as C source for microcontroller firmware (NAME.h, NAME.cc: a 16-byte "
+                   "aligned array and its length) and NAME_ops.h, which registers only the model's ops in TFLite "
+                   "Micro's MicroMutableOpResolver.")
 @click.option("--quiet", is_flag=True, help="No progress lines and no audit table (errors still print); with "
                                              "--report, the audit is in the JSON.")
 @cli_errors
@@ -187,6 +196,10 @@ def main(model, output, report, force, quiet, custom_module, no_gpu_check, no_ch
         from convert.retouch import retouch_tflite
 
         result = retouch_tflite(model, output, force=force, report=report, gpu=not no_gpu_check, progress=say)
+        if options.c_array:
+            from invo_base.c_array import write_c_array
+
+            result["c_array"] = write_c_array(result["output"])
         if not quiet:
             click.echo(format_audit(result))
         return

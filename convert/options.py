@@ -39,6 +39,7 @@ class ConvertOptions(Options):
     max_rel_error: float = None
     gpu: bool = True                 # compile and compare on the LiteRT GPU accelerator
     seed: int = 0                    # random inputs of float conversions without data
+    c_array: bool = False            # also write the file as C source (NAME.h, NAME.cc) and its op list (NAME_ops.h)
 
     def __post_init__(self):
         object.__setattr__(self, "custom_modules", tuple(self.custom_modules or ()))

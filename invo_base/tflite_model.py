@@ -175,6 +175,33 @@ class TFLiteModel:
         return sum(t.constant_size // size[t.dtype] for sg in self.subgraphs for t in sg["tensors"]
                    if t.constant_size and t.dtype in size)
 
+    def multiply_adds(self):
+        """The main subgraph's arithmetic, counted from tensor shapes: a convolution's or a fully connected
+        layer's multiply-adds, and one per output value of an elementwise op (per input value of a reduction
+        or a pool).  One-hot gathers count as the multiply-adds a device performs for them."""
+        sg, total = self.main, 0
+        tensors = sg["tensors"]
+
+        def elements(t):
+            return int(np.prod(tensors[t].shape)) if t >= 0 and tensors[t].shape else 0
+
+        for op, (ins, outs) in zip(sg["ops"], sg["op_io"]):
+            if not outs:
+                continue
+            if op == "CONV_2D":  # weight [Cout, kh, kw, Cin]
+                w = tensors[ins[1]].shape
+                total += elements(outs[0]) * int(np.prod(w[1:]))
+            elif op == "DEPTHWISE_CONV_2D":  # weight [1, kh, kw, Cout]
+                w = tensors[ins[1]].shape
+                total += elements(outs[0]) * w[1] * w[2]
+            elif op == "FULLY_CONNECTED":  # weight [out, in]
+                total += elements(outs[0]) * tensors[ins[1]].shape[-1]
+            elif op in ("SUM", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D"):
+                total += elements(ins[0])
+            elif op in ("ADD", "MUL", "SUB", "DIV", "RELU", "LOGISTIC", "HARD_SWISH"):
+                total += elements(outs[0])
+        return total
+
     def fusable_chain(self):
         """The longest chain of elementwise ops a GPU delegate could fuse into one shader, and what it reads.
 
@@ -285,6 +312,7 @@ class TFLiteModel:
             "gpu_fusion": self.fusable_chain(),
             "builtin_stalls": self.builtin_stalls(),
             "peak_activation_bytes": self.peak_activations()["bytes"],
+            "multiply_adds": self.multiply_adds(),
         }
 
 

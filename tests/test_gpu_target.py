@@ -43,7 +43,7 @@ def test_rednet26_gpu_file_is_within_the_op_bounds_and_right_on_the_gpu(saved, t
     assert len(t["layer_ops"]) == 9 and max(t["layer_ops"].values()) <= GPU_MAX_LAYER_OPS, t["layer_ops"]
     assert a["gpu_fusion"]["within"] and r["xnnpack"]["fully_delegated"], (a["gpu_fusion"], r["xnnpack"])
     assert r["gpu"]["fully_delegated"] and r["gpu"]["ok"], r["gpu"]
-    assert f"target: gpu (involution form 'separable'); involution layers " in stdout
+    assert "target: gpu (involution form 'separable'); involution layers " in stdout
     assert f"(bound {GPU_MAX_LAYER_OPS}); {a['ops']} ops" in stdout
     from ai_edge_litert.interpreter import Interpreter
 

@@ -34,6 +34,11 @@ COMMANDS = {
     "invo-bench model.tflite --check_gpu --use_gpu": (RUN, SMALL_TIMING),
     "invo-bench model_fp16.tflite --precision fp16": (RUN, SMALL_TIMING),
     "invo-bench model.tflite --evict_cache_mb 64": (RUN, SMALL_TIMING),
+    "invo-convert model.keras --target gpu": (RUN, ""),
+    "invo-convert runs/demo/train/seed-involution/model.keras --quantize int8 --calib digits --c-array -o "
+    "seed-involution-mcu.tflite": (RUN, ""),
+    "invo-bench runs/demo/seed-conv-int8.tflite runs/demo/seed-involution-int8.tflite --runtime tflite-micro":
+        (RUN, "--num_runs 5"),
     "invo-train --model seed-involution --compare --epochs 30 --out runs/demo/train": (RUN, SMALL_TRAINING),
     "invo-train --model rednet-cifar --dataset cifar10 --data-dir ~/data/cifar-10-batches-py --out runs/rednet":
         (RUN, SMALL_TRAINING),  # a CIFAR-10 directory of 36 images in the original format
@@ -165,6 +170,8 @@ OUTPUTS = {
     "invo-convert runs/demo/train/seed-involution/model.keras --quantize int8 --calib digits --float-aggregation":
         ["seed-involution-fagg.tflite"],
     "invo-quantize selective": ["sel.tflite"],
+    "invo-convert runs/demo/train/seed-involution/model.keras --quantize int8 --calib digits --c-array":
+        ["seed-involution-mcu.tflite", "seed_involution_mcu.h", "seed_involution_mcu.cc", "seed_involution_mcu_ops.h"],
     "invo-bench runs/demo/seed-involution-int8.tflite": ["runs/bench.json"],
     "invo-report deployment": ["runs/demo/report/report.md"],
 }
@@ -191,6 +198,10 @@ def test_readme_command_runs_as_written(workspace, tmp_path, command):
         proc = run_readme_command("invo-convert runs/rednet/model.keras --no-gpu-check", "", cwd)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "XNNPACK: all" in proc.stdout, proc.stdout
+    if command.startswith("invo-convert model.keras --target gpu"):
+        assert "target: gpu (involution form 'separable')" in proc.stdout and "warning" not in proc.stdout
+    if command.endswith("--runtime tflite-micro"):
+        assert "seed-involution-int8.tflite" in proc.stdout and " ok " in proc.stdout, proc.stdout
     if command.startswith("invo-convert saved_model_dir/"):
         assert "emulated GPU (SwiftShader): fully accelerated: ok" in proc.stdout, proc.stdout
     if command.endswith("--report runs/audit.json"):

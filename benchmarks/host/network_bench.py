@@ -381,7 +381,7 @@ def markdown(result):
     info, rows = result["info"], result["networks"]
     timings = _timings(result)
     head = " | ".join(f"{t} thread{'s' * (t > 1)}, {c} ms" for t, c, _ in timings)
-    gpu = any("ms_gpu" in r for r in rows)
+    gpu_timed = any("ms_gpu" in r for r in rows)
     lines = [f"Measured on {info['machine']}, {info['date']}; {info['runtime']}; {info['input_size']}x"
              f"{info['input_size']} input; median of {info['rounds']} interleaved rounds of {info['num_runs']} runs "
              "(min-max over rounds) in ms; each thread count and cache regime timed in a phase of its own. "
@@ -389,10 +389,10 @@ def markdown(result):
              f"writes {info.get('evict_mb', EVICT_MB)} MB before every run, as on a phone whose few MB of cache "
              "keep no model between runs."
              + EMULATED_FP16_NOTE * (info.get("fp16_arithmetic") == "emulated"), "",
-             f"| network | dtype | {head}{' | GPU ms' * gpu} | file bytes | ops | peak activations MiB | XNNPACK "
+             f"| network | dtype | {head}{' | GPU ms' * gpu_timed} | file bytes | ops | peak activations MiB | XNNPACK "
              "| GPU path | published top-1 |",
-             "|---|---|" + "---|" * (len(timings) + 6 + gpu)]
-    if gpu:
+             "|---|---|" + "---|" * (len(timings) + 6 + gpu_timed)]
+    if gpu_timed:
         lines[0] += (f" GPU ms: {info.get('gpu', 'a GPU')}, 1 round per CPU round, every run's outputs checked "
                      "against the CPU's (the fp16 files computed as the GPU chooses, FP16 on most).")
     for r in rows:
@@ -401,7 +401,7 @@ def markdown(result):
         gpu = "-" if r["gpu_ok"] is None else ("fully accelerated, ok" if r["gpu_ok"] else "FAILED")
         top1, src = PUBLISHED_TOP1.get(r["network"], (None, ""))
         lines.append(f"| {r['network']} | {r['dtype']} | " + " | ".join(fmt_spread(r[k]) for *_, k in timings)
-                     + (f" | {fmt_spread(r['ms_gpu']) if 'ms_gpu' in r else '-'}" if gpu else "")
+                     + (f" | {fmt_spread(r['ms_gpu']) if 'ms_gpu' in r else '-'}" if gpu_timed else "")
                      + f" | {r['file_bytes']:,} | {r['ops']} | {r['peak_activation_bytes'] / 2**20:.1f} | {xnn} | {gpu} | "
                      + (f"{top1}% ({src})" if top1 else "-") + " |")
     if info.get("ops_per_involution"):
