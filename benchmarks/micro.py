@@ -212,8 +212,8 @@ def format_micro_audit(m):
         line = "TFLite Micro: not checked (pip install '.[micro]')"
     elif m["runs"]:
         a = m["arena"]
-        line = (f"TFLite Micro: every op has a kernel; arena {a['total'] / 1024:.1f} KB (activations "
-                f"{a['activations'] / 1024:.1f} KB, kept for the run {a['persistent'] / 1024:.1f} KB)")
+        line = (f"TFLite Micro: every op has a kernel; arena {a['total'] / 1024:.1f} KB\n"
+                f"    (activations {a['activations'] / 1024:.1f} KB, kept for the run {a['persistent'] / 1024:.1f} KB)")
     else:
         line = f"TFLite Micro: cannot run it: {m['error']}"
-    return line + (f"; a microcontroller cannot run: {gaps}" if gaps else "")
+    return line + (f"\n    a microcontroller cannot run: {gaps}" if gaps else "")

@@ -167,7 +167,7 @@ def _check_calibration_runs(keras_model):
     from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
     from involution.layer import Involution
 
-    for layer in compat.all_layers(keras_model):
+    for layer in compat.all_layers(keras_model) if hasattr(keras_model, "layers") else []:
         if isinstance(layer, Involution) and layer.strategy == "separable":
             depth = layer.channel * layer.kernel_size**2
             if depth > BUILTIN_DEPTHWISE_MAX_DEPTH:

@@ -17,7 +17,9 @@ calibrator.
 
 import numpy as np
 
-from invo_base import tflite_schema as schema
+from invo_base.schema import editor
+
+schema = editor()
 
 # Every tensor of one inference is kept in memory (RedNet-26 at 224x224: 0.54 GB of variable float32 tensors);
 # models whose variable tensors hold more than this keep TF's calibrator, which reuses its buffers.

@@ -113,8 +113,8 @@ def format_target(t, strategy):
     layers = (f"; involution layers {min(per_layer.values())}-{max(per_layer.values())} ops each"
               if per_layer else "")
     bound = f" (bound {t['max_layer_ops']})" if "max_layer_ops" in t else ""
-    return (f"  target: {t['target']} (involution form '{strategy}'){layers}{bound}; {t['ops']} ops, about "
-            f"{t['dispatch_ms']:.2f} ms of GPU dispatches at {GPU_DISPATCH_US} us each (the one GPU measured)")
+    return (f"  target: {t['target']} (involution form '{strategy}'){layers}{bound}\n    {t['ops']} ops: about "
+            f"{t['dispatch_ms']:.2f} ms of GPU dispatches at {GPU_DISPATCH_US} us each (docs/gpu_cost_model.md)")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -232,6 +232,8 @@ def involution_scopes(model):
     """The names of the model's Involution layers (nested models included): their graph name scopes."""
     from involution.layer import Involution
 
+    if not hasattr(model, "layers"):  # a SavedModel's function: its layers are not known
+        return []
     return sorted({layer.name for layer in compat.all_layers(model) if isinstance(layer, Involution)})
 
 

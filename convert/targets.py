@@ -2,7 +2,7 @@
 operator count against the target's bounds.  No TensorFlow.
 
 A GPU runs each operator as at least one dispatch, and on the one GPU measured every dispatch cost about
-3.6 us whatever it computed (docs/gpu_h200.md); the GPU target therefore counts operators
+3 us whatever it computed (docs/gpu_cost_model.md); the GPU target therefore counts operators
 (docs/gpu_cost_model.md).  One CPU thread rewards the opposite trade, so the CPU target keeps the shift form.
 """
 
@@ -14,9 +14,9 @@ TARGETS = tuple(TARGET_STRATEGIES)
 # The most operators one involution layer of a GPU file may have: the separable form is 8-12 (a stride-2 layer
 # adds its pool and one PAD); the CPU target's K=7 layer is 200-400.
 GPU_MAX_LAYER_OPS = 20
-# Per-dispatch cost on the one GPU measured (docs/gpu_h200.md: an H200 through LiteRT's WebGPU accelerator),
-# used only to put an operator count in milliseconds.
-GPU_DISPATCH_US = 3.6
+# Per-dispatch cost on the one GPU measured, fitted to its record (docs/gpu_cost_model.md), used only to put an
+# operator count in milliseconds.
+GPU_DISPATCH_US = 3.0
 
 
 def aggregation_for(target, aggregation=None):

@@ -1,14 +1,16 @@
 """The .tflite object tree (no TensorFlow): unpack, pack as the converter writes, cut one-op models.
 
-The one place that unpacks a model into the schema's object API (``invo_base.tflite_schema``) and packs it
+The one place that unpacks a model into the schema's object API (``invo_base.schema.editor``) and packs it
 back.  The passes that change what a model contains (``convert.compact``) belong to the converter;
 ``benchmarks.gpu_check`` cuts one-op models here to name what a GPU refuses.
 """
 
 import numpy as np
 
-from invo_base import tflite_schema as schema
+from invo_base.schema import editor
 from invo_base.tflite_model import builtin_of
+
+schema = editor()
 
 
 def unpack(flat):

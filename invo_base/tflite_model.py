@@ -1,8 +1,9 @@
-"""Reads a .tflite flatbuffer with the schema's generated reader (``invo_base.tflite_schema``): ops, tensors,
+"""Reads a .tflite flatbuffer with the schema's generated reader (``invo_base.schema``): ops, tensors,
 sizes, metadata, GPU fusion chains.
 
 A board has no TensorFlow and the interpreter cannot even open a Flex model, so the op audit reads the file
-itself; the reader is pure Python on ``flatbuffers`` and runs wherever numpy does (tflite-runtime boards too).
+itself; the reader is pure Python on ``flatbuffers`` and runs wherever numpy does (tflite-runtime boards too,
+with the ``tflite`` package's binding).
 """
 
 import collections
@@ -11,7 +12,9 @@ import struct
 
 import numpy as np
 
-from invo_base import tflite_schema as schema
+from invo_base.schema import reader
+
+schema = reader()
 
 CUSTOM_OP = schema.BuiltinOperator.CUSTOM
 BUILTIN_OPS = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}

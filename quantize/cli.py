@@ -24,7 +24,8 @@ def main():
 @click.option("--calib", required=True, help="digits, cifar10, FILE.npz/.npy or an image folder.")
 @click.option("--calib-samples", default=100, show_default=True, type=int)
 @click.option("--debug-samples", default=32, show_default=True, type=int)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True)
+@click.option("--aggregation", "strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True,
+              help="The involution form (Involution's strategy argument; invo-convert --aggregation).")
 @click.option("--data-dir", type=click.Path())
 @click.option("--custom-module", multiple=True, type=click.Path())
 @click.option("--top", default=15, show_default=True, type=int, help="Rows to print.")
@@ -74,7 +75,8 @@ def short_name(name, width=NAME_WIDTH):
 @click.option("--io", type=click.Choice(IO_TYPES), default="int8", show_default=True,
               help="Input/output type of the int8 model (as invo-convert's --io).")
 @click.option("--calib-samples", default=200, show_default=True, type=int)
-@click.option("--strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True)
+@click.option("--aggregation", "strategy", type=click.Choice(STRATEGIES), default="shift", show_default=True,
+              help="The involution form (Involution's strategy argument; invo-convert --aggregation).")
 @click.option("--data-dir", type=click.Path())
 @click.option("--custom-module", multiple=True, type=click.Path())
 @click.option("--force", is_flag=True)
@@ -91,7 +93,7 @@ def selective(model, output, calib, keep_node, keep_op, io, calib_samples, strat
     from quantize.debug import selective_quantize
 
     v = selective_quantize(model, output, calib, keep_nodes=keep_node, keep_ops=keep_op, io=io,
-                           calib_samples=calib_samples, strategy=strategy, data_dir=data_dir,
+                           calib_samples=calib_samples, aggregation=strategy, data_dir=data_dir,
                            custom_modules=custom_module, force=force)
     click.echo(f"{output}: max rel error vs Keras {v['max_rel_error']:.3g}"
                + (f", top-1 Keras {v['top1_keras']:.4f} vs TFLite {v['top1_tflite']:.4f}" if "top1_keras" in v else ""))

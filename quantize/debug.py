@@ -67,7 +67,7 @@ def selective_quantize(model_path, output, calib, *, keep_nodes=(), keep_ops=(),
     """int8 everywhere except the named tensors (``keep_nodes``) or op types (``keep_ops``), which stay float.
 
     The data and model choices are invo-convert's (``convert.options.ConvertOptions``: ``io``, ``calib_samples``,
-    ``strategy``, ``data_dir``, ``custom_modules``), given as ``options`` or by name in ``fields``.
+    ``target`` or ``aggregation``, ``data_dir``, ``custom_modules``), given as ``options`` or by name in ``fields``.
     Returns the verification of the result against Keras on the held-out samples (top-1 when labels exist).
     Held to invo-convert's int8 quality gate: a model that misses it raises and is left only as
     ``NAME.FAILED.tflite``.

@@ -37,11 +37,11 @@ if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(not all(u.fi
 fi
 
 # A legacy board: tflite-runtime 2.14 with numpy<2, no TensorFlow, and this package's device side.
-if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tflite_runtime, flatbuffers, click" 2>/dev/null; then
+if [ ! -x .venv-legacy/bin/python ] || ! .venv-legacy/bin/python -c "import tflite_runtime, tflite, flatbuffers, click" 2>/dev/null; then
   say "creating .venv-legacy (tflite-runtime 2.14, numpy<2: an old board)"
   rm -rf .venv-legacy
   "$PY" -m venv .venv-legacy
-  .venv-legacy/bin/pip install "${PIP[@]}" "tflite-runtime==2.14.0" "numpy<2" "click>=8" "flatbuffers>=23"
+  .venv-legacy/bin/pip install "${PIP[@]}" "tflite-runtime==2.14.0" "numpy<2" "tflite==2.18.0" "click>=8" "flatbuffers>=23"
 fi
 # Installed as a board installs it (a copy, not a link), built outside the tree so no build/ is left here; only
 # when the package's sources changed since the last install (a hash of them), as a copy does not follow edits.

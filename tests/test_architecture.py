@@ -12,8 +12,9 @@ import pytest
 from conftest import ROOT
 
 PACKAGES = ("invo_base", "involution", "convert", "quantize", "benchmarks")
-# What the base may import besides the standard library: the device side installs these and a runtime only.
-BASE_DEPENDENCIES = ("numpy", "click", "flatbuffers", "invo_base")
+# What the base may import besides the standard library: the device side installs these and a runtime only,
+# whose package carries the .tflite schema's binding (ai-edge-litert's; beside tflite-runtime, the tflite reader).
+BASE_DEPENDENCIES = ("numpy", "click", "flatbuffers", "invo_base", "ai_edge_litert.schema_py_generated", "tflite")
 HOST_ONLY = ("tensorflow", "keras", "involution", "convert", "quantize", "benchmarks.host")
 
 
@@ -115,7 +116,8 @@ def test_device_side_never_imports_tensorflow():
 
 
 def test_the_base_imports_only_its_own_dependencies():
-    """invo_base: the standard library, numpy, click and flatbuffers; no other package of the project."""
+    """invo_base: the standard library, numpy, click, flatbuffers and the schema binding; no other package of the
+    project."""
     import sys
 
     graph = import_graph(ROOT)

@@ -3,15 +3,17 @@
 import csv
 import json
 import os
+import subprocess
 import time
 
 import numpy as np
 import pytest
 from conftest import (ROOT, assert_one_line_error, invoke_cli, legacy_python, long_chain_model_file, require_gpu,
-                      run_cli)
+                      run_cli, user_env)
 
 from benchmarks.runtime import cpu_fp16_arithmetic
 from convert.api import convert_model
+from invo_base.plumbing import json_text
 from invo_base.tflite_model import TFLiteModel
 
 
@@ -82,6 +84,16 @@ def test_legacy_board_tflite_runtime_214(models, tmp_path):
     assert [r["fully_delegated"] for r in results] == [False, True], results
     proc = run_cli("benchmarks.cli", str(models / "inv_int8.tflite"), "--use_gpu", python=python, env={"PYTHONPATH": ""})
     assert_one_line_error(proc, "--delegate")
+    # The board reads files with the tflite package's schema binding (tflite-runtime carries none), as the host
+    # reads them with ai-edge-litert's.
+    code = ("import json, sys\nfrom invo_base import schema\nfrom invo_base.tflite_model import TFLiteModel\n"
+            "print(schema.reader().__name__)\nprint(json.dumps(TFLiteModel.from_file(sys.argv[1]).summary()))")
+    path = str(models / "inv_int8.tflite")
+    board = subprocess.run([python, "-c", code, path], capture_output=True, text=True, env=user_env(PYTHONPATH=""),
+                           cwd=str(tmp_path))
+    assert board.returncode == 0, board.stderr
+    name, summary = board.stdout.splitlines()
+    assert name == "tflite" and json.loads(summary) == json.loads(json_text(TFLiteModel.from_file(path).summary()))
 
 
 def test_dynamic_range_on_the_legacy_board(trained_seed, tmp_path):

@@ -64,7 +64,7 @@ COMMANDS = {
     "invo-bench model.tflite --use_gpu --gpu_precision_loss_allowed false": (RUN, SMALL_TIMING),
     "invo-bench model.tflite --runtime tflite-runtime --use_gpu --delegate /vendor/lib64/libgpu_delegate.so":
         (SKIP, "a phone's vendor GPU delegate; tests/test_bench.py runs --runtime tflite-runtime in the legacy venv"),
-    "invo-report deployment --train-dir runs/demo/train --out runs/demo/report": (RUN, "--num-runs 5 --rounds 1"),
+    "invo-report deployment --train-dir runs/demo/train --out runs/demo/report": (RUN, "--num-runs 5 --rounds 2"),
     "invo-report networks --networks rednet26,rednet50,resnet50 --out runs/network_bench":
         (SKIP, "three 224x224 networks in four precisions, timed on 1, 2 and all threads: an hour-long benchmark; "
                "tests/test_pretrained.py runs invo-report networks on a RedNet-26 at 64x64"),
@@ -207,6 +207,8 @@ def test_readme_command_runs_as_written(workspace, tmp_path, command):
     if command.endswith("--report runs/audit.json"):
         check_int8_conversion(proc, cwd / "runs" / "audit.json", cwd / "runs/demo/train/seed-involution/model.tflite",
                               "runs/demo/train/seed-involution/model.keras")
+    if command.startswith("invo-report deployment"):
+        check_deployment_report(cwd, proc)
     if command.endswith("--json runs/bench.json"):
         results = json.loads((cwd / "runs" / "bench.json").read_text())
         assert len(results["models"] if isinstance(results, dict) else results) == 2
@@ -241,3 +243,36 @@ def check_int8_conversion(proc, report, target, model):
                  "compiling on the LiteRT GPU accelerator"):
         assert f"\n... {step}" in "\n" + proc.stderr, proc.stderr
     assert max(len(line) for line in proc.stdout.splitlines() if not line.startswith("runs/")) <= 100
+    # The CPU target is the default: the shift form, no op bound (the GPU target: tests/test_gpu_target.py).
+    t = r["target"]
+    assert r["strategy"] == "shift" and t["target"] == "cpu" and "max_layer_ops" not in t and not t["warnings"]
+    assert min(t["layer_ops"].values()) > 20 and "target: cpu (involution form 'shift')" in proc.stdout
+    # And what a microcontroller needs of it.
+    assert r["micro"]["runs"] and "TFLite Micro: every op has a kernel" in proc.stdout
+
+
+def check_deployment_report(cwd, proc):
+    """The deployment report of the trained seed models: every validation sample, Keras's top-1 as training
+    reported it, two timing rounds, the size ratio read from the files, the charts."""
+    report_dir = cwd / "runs" / "demo" / "report"
+    results = json.loads((cwd / "runs" / "demo" / "train" / "results.json").read_text())["models"]
+    report = json.loads((report_dir / "report.json").read_text())
+    rows = {(r["model"], r["dtype"]): r for r in report["rows"]}
+    assert set(rows) == {(m, d) for m in ("seed-conv", "seed-involution") for d in ("float32", "int8")}
+    for (model, dtype), r in rows.items():
+        assert r["file_kb"] * 1024 == os.path.getsize(cwd / r["file"] if not os.path.isabs(r["file"]) else r["file"])
+        assert r["validation_samples"] == 359 and abs(r["top1_keras"] - results[model]["val_accuracy"]) < 1e-6
+        if dtype == "float32":
+            assert r["top1"] == r["top1_keras"]
+        t1 = r["cpu_1t"]  # two rounds: their median is their mean, between them
+        assert t1["min"] <= t1["median"] <= t1["max"] and t1["median"] == r["cpu_1t_ms"]
+        assert t1["median"] == pytest.approx((t1["min"] + t1["max"]) / 2)
+    text = (report_dir / "report.md").read_text()
+    assert proc.stdout.strip() == text.strip()
+    conv, inv = rows["seed-conv", "float32"], rows["seed-involution", "float32"]
+    sizes = [os.path.getsize(cwd / f if not os.path.isabs(f) else f) for f in (inv["file"], conv["file"])]
+    assert f"{sizes[0] / sizes[1]:.3f}x float32" in text  # the files' own ratio, not the report's figures
+    for trust in report["trust"]:
+        assert "error" not in trust, trust
+    for png in ("latency.png", "size.png"):
+        assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

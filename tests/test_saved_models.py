@@ -17,10 +17,10 @@ from involution.serializable import MODULES
 
 # RedNet-38, -50, -101 and -152 are RedNet-26 with more blocks per stage, of the same classes and shapes;
 # converting them takes 30-120 s each on 2 cores, so they are loaded back in a fresh process and checked
-# against their saved outputs instead (test_every_saved_model_loads_in_a_fresh_process).
+# against their saved outputs instead (test_every_saved_model_loads_in_a_fresh_process).  rednet26.keras is
+# converted the same way, for the GPU target, in tests/test_gpu_target.py.
 CONVERTED = ["seed-conv.keras", "seed-involution.keras", "seed-involution.h5", "seed-involution_savedmodel",
-             "rednet-cifar.keras", "rednet-cifar_savedmodel", "rednet26.keras", "rednet26.h5", "layers.keras",
-             "layers.h5"]
+             "rednet-cifar.keras", "rednet-cifar_savedmodel", "rednet26.h5", "layers.keras", "layers.h5"]
 LOADED_ONLY = ["rednet38.keras", "rednet50.keras", "rednet101.keras", "rednet152.keras"]
 
 

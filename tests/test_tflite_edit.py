@@ -15,7 +15,9 @@ from benchmarks.runtime import InterpreterRunner, random_inputs
 from convert import compat
 from convert.compact import _zero_range, compact
 from invo_base import tflite_edit
-from invo_base import tflite_schema as schema
+from invo_base.schema import editor
+
+schema = editor()
 from invo_base.tflite_model import TFLiteModel
 from involution import Involution
 
