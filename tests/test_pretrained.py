@@ -257,7 +257,7 @@ def test_network_bench_takes_a_checkpoint(checkpoints, tmp_path):
                  "  - rednet26 stock converter's file / invo-convert's, float32: "):
         assert md.count(line) == 1, line  # once per cache regime, each with its figure
         assert all(0.1 < float(v) < 10 for v in re.findall(re.escape(line) + r"([0-9.]+)x", md)), md
-    assert "- 1 thread, caches warm:" in md and "Operators per exported K=7 involution layer: stage 1" in md
+    assert "- 1 thread, caches warm:" in md and "Operators per involution layer, fewest-most, as each file's audit counts them: rednet26 float32: " in md
     assert "  - rednet26 gpu-float32 / resnet50 float32" not in md  # no ResNet-50 in this run: no ratio to it
     # Where this CPU only emulates FP16 (x86 without AVX512-FP16), the heading and every FP16 ratio say that its
     # figures are not FP16 speed.

@@ -32,8 +32,6 @@ COMMANDS = {
     "pip install '.[legacy]'": (SKIP, "a board's set-up (PyPI); scripts/setup.sh builds .venv-legacy from these"),
     "invo-bench model.tflite --num_threads 4": (RUN, SMALL_TIMING),
     "invo-bench model.tflite --check_gpu --use_gpu": (RUN, SMALL_TIMING),
-    "invo-bench model_fp16.tflite --precision fp16": (RUN, SMALL_TIMING),
-    "invo-bench model.tflite --evict_cache_mb 64": (RUN, SMALL_TIMING),
     "invo-convert model.keras --target gpu": (RUN, ""),
     "invo-convert runs/demo/train/seed-involution/model.keras --quantize int8 --calib digits --c-array -o "
     "seed-involution-mcu.tflite": (RUN, ""),
@@ -71,10 +69,6 @@ COMMANDS = {
     "invo-report layers --out runs/layer_bench":
         (SKIP, "every RedNet layer shape timed 100 times in two forms: a benchmark of minutes; "
                "tests/test_layer_bench.py runs the same report on small layers"),
-    "invo-convert rednet26.pth --arch rednet26 --input-range 0-255 --quantize int8 --calib my_images/ -o "
-    "rednet26_int8.tflite": (SKIP, "a user's official checkpoint (no downloads here); tests/test_pretrained.py "
-                                   "writes one in the official layout and converts it the same way"),
-    "invo-bench rednet26_int8.tflite --num_threads 2": (SKIP, "the file of the checkpoint command above"),
 }
 
 

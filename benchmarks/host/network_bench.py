@@ -235,16 +235,11 @@ def _timing_label(t, cache):
     return f"ms_{t}t" + ("" if cache == "warm" else f"_{cache}")
 
 
-def ops_per_involution():
-    """{label: ops} of the exported stage-1 (56x56x64, K7) and stage-2 strided (56->28, 128 ch) layers."""
-    from convert.export import to_tflite
-
-    from invo_base.tflite_model import TFLiteModel
-
-    out = {}
-    for label, h, c, k, s, _ in LAYER_CONFIGS[1:3]:
-        out[label] = len(TFLiteModel(to_tflite(_layer_model(h, c, k, s, "involution"))).ops)
-    return out
+def ops_per_involution(rows):
+    """{"network dtype": [fewest, most]} operators per involution layer of each converted file, as its audit
+    counted them (``convert.targets.layer_op_counts``)."""
+    return {f"{r['network']} {r['dtype']}": [min(r["layer_ops"].values()), max(r["layer_ops"].values())]
+            for r in rows if r.get("layer_ops")}
 
 
 def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), caches=CACHES), *, input_size=224,
@@ -313,7 +308,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
             if per_round:
                 row["ms_gpu"], row["rounds_gpu"] = spread(per_round), per_round
         info["gpu"] = gpu_description()
-    info["ops_per_involution"] = ops_per_involution()
+    info["ops_per_involution"] = ops_per_involution(rows)
     layer_rows = layer_table(dtypes, dataclasses.replace(schedule, caches=("warm",)), out) if layers else []
     result = {"info": info, "networks": rows, "layers": layer_rows, "threads": list(threads), "caches": list(caches)}
     write_atomic(os.path.join(out, "network_bench.json"), json_text(result))
@@ -405,8 +400,8 @@ def markdown(result):
                      + f" | {r['file_bytes']:,} | {r['ops']} | {r['peak_activation_bytes'] / 2**20:.1f} | {xnn} | {gpu} | "
                      + (f"{top1}% ({src})" if top1 else "-") + " |")
     if info.get("ops_per_involution"):
-        lines += ["", "Operators per exported K=7 involution layer: " + "; ".join(
-            f"{label.strip()}: {n}" for label, n in info["ops_per_involution"].items())]
+        lines += ["", "Operators per involution layer, fewest-most, as each file's audit counts them: " + "; ".join(
+            f"{label}: {lo}-{hi}" for label, (lo, hi) in info["ops_per_involution"].items())]
     lines += [""] + ratio_lines(result)
     if result["layers"]:
         lines += ["", "Involution layers of RedNet at 224x224, 1 thread, ms (median, min-max over rounds). Where the "
