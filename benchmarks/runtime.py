@@ -61,11 +61,10 @@ PRECISIONS = ("default", "fp16")
 # QU8 (0x2) kept on, as in the delegate's defaults, so that int8 ops stay delegated.
 XNNPACK_FORCE_FP16_FLAGS = 0x1 | 0x2 | 0x4
 # How XNNPACK computes a forced FP16 run on a CPU (``cpu_fp16_arithmetic``): "native" where the CPU has FP16
-# arithmetic (ARMv8.2+ phones: asimdhp; x86: AVX512-FP16); "emulated" on other x86 CPUs with AVX2 (desktop and server
-# x86, AMD Zen 4 included): FP16 values, float32 arithmetic, converted around every op, slower than float32 (XNNPACK's
-# xnn_is_f16_compatible_config; measured on an AMD EPYC, 1 thread: RedNet-26 1.12-1.47x and ResNet-50 1.12-1.57x
-# float32's time); "none" (ARMv8.0, x86 without AVX2, Android on x86): XNNPACK refuses, and the run computes in
-# float32.
+# arithmetic (ARMv8.2+ phones: asimdhp; x86: AVX512-FP16); "emulated" on other x86 CPUs with AVX2: FP16 values,
+# float32 arithmetic, converted around every op, slower than float32 (XNNPACK's xnn_is_f16_compatible_config; the
+# runs: docs/networks.md); "none" (ARMv8.0, x86 without AVX2, Android on x86): XNNPACK refuses, and the run
+# computes in float32.
 FP16_ARITHMETIC = ("native", "emulated", "none", "unknown")
 # Largest output difference, relative to the output's magnitude, that float32 kernels show against each other
 # (summation order: XNNPACK, TFLite's reference kernels, a GPU told to compute in float32); FP16 arithmetic
@@ -73,9 +72,8 @@ FP16_ARITHMETIC = ("native", "emulated", "none", "unknown")
 FP32_AGREEMENT = 1e-4
 # Largest difference of an FP16 run (XNNPACK's FP16 inference, a GPU computing in FP16) from float32, relative to
 # the output's largest magnitude, that is FP16's rounding rather than wrong numbers (an overflow past 65504,
-# rounding that has run away, a miscompiled op).  Correct FP16 runs measured up to 0.020: seed-conv's logits
-# through XNNPACK FP16 (0.0202 vs Keras), RedNet-50 on an H200's GPU (0.0204 vs XNNPACK float32).  The float16
-# quality gate's bound (``convert.verification.MAX_REL_ERROR``) too.
+# rounding that has run away, a miscompiled op): correct FP16 runs measured up to 0.020 (docs/gpu_h200.md).  The
+# float16 quality gate's bound (``convert.verification.MAX_REL_ERROR``) too.
 FP16_ALLOWED = 0.05
 
 

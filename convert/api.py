@@ -14,7 +14,8 @@ from benchmarks.gpu_check import check_gpu
 from benchmarks.runtime import TFLITE_RUNTIME_LAST, needs_newer_runtime, to_input_dtype
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import preflight
-from convert.export import ConversionError, to_tflite
+from convert.errors import ConversionError
+from convert.export import to_tflite
 from convert.load import load_model
 from convert.options import ConvertOptions
 from convert.publish import audit, staged

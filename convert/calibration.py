@@ -103,7 +103,7 @@ def refuse_builtin_stalls(model_content, samples=None):
     """Raises ``ConversionError`` where the float model has an op TFLite's builtin kernels never finish
     (``TFLiteModel.builtin_stalls``): both calibrators run it on them, and would never return.  Else None, which
     leaves the model to TF's calibrator (a ``compat.calibration_replaced`` hook)."""
-    from convert.export import ConversionError
+    from convert.errors import ConversionError
     from invo_base.tflite_model import TFLiteModel
 
     stall = TFLiteModel(model_content).builtin_stall_message()

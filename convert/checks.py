@@ -7,7 +7,8 @@ The library (``convert.api``, ``quantize``) runs the same checks, so a caller fr
 import os
 import zipfile
 
-from convert.export import ConversionError, check_calibrator, check_float_aggregation, check_quantization
+from convert.errors import ConversionError
+from convert.export import check_calibrator, check_float_aggregation, check_quantization
 from involution.catalog import STRATEGIES
 from involution.data import DataError, check_source
 

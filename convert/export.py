@@ -15,16 +15,13 @@ import numpy as np
 
 from convert import compat
 from convert.compact import compact
+from convert.errors import ConversionError
 from invo_base.tflite_model import TFLiteModel
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
 IO_TYPES = ("int8", "uint8", "float32")
 # How int8 calibration measures each tensor's range (``to_tflite``): its own values, or TF's calibrator.
 CALIBRATORS = ("exact", "tf")
-
-
-class ConversionError(ValueError):
-    """A conversion that cannot be done as asked; one line for the user."""
 
 
 def check_quantization(quantize, io):
@@ -142,8 +139,8 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.target_spec.supported_types = [tf.float16]
             # Writes the reduced_precision_support metadata (fp16accfp16): XNNPACK's hint to run the model in
-            # FP16 on CPUs with native FP16 arithmetic (ARMv8.2+ phones); elsewhere it runs float32 (this
-            # server's AVX512-FP16 too, with ai-edge-litert 2.3: measured).
+            # FP16 on CPUs with native FP16 arithmetic (ARMv8.2+ phones); elsewhere it runs float32
+            # (docs/device.md).
             compat.allow_fp16_accumulation(conv)
         elif quantize == "dynamic":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -3,7 +3,7 @@ and the CLI pass one value instead of twenty keywords.  No TensorFlow."""
 
 import dataclasses
 
-from convert.export import ConversionError
+from convert.errors import ConversionError
 from convert.targets import aggregation_for
 from invo_base.options import Options
 

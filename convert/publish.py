@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from convert.export import ConversionError
+from convert.errors import ConversionError
 from invo_base.plumbing import write_atomic
 from invo_base.tflite_model import TFLiteModel
 

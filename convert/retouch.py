@@ -18,7 +18,7 @@ from benchmarks.runtime import InterpreterRunner, random_inputs
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.checks import check_output
 from convert.compact import compact
-from convert.export import ConversionError
+from convert.errors import ConversionError
 from convert.publish import audit, staged
 from invo_base.plumbing import json_text, write_atomic
 from invo_base.tflite_model import TFLiteModel

@@ -39,60 +39,35 @@ from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
 
 GROUP_LAYOUTS = ("interleaved", "contiguous")
 # How a batch-1 input is aggregated (``Involution(batch_one_layout=...)``); any other batch, or an unknown one,
-# is aggregated channels-last.  "auto" picks by the measured thresholds below.
+# is aggregated channels-last.  "auto" picks by the thresholds below, each measured with XNNPACK on exported
+# layers (the runs: docs/layer.md, docs/performance.md).
 BATCH_ONE_LAYOUTS = ("auto", "planes", "groups-innermost", "channels-last")
-# Batch 1: output maps of at most this many pixels, with at least this many channels, are aggregated
-# channels-last; the rest on channel planes.  Measured with XNNPACK on exported (depth-first ordered)
-# layers, 1 thread, float32 / int8: channels-last 0.57 / 0.63 vs 1.18 / 1.19 ms at 7x7x512 (K=7),
-# 1.01 / 1.26 vs 1.22 / 1.56 ms at 14x14x256, 1.23 / 1.31 vs 1.42 / 1.67 ms at 28->14 (stride 2, 256 ch);
-# planes 1.85 / 2.59 vs 2.11 / 2.60 ms at 28x28x128 and 4.42 / 4.58 vs 5.72 / 5.54 ms at 56x56x64.  Before
-# that ordering: 0.007 / 0.010 vs 0.008 / 0.012 ms at 8x8x16 (K=3), and planes 0.032 / 0.078 vs 0.037 /
-# 0.081 ms for the seed model, whose 3-channel rows are shorter channels-last.  On small maps a plane's
-# rows are a few floats, and its slices copy thousands of them.
+# Output maps of at most this many pixels, with at least this many channels, are fastest channels-last: on small
+# maps a plane's rows are a few floats, and its slices copy thousands of them.
 CHANNELS_LAST_MAX_PIXELS = 196
 CHANNELS_LAST_MIN_CHANNELS = 16
-# Batch 1 on channel planes: the output is computed in horizontal strips of at most this many values
-# (28x28x128), each strip's K*K windows, MULs and ADDs small enough to stay in a core's L2 cache.
-# Measured with XNNPACK on exported (depth-first ordered) layers, float32, 1 thread: 4 strips take the
-# stem (112x112x32, K3) from 3.06 to 1.96 ms and 2 strips stage 1 (56x56x64) from 5.25 to 4.00 ms;
-# at 28x28x128 one strip is as fast as two (2.21 / 2.22 ms).  In int8 strips cost 0-5%.
+# On planes the output is computed in horizontal strips of at most this many values (28x28x128), so that each
+# strip's windows, MULs and ADDs stay in a core's L2 cache.
 PLANAR_STRIP_VALUES = 28 * 28 * 128
-# Batch 1, at least this many groups: aggregated on [C/G, H, W, G] planes (groups innermost; see
-# ``_aggregate_group_minor``) instead of channel planes or channels-last.  Measured with XNNPACK on exported
-# layers, aggregation given the kernel, 1 thread, median of 5 interleaved rounds, float32 / int8: 0.79 / 0.81x
-# at 14x14x256 (G=16), 0.81 / 0.82x at 7x7x512, 0.92 / 0.85x at 28x28x128 (G=8), 0.96 / 0.93x at 56x56x64
-# (G=4); with G=2 (the stem, 112x112x32, K=3) 1.07 / 1.00x, so fewer groups keep the other layouts.  Stride 2
-# (whole layers, against channel planes at 56->28 and channels-last at 28->14 and 14->7), float32 / int8 /
-# FP16 forced: 0.88 / 0.85 / 0.82x at 56->28x128, 0.88 / 0.82 / 0.32x at 28->14x256, 0.88 / 0.86 / 0.39x at
-# 14->7x512.
+# With at least this many groups, [C/G, H, W, G] planes (groups innermost, ``_aggregate_group_minor``) beat
+# channel planes and channels-last; with 2 groups they do not.
 GROUP_MINOR_MIN_GROUPS = 4
-# The K*K products are summed in chains of at most this many, the chains joined pairwise (``sum_taps``), so
-# that no GPU delegate can fuse more than a few of them into one shader.  The LiteRT GPU delegate links an
-# elementwise op into its producer's shader; one chain of 49 ADDs became a shader reading 50 textures, past
-# the device's limit (SwiftShader 48, WebGPU's default 16), which the runtime then ran invalid, returning
-# garbage while reporting the model fully accelerated.  Chains of 7 joined in a tree bound the longest
-# elementwise path of a K=7 layer to 10 ops, whatever order a converter lists them in.
+# The K*K products are summed in chains of at most this many, joined pairwise (``sum_taps``): a GPU delegate
+# fuses an elementwise chain into one shader, and past the device's texture limit (WebGPU's default 16) the
+# runtime returns garbage while reporting the model fully accelerated.  Chains of 7 bound a K=7 layer's longest
+# elementwise path to 10 ops (11 textures).
 SUM_CHAIN_TAPS = 7
 PADDINGS = ("same", "symmetric")
-# XNNPACK takes a CONCATENATION of at most this many inputs: 5 leave it to TFLite's builtin kernels and split the
-# graph (measured, ai-edge-litert 2.3).  Strips are joined in a tree of such (``concatenate_within_xnnpack``):
-# a RedNet's stem at 300x300 (150x150x32) has 8.
+# XNNPACK takes a CONCATENATION of at most this many inputs (5 split the graph onto TFLite's own kernels);
+# strips are joined in a tree of such (``concatenate_within_xnnpack``).
 XNNPACK_MAX_CONCAT = 4
-# TF's converter turns every weight of at least this many values to int8 under Optimize.DEFAULT without
-# calibration data (dynamic-range quantization; TF 2.21: a [1, 2, 2, 255] depthwise weight stays float32,
-# [1, 2, 2, 256] becomes int8), and XNNPACK refuses the hybrid DEPTHWISE_CONV_2D that makes: the graph splits
-# around it.  The stride's average pool keeps each of its weights below this (``_pool_as_depthwise``): two
-# s-tap passes cost 7-23 us more than one (s, s) conv at 28x28x256 and 14x14x512, float32 and int8, where the
-# hybrid conv cost 74-153 us more on TFLite's own kernels (1 thread, one interleaved run of 5 rounds; measured
-# as (s, 1)-strided passes, which the dilated ones that replaced them match at 0.99-1.01x).
+# TF's converter makes every weight of at least this many values int8 under dynamic-range quantization, and
+# XNNPACK refuses the hybrid DEPTHWISE_CONV_2D that makes; the stride's average pool keeps each of its weights
+# below it (``_pool_as_depthwise``).
 DYNAMIC_RANGE_MIN_WEIGHTS = 1024
-# The name scopes of the two halves of ``call``; the first must sort before the second.  TensorFlow's converter
-# lists, of two branches that meet, the one whose ops' names sort first as a block, then the other's ops each just
-# before its use (TF 2.21's TFLiteConverter: renaming alone flips it).  Unscoped, the padding and its windows
-# ("Pad" < "reduce") came first: all K*K input-sized windows alive at once.  With the kernel generation's names
-# first, the K*K kernel pieces (G channels each, the generated kernel's size in all) are the block, and each
-# window is copied just before its product.  Whole layers, float32, 1 thread: the stock converter's file took
-# 1.26-1.55x the time of invo-convert's (which runs every op depth-first), 1.04-1.08x with the scopes.
+# The name scopes of the two halves of ``call``; the first must sort before the second: TF's converter lists the
+# branch whose ops' names sort first as a block, so the kernel pieces come first and each window is copied just
+# before its product, not all K*K input-sized windows at once (docs/convert.md, "Whatever converts it").
 KERNEL_SCOPE, WINDOW_SCOPE = "kernel", "windows"
 
 

@@ -12,7 +12,8 @@ import io as _io
 import numpy as np
 
 from convert.compact import compact
-from convert.export import ConversionError, converter_quiet, int8_keeping_float, representative_dataset, tflite_converter
+from convert.errors import ConversionError
+from convert.export import converter_quiet, int8_keeping_float, representative_dataset, tflite_converter
 from convert.load import load_model
 from convert.publish import audit, staged
 from convert.rewrite import rewrite_model

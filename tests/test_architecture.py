@@ -131,6 +131,59 @@ def test_packages_form_no_cycle():
     assert package_cycles(import_graph(ROOT)) == []
 
 
+def module_cycles(graph):
+    """Groups of the project's modules that import each other, directly or round a loop (strongly connected
+    components of the import graph, every import statement counted, function-level ones too)."""
+    modules = set(graph)
+
+    def module_of(name):  # "convert.export.to_tflite" -> "convert.export"
+        while name and name not in modules:
+            name = name.rsplit(".", 1)[0] if "." in name else ""
+        return name
+
+    edges = {m: {module_of(n) for n in graph[m]} - {"", m} for m in graph}
+    order, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(v):
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges[v]):
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in order:
+            visit(v)
+    return groups
+
+
+def test_modules_form_no_cycle():
+    """No two modules import each other, even inside functions: a lazy import hides a cycle, it does not
+    break it."""
+    assert module_cycles(import_graph(ROOT)) == []
+
+
+def test_module_cycles_are_found(tmp_path):
+    """The check finds a cycle that only function-level imports make."""
+    write_package(tmp_path, {"convert/__init__.py": "", "convert/a.py": "def f():\n    from convert.b import g\n",
+                             "convert/b.py": "def g():\n    from convert.a import f\n"})
+    assert module_cycles(import_graph(str(tmp_path))) == [["convert.a", "convert.b"]]
+
+
 def write_package(root, files):
     for rel, text in files.items():
         path = os.path.join(root, rel)

@@ -15,7 +15,8 @@ from benchmarks.cli import bench
 from benchmarks.runtime import InterpreterRunner, RuntimeUnavailable
 from benchmarks.xnnpack_check import xnnpack_coverage
 from convert.cli import main as convert_cli
-from convert.export import ConversionError, to_tflite
+from convert.errors import ConversionError
+from convert.export import to_tflite
 from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH, TFLiteModel
 from involution import Involution
 

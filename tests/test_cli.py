@@ -89,7 +89,7 @@ def test_argument_errors_come_before_tensorflow(tmp_path, module, argv, needle):
 def test_options_objects_name_an_unknown_field_in_their_tools_error():
     """ConvertOptions, BenchOptions and TrainOptions: a misspelt keyword is an error naming it, never ignored."""
     from benchmarks.bench import BenchOptions
-    from convert.export import ConversionError
+    from convert.errors import ConversionError
     from convert.options import ConvertOptions
     from involution.train import TrainError, TrainOptions
 

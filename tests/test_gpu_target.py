@@ -13,7 +13,7 @@ from conftest import BIN, assert_close, assert_one_line_error, expected, invoke_
 
 from convert.api import convert_model
 from convert.cli import main as convert_cli
-from convert.export import ConversionError
+from convert.errors import ConversionError
 from convert.targets import GPU_MAX_LAYER_OPS
 from invo_base.tflite_model import TFLiteModel
 from involution import Involution
@@ -98,3 +98,17 @@ def test_int8_of_a_gather_deeper_than_the_builtin_kernel_is_refused_before_calib
         convert_model(str(path), str(tmp_path / "w.tflite"), target="gpu", quantize="int8",
                       calib=str(tmp_path / "calib.npz"), gpu=False)
     assert not (tmp_path / "w.tflite").exists()
+
+
+def test_gpu_timing_refuses_an_emulated_gpu(tmp_path):
+    """invo-report networks --gpu-timing times files on a real GPU only: SwiftShader's timings are not a GPU's."""
+    from benchmarks.host.cli import main as report_cli
+    from benchmarks.runtime import SWIFTSHADER_ICD
+
+    require_gpu()
+    if os.environ.get("VK_ICD_FILENAMES") != SWIFTSHADER_ICD:
+        pytest.skip("a real Vulkan driver is configured: --gpu-timing would time it")
+    proc = invoke_cli(report_cli, "networks", "--networks", "resnet50", "--dtypes", "float32", "--gpu-timing",
+                      "--no-layers", "--out", tmp_path / "nb")
+    assert_one_line_error(proc, "--gpu-timing", "SwiftShader")
+    assert not (tmp_path / "nb" / "network_bench.json").exists()

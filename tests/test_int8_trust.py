@@ -229,4 +229,8 @@ def test_exact_calibration_leaves_a_model_too_large_to_hold_to_tfs_calibrator():
     ranges = exact_ranges(flat, samples, variable_float_tensors(unpack(flat)))
     input_bytes = 4 * 16 * 16 * 32  # the model's tensors hold far more than its input
     assert len(ranges) > 20 and calibrate(flat, samples, max_bytes=input_bytes) is None
-    assert calibrate(flat, samples) is not None  # within the default bound
+    # Within the default bound: the float model, every variable tensor carrying the range it took over the samples.
+    calibrated = unpack(calibrate(flat, samples)).subgraphs[0].tensors
+    for i, (lo, hi) in ranges.items():
+        q = calibrated[i].quantization
+        assert lo <= hi and (list(q.min), list(q.max)) == ([lo], [hi]), (i, q.min, q.max, lo, hi)

@@ -26,7 +26,13 @@ def test_layer_errors_worst_first(trained_seed):
     assert scores == sorted(scores, reverse=True) and all(np.isfinite(scores))
     ops = {r["op"] for r in rows}
     assert {"MUL", "ADD", "CONV_2D"} <= ops, ops
-    assert all(r["max_abs_error"] >= r["mean_abs_error"] >= 0 for r in rows)
+    # What each op does to int8 values: ops that move them (slices, reshapes, transposes, pooling's max) copy
+    # them exactly; ops that compute (MUL, ADD, convolutions) requantize, their error the rounding's (about 0.29
+    # of a step for uniform rounding; measured 0.14-0.44 here).
+    moved = [r["rmse_over_scale"] for r in rows if r["op"] in ("STRIDED_SLICE", "RESHAPE", "TRANSPOSE", "MAX_POOL_2D")]
+    computed = [r["rmse_over_scale"] for r in rows if r["op"] in ("MUL", "ADD", "CONV_2D", "FULLY_CONNECTED")]
+    assert len(moved) > 50 and max(moved) < 0.01, moved
+    assert 0.05 < min(computed) and max(computed) < 1.0, computed
 
 
 def test_selective_quantization_keeps_named_ops_in_float(trained_seed, tmp_path):

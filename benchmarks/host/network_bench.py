@@ -235,6 +235,13 @@ def _timing_label(t, cache):
     return f"ms_{t}t" + ("" if cache == "warm" else f"_{cache}")
 
 
+def litert_version():
+    """The installed ai-edge-litert's version, as the run records it."""
+    from importlib.metadata import version
+
+    return version("ai-edge-litert")
+
+
 def ops_per_involution(rows):
     """{"network dtype": [fewest, most]} operators per involution layer of each converted file, as its audit
     counted them (``convert.targets.layer_op_counts``)."""
@@ -266,7 +273,7 @@ def run(networks=NETWORKS, dtypes=DTYPES, schedule=Schedule(threads=(1, 2), cach
         rng = np.random.default_rng(0)
         np.savez(calib, x=rng.standard_normal((16, input_size, input_size, 3)).astype(np.float32))
     info = {"machine": machine_description(), "date": time.strftime("%Y-%m-%d"),
-            "runtime": "ai-edge-litert 2.3, XNNPACK (fp16: CompiledModel, FP16 forced)", "rounds": rounds,
+            "runtime": f"ai-edge-litert {litert_version()}, XNNPACK (fp16: CompiledModel, FP16 forced)", "rounds": rounds,
             "num_runs": num_runs, "input_size": input_size, "caches": list(caches), "evict_mb": EVICT_MB}
     if "fp16" in dtypes:
         info["fp16_arithmetic"] = cpu_fp16_arithmetic()  # "emulated": the fp16 figures are not FP16 speed
