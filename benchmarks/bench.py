@@ -30,7 +30,7 @@ def machine_description():
     name = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
-            name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), name)
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
     except OSError:
         pass
     return f"{name}, {os.cpu_count()} cores, {platform.machine()}"

@@ -345,7 +345,7 @@ def _run_child(args, inputs_npz, timeout):
             env.setdefault("XDG_RUNTIME_DIR", tmp)
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-                lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+                lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
                 if lines:
                     result = json.loads(lines[-1])
                 else:

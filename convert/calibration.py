@@ -17,9 +17,9 @@ calibrator.
 
 import numpy as np
 
-from invo_base.schema import editor
+from invo_base.schema import LazyEditor
 
-schema = editor()
+schema = LazyEditor()
 
 # Every tensor of one inference is kept in memory (RedNet-26 at 224x224: 0.54 GB of variable float32 tensors);
 # models whose variable tensors hold more than this keep TF's calibrator, which reuses its buffers.

@@ -11,9 +11,9 @@ import re
 import numpy as np
 
 from invo_base.tflite_edit import as_list, builtin_codes, pack, unpack, unsupported
-from invo_base.schema import editor
+from invo_base.schema import reader
 
-BuiltinOperator, TensorType = editor().BuiltinOperator, editor().TensorType
+BuiltinOperator, TensorType = reader().BuiltinOperator, reader().TensorType
 
 # The converter widens a calibrated range of exactly zero (min = max = 0: a dead ReLU) to [-1e-6, 1e-6],
 # which it stores as this scale with zero point 0.  A small but real range gets its own scale and is

@@ -43,8 +43,8 @@ def rewrite_model(model, strategy="shift"):
             return new
         return layer.__class__.from_config(layer.get_config())
 
-    if not any(isinstance(l, PatchInvolution) or (isinstance(l, Involution) and l.strategy != strategy)
-               for l in model.layers):
+    if not any(isinstance(layer, PatchInvolution) or (isinstance(layer, Involution) and layer.strategy != strategy)
+               for layer in model.layers):
         return model, []
     new_model = keras.models.clone_model(model, clone_function=clone)
     for old, new in zip(model.layers, new_model.layers):

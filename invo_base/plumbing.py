@@ -17,7 +17,7 @@ import click
 def one_line(exc, limit=400):
     """The first meaningful line of an exception's message, at most ``limit`` characters."""
     text = str(exc).strip() or type(exc).__name__
-    lines = [" ".join(l.split()) for l in text.splitlines() if l.strip() and not set(l.strip()) <= set("=-└ ")]
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip() and not set(line.strip()) <= set("=-└ ")]
     line = lines[0] if lines else text
     return line if len(line) <= limit else line[: limit - 3] + "..."
 

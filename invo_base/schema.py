@@ -37,3 +37,11 @@ def reader():
         raise SchemaUnavailable("reading a .tflite needs the schema's binding: pip install ai-edge-litert (or, "
                                 "beside tflite-runtime, tflite)") from None
     return tflite
+
+
+class LazyEditor:
+    """``editor()``'s binding, looked up on first use: a module that edits imports everywhere (a legacy board
+    lists its commands too) and fails only when it edits."""
+
+    def __getattr__(self, name):
+        return getattr(editor(), name)

@@ -7,10 +7,10 @@ back.  The passes that change what a model contains (``convert.compact``) belong
 
 import numpy as np
 
-from invo_base.schema import editor
+from invo_base.schema import LazyEditor
 from invo_base.tflite_model import builtin_of
 
-schema = editor()
+schema = LazyEditor()
 
 
 def unpack(flat):

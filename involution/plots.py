@@ -43,14 +43,14 @@ def involution_kernels(model, images):
     """[(layer name, kernels [N, Ho, Wo, K*K*G])] for every Involution layer of a functional model."""
     import keras
 
-    layers = [l for l in model.layers if isinstance(l, Involution)]
+    layers = [layer for layer in model.layers if isinstance(layer, Involution)]
     if not layers:
         return []
-    feed = keras.Model(model.inputs, [l.input for l in layers])
+    feed = keras.Model(model.inputs, [layer.input for layer in layers])
     inputs = feed.predict(images, verbose=0)
     if len(layers) == 1:
         inputs = [inputs]
-    return [(l.name, np.asarray(l.generate_kernel(x, training=False))) for l, x in zip(layers, inputs)]
+    return [(layer.name, np.asarray(layer.generate_kernel(x, training=False))) for layer, x in zip(layers, inputs)]
 
 
 def plot_kernel_maps(model, images, path):

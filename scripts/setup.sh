@@ -29,7 +29,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # find_spec, not import: importing TensorFlow only to see that it is there costs seconds on every run.
 if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec(m) for m in
-    ('tensorflow', 'ai_edge_litert', 'pytest', 'xdist', 'flatbuffers', 'involution', 'tflite_micro')))" 2>/dev/null \
+    ('tensorflow', 'ai_edge_litert', 'pytest', 'xdist', 'flatbuffers', 'involution', 'tflite_micro', 'ruff')))" 2>/dev/null \
    || [ setup.cfg -nt .venv/.installed ]; then
   say "installing this package with its host extras into .venv (TensorFlow: a few minutes the first time)"
   .venv/bin/pip install "${PIP[@]}" -e '.[dev]'

@@ -8,4 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check .   # the lint (pyproject.toml's [tool.ruff]): a finding fails the run before the tests
 exec .venv/bin/python -m pytest tests -v --durations=15 -n auto --maxprocesses 4 --dist worksteal "$@"

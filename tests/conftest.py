@@ -101,7 +101,7 @@ def assert_one_line_error(proc, *needles):
     """Non-zero exit, an 'Error:' line naming what is wrong, no traceback."""
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1, proc.stderr
     for needle in needles:
         assert needle.lower() in lines[0].lower(), lines[0]

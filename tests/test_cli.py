@@ -82,7 +82,7 @@ def test_argument_errors_come_before_tensorflow(tmp_path, module, argv, needle):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path), timeout=120,
                           env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.stdout.strip().endswith("TF-FREE 1"), proc.stdout + proc.stderr
-    errors = [l for l in proc.stderr.splitlines() if l.startswith("Error:")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and needle in errors[0], proc.stderr
 
 

@@ -150,7 +150,7 @@ def test_bad_input(bad_inputs, args, needle):
     before = set(os.listdir(d))
     result = CliRunner().invoke(convert_cli, args + ["--quiet", "--no-gpu-check"])
     assert result.exit_code == 1, result.output
-    lines = [l for l in result.output.splitlines() if l.startswith("Error:")]
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and needle.lower() in lines[0].lower(), result.output
     assert "Traceback" not in result.output
     assert set(os.listdir(d)) == before and not _leftovers(d)

@@ -275,5 +275,5 @@ def test_save_and_load_round_trip(tmp_path, fmt):
     loaded = keras.saving.load_model(path)
     x = np.random.default_rng(0).standard_normal((2, 9, 9, 8)).astype(np.float32)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6, atol=1e-6)
-    layer = [l for l in loaded.layers if isinstance(l, Involution)][0]
+    layer = [x for x in loaded.layers if isinstance(x, Involution)][0]
     assert layer.get_config()["strategy"] == "depthwise" and layer.padding == "symmetric"

@@ -16,10 +16,10 @@ from convert import compat
 from convert.compact import _zero_range, compact
 from invo_base import tflite_edit
 from invo_base.schema import editor
-
-schema = editor()
 from invo_base.tflite_model import TFLiteModel
 from involution import Involution
+
+schema = editor()
 
 
 def involution_model(two_inputs=False):

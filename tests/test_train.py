@@ -52,7 +52,7 @@ def test_training_writes_everything_and_learns(trained_seed):
 def test_saved_models_load_back_with_the_builtin_layer(trained_seed, fmt):
     out, _ = trained_seed
     model = keras.saving.load_model(out / "seed-involution" / f"model.{fmt}")
-    assert sum(isinstance(l, Involution) for l in model.layers) == 3
+    assert sum(isinstance(layer, Involution) for layer in model.layers) == 3
     other = keras.saving.load_model(out / "seed-involution" / ("model.keras" if fmt == "h5" else "model.h5"))
     x = load_digits().x_val[:16]
     np.testing.assert_allclose(model.predict(x, verbose=0), other.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
