@@ -15,7 +15,7 @@ import os
 import statistics
 
 from benchmarks.bench import benchmark, machine_description, spread
-from benchmarks.runtime import RuntimeUnavailable
+from benchmarks.runtime import RuntimeUnavailable, gpu_is_emulated
 from invo_base.plumbing import json_text, write_atomic
 
 # (setting, benchmark options): the GPU as a phone's runs it (FP16 allowed), the GPU in float32, every CPU core.
@@ -89,7 +89,8 @@ def main(argv=None):
     if not files:
         raise SystemExit(f"error: no .tflite files in {a.folder}")
     times = record(files, a.rounds, a.num_runs)
-    info = {"machine": machine_description(), "gpu": a.gpu, "date": time.strftime("%Y-%m-%d"), "rounds": a.rounds,
+    gpu = a.gpu + (" (SwiftShader: emulated, its timings are not GPU speed)" if gpu_is_emulated() else "")
+    info = {"machine": machine_description(), "gpu": gpu, "date": time.strftime("%Y-%m-%d"), "rounds": a.rounds,
             "num_runs": a.num_runs}
     os.makedirs(a.out, exist_ok=True)
     write_atomic(os.path.join(a.out, "gpu_record.json"), json_text({"info": info, "files": times}))

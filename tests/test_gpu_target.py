@@ -5,11 +5,12 @@ file meant for the GPU is not built for it."""
 import json
 import os
 import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import BIN, assert_close, assert_one_line_error, expected, invoke_cli, randomize, require_gpu, user_env
+from conftest import BIN, ROOT, assert_close, assert_one_line_error, expected, invoke_cli, randomize, require_gpu, user_env
 
 from convert.api import convert_model
 from convert.cli import main as convert_cli
@@ -112,3 +113,29 @@ def test_gpu_timing_refuses_an_emulated_gpu(tmp_path):
                       "--no-layers", "--out", tmp_path / "nb")
     assert_one_line_error(proc, "--gpu-timing", "SwiftShader")
     assert not (tmp_path / "nb" / "network_bench.json").exists()
+
+
+def test_the_gpu_record_times_every_file_in_every_setting(seed_files, tmp_path):
+    """scripts/gpu_loan.sh's timing run, on SwiftShader here (its timings are labelled as not GPU speed): each
+    file on the GPU with FP16 allowed and in float32 and on every CPU core, outputs checked, ratios to ResNet-50."""
+    require_gpu()
+    import shutil
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    shutil.copy(seed_files / "conv_f32.tflite", folder / "resnet50_f32.tflite")  # stands in for the baseline
+    shutil.copy(seed_files / "inv_f32.tflite", folder / "rednet26-gpu_f32.tflite")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_record", str(folder), str(tmp_path / "out"),
+                           "--rounds", "1", "--num_runs", "2"], capture_output=True, text=True, timeout=600,
+                          cwd=str(tmp_path), env=user_env(PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "gpu_record.json").read_text())
+    files = record["files"]
+    assert set(files) == {"resnet50_f32.tflite", "rednet26-gpu_f32.tflite"}
+    for by_setting in files.values():
+        assert set(by_setting) == {"gpu", "gpu-fp32", "cpu-all-cores"}
+        assert by_setting["gpu"]["check"]["ok"] and by_setting["gpu-fp32"]["check"]["ok"]
+        assert by_setting["cpu-all-cores"]["check"] is None and by_setting["gpu"]["accelerator"].startswith("GPU")
+    md = (tmp_path / "out" / "gpu_record.md").read_text()
+    assert "SwiftShader: emulated, its timings are not GPU speed" in md
+    assert "| resnet50_f32.tflite |" in md and md.count("1.00x (1.00-1.00)") == 3
