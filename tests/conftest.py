@@ -213,3 +213,18 @@ def expected(saved, file):
 def assert_close(got, want, tol):
     """Within ``tol`` of the largest output (outputs of freshly initialised models can be small)."""
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol * float(np.abs(want).max()))
+
+
+def assert_gives_saved_outputs(saved, file, tflite_path, tol=1e-4):
+    """The .tflite at ``tflite_path`` gives, sample by sample, the outputs the saved model ``file`` gave before it
+    was saved."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    x, want = expected(saved, file)
+    interp = Interpreter(model_path=str(tflite_path))
+    interp.allocate_tensors()
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    for sample, w in zip(x, want):
+        interp.set_tensor(inp["index"], sample[None])
+        interp.invoke()
+        assert_close(interp.get_tensor(outp["index"])[0], w, tol)

@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import BIN, ROOT, assert_close, assert_one_line_error, expected, invoke_cli, randomize, require_gpu, user_env
+from conftest import BIN, ROOT, assert_gives_saved_outputs, assert_one_line_error, invoke_cli, randomize, require_gpu, user_env
 
 from convert.api import convert_model
 from convert.cli import main as convert_cli
@@ -46,16 +46,7 @@ def test_rednet26_gpu_file_is_within_the_op_bounds_and_right_on_the_gpu(saved, t
     assert r["gpu"]["fully_delegated"] and r["gpu"]["ok"], r["gpu"]
     assert "target: gpu (involution form 'separable'); involution layers " in stdout
     assert f"(bound {GPU_MAX_LAYER_OPS})\n    {a['ops']} ops: about" in stdout
-    from ai_edge_litert.interpreter import Interpreter
-
-    x, want = expected(saved, "rednet26.keras")  # what the model gave before it was saved
-    interp = Interpreter(model_path=str(tmp_path / "m.tflite"))
-    interp.allocate_tensors()
-    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-    for sample, w in zip(x, want):
-        interp.set_tensor(inp["index"], sample[None])
-        interp.invoke()
-        assert_close(interp.get_tensor(outp["index"])[0], w, 1e-4)
+    assert_gives_saved_outputs(saved, "rednet26.keras", tmp_path / "m.tflite")
 
 
 def test_float16_gpu_file_passes_the_gpu_check_by_fp16s_rule(saved, tmp_path):

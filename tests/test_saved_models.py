@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BIN, ROOT, assert_close, expected, user_env
+from conftest import BIN, ROOT, assert_gives_saved_outputs, user_env
 
 from involution.catalog import MODEL_NAMES
 from involution.serializable import MODULES
@@ -32,16 +32,7 @@ def test_saved_model_converts_in_a_fresh_process(saved, tmp_path, file):
     proc = subprocess.run([os.path.join(BIN, "invo-convert"), str(saved / file), "-o", str(out), "--no-gpu-check",
                            "--quiet"], capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=user_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from ai_edge_litert.interpreter import Interpreter
-
-    x, want = expected(saved, file)
-    interp = Interpreter(model_path=str(out))
-    interp.allocate_tensors()
-    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-    for sample, w in zip(x, want):
-        interp.set_tensor(inp["index"], sample[None])
-        interp.invoke()
-        assert_close(interp.get_tensor(outp["index"])[0], w, 1e-4)
+    assert_gives_saved_outputs(saved, file, out)
 
 
 def test_every_saved_model_loads_in_a_fresh_process(saved):
