@@ -8,7 +8,7 @@ import os
 import zipfile
 
 from convert.errors import ConversionError
-from convert.export import check_calibrator, check_float_aggregation, check_quantization
+from convert.export import INT8_NEEDS_DATA, check_calibrator, check_float_aggregation, check_quantization
 from involution.catalog import STRATEGIES
 from involution.data import DataError, check_source
 
@@ -56,7 +56,7 @@ def check_options(quantize, io, strategy, calib, calib_samples, arch=None, input
     if calib_samples < 1:
         raise ConversionError(f"--calib-samples must be at least 1, got {calib_samples}")
     if quantize == "int8" and not calib:
-        raise ConversionError("int8 needs calibration data (--calib digits|cifar10|FILE.npz|IMAGE_DIR): random data is not calibration")
+        raise ConversionError(INT8_NEEDS_DATA)
     if input_range and not arch:
         raise ConversionError("--input-range applies to official checkpoints: pass --arch too")
 

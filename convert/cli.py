@@ -4,10 +4,11 @@ import click
 
 from benchmarks.gpu_check import allowed_text, unit_suffix
 from benchmarks.micro import format_micro_audit
-from benchmarks.runtime import FP16_ALLOWED, TFLITE_RUNTIME_LAST, needs_newer_runtime
+from benchmarks.runtime import TFLITE_RUNTIME_LAST, needs_newer_runtime
 from benchmarks.xnnpack_check import format_coverage
 from convert.export import CALIBRATORS, IO_TYPES, QUANTIZE
 from convert.targets import GPU_DISPATCH_US, TARGETS
+from convert.verification import MAX_REL_ERROR, MIN_AGREEMENT
 from invo_base.plumbing import cli_errors
 from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
 from involution.catalog import INPUT_RANGES, REDNET_DEPTHS, STRATEGIES
@@ -107,6 +108,11 @@ def format_audit(result):
     return "\n".join(lines)
 
 
+def gate_defaults(bounds):
+    """A quality gate's default bounds for --help: '0.99 float32, 0.99 float16, ...'."""
+    return ", ".join(f"{v:g} {'float32' if q == 'none' else q}" for q, v in bounds.items())
+
+
 def format_target(t, strategy):
     """One line: the target, the involution form, and the op counts that decide a GPU's time."""
     per_layer = t["layer_ops"]
@@ -150,10 +156,10 @@ def format_target(t, strategy):
 @click.option("--no-gpu-check", is_flag=True, help="Skip compiling on the LiteRT GPU accelerator.")
 @click.option("--min-agreement", type=float,
               help="Quality gate: least top-1 agreement with Keras on the held-out samples, for classifiers. "
-                   "Default: 0.99 float32 and float16, 0.98 dynamic, 0.97 int8.")
+                   f"Default: {gate_defaults(MIN_AGREEMENT)}.")
 @click.option("--max-rel-error", type=float,
               help="Quality gate: largest error vs Keras relative to the output's largest magnitude. "
-                   f"Default: 0.001 float32, {FP16_ALLOWED} float16, 0.1 dynamic, 0.25 int8.")
+                   f"Default: {gate_defaults(MAX_REL_ERROR)}.")
 @click.option("--no-check", is_flag=True, help="Write the model even if it fails the quality gate.")
 @click.option("--arch", type=click.Choice(list(REDNET_DEPTHS)),
               help="MODEL is an official RedNet checkpoint (.pth/.pt, .safetensors, .npz) of this architecture.")

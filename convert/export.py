@@ -19,6 +19,8 @@ from convert.errors import ConversionError
 from invo_base.tflite_model import TFLiteModel
 
 QUANTIZE = ("none", "float16", "dynamic", "int8")
+INT8_NEEDS_DATA = ("int8 needs calibration data (--calib digits|cifar10|FILE.npz|IMAGE_DIR): random data is not "
+                   "calibration")
 IO_TYPES = ("int8", "uint8", "float32")
 # How int8 calibration measures each tensor's range (``to_tflite``): its own values, or TF's calibrator.
 CALIBRATORS = ("exact", "tf")
@@ -148,7 +150,7 @@ def tflite_converter(model, quantize="none", io="int8", representative=None, all
                 compat.per_tensor_dense(conv)
         elif quantize == "int8":
             if representative is None or len(representative) == 0:
-                raise ConversionError("int8 needs calibration data (--calib SOURCE): random data is not calibration")
+                raise ConversionError(INT8_NEEDS_DATA)
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
             conv.representative_dataset = representative_dataset(representative, progress)
             ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
