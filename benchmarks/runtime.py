@@ -410,35 +410,33 @@ class CompiledRunner(Runner):
         signatures = self.cm.get_signature_list()
         sig = next(iter(signatures))
         names = signatures[sig]
-        in_det = self.cm.get_input_tensor_details(sig)
         out_det = self.cm.get_output_tensor_details(sig)
-        # Quantization is not in the compiled model's details; take it from the file: by signature name
-        # (the compiled model's names when the file has a signature), by tensor name, else by position.
-        file_in_list = self.model.io("inputs")
-        file_in = {t.name: t for t in file_in_list}
-        file_in.update({name: self.model.main["tensors"][i] for i, name in self.model.signature_names.items()})
-        self.inputs = []
-        for i, name in enumerate(names["inputs"]):
-            d = in_det[name]
-            t = file_in.get(name) or (file_in_list[i] if i < len(file_in_list) else None)
-            self.inputs.append({"name": name, "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
-                                "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
+        self.inputs = self._details(names["inputs"], self.cm.get_input_tensor_details(sig), "inputs")
+        self.output_details = self._details(names["outputs"], out_det, "outputs")
         self._outs = [(int(np.prod(out_det[n]["shape"])), np.dtype(out_det[n]["dtype"]), tuple(out_det[n]["shape"]))
                       for n in names["outputs"]]
-        file_out_list = self.model.io("outputs")
-        file_out = {t.name: t for t in file_out_list}
-        file_out.update({name: self.model.main["tensors"][i] for i, name in self.model.signature_names.items()})
-        self.output_details = []
-        for i, name in enumerate(names["outputs"]):
-            t = file_out.get(name) or (file_out_list[i] if i < len(file_out_list) else None)
-            self.output_details.append({"name": name, "shape": [int(s) for s in out_det[name]["shape"]],
-                                        "dtype": np.dtype(out_det[name]["dtype"]).name,
-                                        "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
         self._last = None
         with native_logs_silenced():  # the first buffer access sets up an environment, with log lines
             self._ib = self.cm.create_input_buffers(0)
             self._ob = self.cm.create_output_buffers(0)
             self.set_inputs([np.zeros(d["shape"], d["dtype"]) for d in self.inputs])
+
+    def _details(self, names, compiled, side):
+        """[{name, shape, dtype, scale, zero_point}] of the signature's ``side`` ("inputs" or "outputs").
+
+        Quantization is not in the compiled model's details; it comes from the file: by signature name (the
+        compiled model's names when the file has a signature), by tensor name, else by position.
+        """
+        listed = self.model.io(side)
+        by_name = {t.name: t for t in listed}
+        by_name.update({name: self.model.main["tensors"][i] for i, name in self.model.signature_names.items()})
+        out = []
+        for i, name in enumerate(names):
+            d = compiled[name]
+            t = by_name.get(name) or (listed[i] if i < len(listed) else None)
+            out.append({"name": name, "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name,
+                        "scale": t.scale if t else 0.0, "zero_point": t.zero_point if t else 0})
+        return out
 
     def set_inputs(self, arrays):
         for buf, a in zip(self._ib, arrays):
