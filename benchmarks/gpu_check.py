@@ -105,25 +105,17 @@ def wrong_ops_on_gpu(path, model=None, allowed=SINGLE_OP_ALLOWED):
     import tempfile
 
     from benchmarks.runtime import CompiledRunner, random_inputs
-    from invo_base import tflite_edit
-    from invo_base.tflite_model import TFLiteModel
 
-    with open(path, "rb") as f:
-        data = f.read()
-    sg = (model or TFLiteModel(data, path)).main
-    tensors = sg["tensors"]
-    first = {}
-    for k, (name, (ins, outs)) in enumerate(zip(sg["ops"], sg["op_io"])):
-        if any(i >= 0 and tensors[i].constant_size and tensors[i].dtype in ("INT8", "UINT8") for i in ins):
-            key = (name, tuple((tensors[i].shape, tensors[i].dtype) for i in ins if i >= 0),
-                   tuple((tensors[o].shape, tensors[o].dtype) for o in outs))
-            first.setdefault(key, k)
-    tree, wrong = tflite_edit.unpack(data), []
+    def with_int8_weights(name, ins, outs, tensors):  # the op's type and its tensors' shapes and types
+        if not any(i >= 0 and tensors[i].constant_size and tensors[i].dtype in ("INT8", "UINT8") for i in ins):
+            return None
+        return (name, tuple((tensors[i].shape, tensors[i].dtype) for i in ins if i >= 0),
+                tuple((tensors[o].shape, tensors[o].dtype) for o in outs))
+
+    wrong = []
     with tempfile.TemporaryDirectory() as tmp:
-        for (name, ins, outs), k in first.items():
-            single = os.path.join(tmp, f"op{k}.tflite")
-            with open(single, "wb") as f:
-                f.write(tflite_edit.single_op_model(tree, k))
+        cut = single_op_models(path, tmp, with_int8_weights, model)
+        for (name, ins, outs), (k, single) in cut.items():
             entry = {"op": k, "name": name, "input": list(ins[0][0]), "output": list(outs[0][0])}
             try:
                 cpu = CompiledRunner(single, "cpu")
@@ -139,7 +131,7 @@ def wrong_ops_on_gpu(path, model=None, allowed=SINGLE_OP_ALLOWED):
             error = float(diff.max()) / (size or 1.0)
             if not error <= allowed:
                 wrong.append(dict(entry, error=error))
-    return len(first), wrong
+    return len(cut), wrong
 
 
 def run_once(runner, arrays):
@@ -290,27 +282,31 @@ def describe_failure(path, result):
             f"{w.get('gpu', float('nan')):.4g}); allowed {result.get('allowed_abs_error', 0):.3g}{unit}{why}")
 
 
-def single_op_models(path, directory):
-    """{op name: path} of one-op models cut from ``path``, the first instance of each op type.
+def single_op_models(path, directory, key=None, model=None):
+    """{key: (op index, path)} of one-op models cut from ``path`` into ``directory``: the first op of each key.
 
-    Control flow (WHILE, IF) is skipped: it cannot stand alone.  Needs ai-edge-litert's schema
-    module (no TensorFlow).
+    ``key(name, ins, outs, tensors)`` gives an op's key, None to leave it out; by default its type, with control
+    flow (WHILE, IF) left out, since it cannot stand alone.  ``model``: the file's ``TFLiteModel``, where the
+    caller has parsed it already.  Needs ai-edge-litert's schema module (no TensorFlow).
     """
     from invo_base import tflite_edit
     from invo_base.tflite_model import TFLiteModel
 
+    key = key or (lambda name, ins, outs, tensors: None if name in ("WHILE", "IF") else name)
     with open(path, "rb") as f:
         data = f.read()
-    names = TFLiteModel(data, path).main["ops"]
-    model = tflite_edit.unpack(data)
-    out = {}
-    for index, name in enumerate(names):
-        if name in out or name in ("WHILE", "IF"):
-            continue
-        target = os.path.join(directory, f"op{index}_{name}.tflite")
+    sg = (model or TFLiteModel(data, path)).main
+    first = {}
+    for index, (name, (ins, outs)) in enumerate(zip(sg["ops"], sg["op_io"])):
+        k = key(name, ins, outs, sg["tensors"])
+        if k is not None:
+            first.setdefault(k, index)
+    tree, out = tflite_edit.unpack(data), {}
+    for k, index in first.items():
+        target = os.path.join(directory, f"op{index}_{sg['ops'][index]}.tflite")
         with open(target, "wb") as f:
-            f.write(tflite_edit.single_op_model(model, index))
-        out[name] = target
+            f.write(tflite_edit.single_op_model(tree, index))
+        out[k] = (index, target)
     return out
 
 
@@ -320,7 +316,7 @@ def ops_kept_off_gpu(path, timeout=120):
 
     refused = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, single in single_op_models(path, tmp).items():
+        for name, (_, single) in single_op_models(path, tmp).items():
             r = _run_child([single, "--compile-only"], None, timeout)
             if not (r.get("available") and r.get("fully_delegated")):
                 refused.append(name + (" (crashed the accelerator)" if r.get("crashed") else ""))
