@@ -96,13 +96,13 @@ def _preflight_gpu(path):
     Where no Vulkan driver is configured and the child found a GPU only on SwiftShader (a software Vulkan),
     this process is pointed at SwiftShader too, as ``invo-convert`` does; returns True then.
     """
-    from benchmarks.gpu_check import _run_child
+    from benchmarks.gpu_check import compile_in_child
 
-    r = _run_child([os.path.abspath(path), "--compile-only"], None, timeout=300)
+    r = compile_in_child(path)
     if r.get("crashed"):
         raise rt.RuntimeUnavailable(f"{path}: the GPU accelerator crashes while compiling this model; "
                                     "'invo-convert --report' names the ops it cannot take")
-    if r.get("swiftshader_fallback"):
+    if r.get("swiftshader_fallback"):  # LiteRT reads the Vulkan driver from the environment only
         os.environ["VK_ICD_FILENAMES"] = rt.SWIFTSHADER_ICD
         return True
     return False

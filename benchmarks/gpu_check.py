@@ -317,10 +317,16 @@ def ops_kept_off_gpu(path, timeout=120):
     refused = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (_, single) in single_op_models(path, tmp).items():
-            r = _run_child([single, "--compile-only"], None, timeout)
+            r = compile_in_child(single, timeout)
             if not (r.get("available") and r.get("fully_delegated")):
                 refused.append(name + (" (crashed the accelerator)" if r.get("crashed") else ""))
     return refused
+
+
+def compile_in_child(path, timeout=300):
+    """{available, fully_delegated, crashed?, swiftshader_fallback?} of compiling ``path`` on the GPU alone in a
+    child process, which a driver that kills its process on an op it cannot run leaves this one standing."""
+    return _run_child([os.path.abspath(path), "--compile-only"], None, timeout)
 
 
 def _run_child(args, inputs_npz, timeout):

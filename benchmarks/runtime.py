@@ -421,6 +421,12 @@ class CompiledRunner(Runner):
             self._ob = self.cm.create_output_buffers(0)
             self.set_inputs([np.zeros(d["shape"], d["dtype"]) for d in self.inputs])
 
+    def standing_in_for_a_gpu(self):
+        """This CPU runner, marked as the fallback for a GPU that could not be created: no op went to the
+        accelerator asked for.  Returns the runner."""
+        self.accelerator, self._fully_delegated = "CPU (no GPU: fallback)", False
+        return self
+
     def _details(self, names, compiled, side):
         """[{name, shape, dtype, scale, zero_point}] of the signature's ``side`` ("inputs" or "outputs").
 
@@ -473,9 +479,7 @@ def load(path, runtime=None, *, use_gpu=False, num_threads=1, use_xnnpack=True, 
         except RuntimeUnavailable:
             if not (use_gpu and gpu_fallback):
                 raise
-        runner = CompiledRunner(path, "cpu", num_threads)  # no GPU at all: the fallback that was asked for
-        runner.accelerator, runner._fully_delegated = "CPU (no GPU: fallback)", False  # noqa: SLF001 - the fallback's fact
-        return runner
+        return CompiledRunner(path, "cpu", num_threads).standing_in_for_a_gpu()  # the fallback that was asked for
     if use_gpu and not delegate:
         raise RuntimeUnavailable(f"--use_gpu on {runtime} needs --delegate PATH to the device's GPU delegate library")
     if use_gpu and not gpu_precision_loss_allowed:
