@@ -18,9 +18,10 @@ kit() {
     grep -qx '/.dev/' .git/info/exclude 2>/dev/null || echo /.dev/ >> .git/info/exclude
     mkdir -p "$KIT/rt" "$KIT/files" /tmp/gpu_whl /tmp/gpu_slim
     if [ ! -f "$KIT/rt/litert_slim.tar.xz" ]; then
-        # The device machine's Python is 3.12 (docs/gpu_h200.md); its wheel without the NPU vendor plugins.
+        # The device machine's Python is 3.12 with numpy (docs/gpu_h200.md): the runtime without its NPU vendor
+        # plugins, and the pure-Python packages the device side needs.
         pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-            --platform manylinux_2_27_x86_64 -d /tmp/gpu_whl ai-edge-litert==2.3.0 backports.strenum click
+            --platform manylinux_2_27_x86_64 -d /tmp/gpu_whl ai-edge-litert==2.3.0 backports.strenum click flatbuffers
         (cd /tmp/gpu_slim && for w in /tmp/gpu_whl/*.whl; do unzip -qo "$w"; done &&
             rm -rf ai_edge_litert/vendors ai_edge_litert/tools/apply_plugin_main)
         tar cJf "$KIT/rt/litert_slim.tar.xz" -C /tmp/gpu_slim .
