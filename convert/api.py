@@ -53,7 +53,6 @@ def convert_model(model_path, output=None, options=None, *, report=None, force=F
     keras_model, input_shape, result["rewritten"] = _builtin_model(model, kind, o.strategy, model_path)
     if o.quantize == "int8":
         result["calibrator"] = o.calibrator
-        _check_calibration_runs(keras_model)
     if o.float_aggregation:
         _check_has_involution(keras_model, model_path)
         result["float_aggregation"] = True
@@ -159,24 +158,6 @@ def _check_rewrite(original, rewritten, x):
     if not diff <= 1e-4 * max(1.0, scale):
         raise ConversionError(f"the rewritten model differs from the original by {diff:.3g}; not converting")
     return diff
-
-
-def _check_calibration_runs(keras_model):
-    """int8 calibration runs TFLite's builtin kernels, which never finish a DEPTHWISE_CONV_2D deeper than
-    ``BUILTIN_DEPTHWISE_MAX_DEPTH``: a separable gather of C*K*K channels past it is refused before it starts."""
-    from convert import compat
-    from invo_base.tflite_model import BUILTIN_DEPTHWISE_MAX_DEPTH
-    from involution.layer import Involution
-
-    for layer in compat.all_layers(keras_model) if hasattr(keras_model, "layers") else []:
-        if isinstance(layer, Involution) and layer.strategy == "separable":
-            depth = layer.channel * layer.kernel_size**2
-            if depth > BUILTIN_DEPTHWISE_MAX_DEPTH:
-                raise ConversionError(
-                    f"int8 with the GPU target: layer {layer.name}'s separable gather is {depth} channels deep "
-                    f"(C*K*K), and calibration's builtin kernels never finish one deeper than "
-                    f"{BUILTIN_DEPTHWISE_MAX_DEPTH}; convert it for the GPU in float32 or float16, or for int8 "
-                    "with --target cpu")
 
 
 def _check_has_involution(keras_model, model_path):

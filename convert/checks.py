@@ -48,7 +48,7 @@ def model_kind(path):
 def check_options(quantize, io, strategy, calib, calib_samples, arch=None, input_range=None):
     check_quantization(quantize, io)
     if strategy not in STRATEGIES:
-        raise ConversionError(f"--strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        raise ConversionError(f"--aggregation must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
     if strategy == "separable" and quantize == "dynamic":
         raise ConversionError("the GPU target's involution (separable) cannot be dynamic-range quantized: its one-hot "
                               "gather would get int8 weights, which the GPU and XNNPACK refuse; use --quantize none, "
@@ -93,8 +93,8 @@ def preflight(model_path, output, options, report=None, force=False):
     """Every check of an ``invo-convert`` call (``options``: a ``convert.options.ConvertOptions``) that needs
     no TensorFlow; returns the output path."""
     o = options
-    check_options(o.quantize, o.io, o.strategy, o.calib, o.calib_samples, o.arch, o.input_range)  # o.strategy checks
-    # the target and the aggregation
+    # o.strategy resolves --target and --aggregation, and names a wrong one
+    check_options(o.quantize, o.io, o.strategy, o.calib, o.calib_samples, o.arch, o.input_range)
     check_float_aggregation(o.quantize, o.float_aggregation)
     check_calibrator(o.quantize, o.calibrator)
     # The input first: a missing or wrong input is the real cause, whatever the output path says.
