@@ -73,12 +73,14 @@ def _interpreter(micro, data, arena_size=None):
 
 def arena(path):
     """The arena the model needs on TFLM (``parse_allocations``), recorded as its interpreter plans it."""
-    micro = import_micro()
     with open(path, "rb") as f:
-        data = f.read()
+        return recorded_arena(_interpreter(import_micro(), f.read()))
+
+
+def recorded_arena(interp):
+    """``parse_allocations`` of what an interpreter's recording allocator says it allocated."""
     with tempfile.TemporaryFile("w+") as out:
         with _captured_fd(1, out), _captured_fd(2, out):  # native code prints the record
-            interp = _interpreter(micro, data)
             interp.print_allocations()
         out.seek(0)
         return parse_allocations(out.read())
@@ -129,8 +131,8 @@ def micro_benchmark(path, num_runs=20, input_file_arrays=None):
     with open(path, "rb") as f:
         data = f.read()
     model = TFLiteModel(data, path)
-    record = arena(path)
     interp = _interpreter(micro, data)
+    record = recorded_arena(interp)  # planned when the interpreter was made, before any run
     n_in = len(model.main["inputs"])
     details = [interp.get_input_details(i) for i in range(n_in)]
     arrays = input_file_arrays or random_inputs([{"shape": tuple(d["shape"]), "dtype": d["dtype"],
