@@ -4,6 +4,7 @@ import fcntl
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -195,6 +196,7 @@ def saved(request, tmp_path_factory):
     with the outputs it gave), written once by a process of their own."""
     def make(out):
         tmp = out.with_name("partial")
+        shutil.rmtree(tmp, ignore_errors=True)  # what a failed attempt left
         tmp.mkdir()
         proc = subprocess.run([sys.executable, "-m", "tests.saved_models.save_library_models", str(tmp)], cwd=ROOT,
                               capture_output=True, text=True, timeout=600, env=user_env(PYTHONPATH=ROOT))
